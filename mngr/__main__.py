@@ -1,0 +1,3 @@
+from mngr.entry import main
+
+main()

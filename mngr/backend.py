@@ -1,0 +1,144 @@
+"""The backend contract. A backend module in `backends/` subclasses `Backend` and declares:
+
+- `config_model`: its provider settings (pydantic, unknown keys refused);
+- `create_options_model`: its provider-specific `host create` flags;
+- `unsupported`: each capability it lacks, with a human reason;
+- the verbs, as argv-building plans and parsers run through the injected runner.
+
+A backend never prints, reads settings files or parses CLI flags.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from mngr.errors import MngrError, UnsupportedError, VendorCommandError
+from mngr.plan import Plan
+from mngr.records import Host, Snapshot
+from mngr.runner import Command, Completed, Runner
+
+
+class Capability(StrEnum):
+    CREATE = "create"
+    STOP_START = "stop/start"
+    SNAPSHOT = "snapshot"
+    EXEC = "exec"
+    TAGS = "tags"
+
+
+class ProviderConfig(BaseModel):
+    """Settings of one provider instance. Backends subclass it with their own fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    backend: str
+    timeout_s: float = 60.0
+
+
+class CreateOptions(BaseModel):
+    """Provider-specific `host create` flags. Each field becomes `--field-name`.
+
+    Field metadata (`json_schema_extra`): `flag` overrides the long flag, `short` adds a
+    short one (e.g. "-b").
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class CreateRequest:
+    name: str
+    host_id: str
+    created_at: str
+    image: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    from_snapshot: Snapshot | None = None
+    options: CreateOptions | None = None
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    config_model: ClassVar[type[ProviderConfig]] = ProviderConfig
+    create_options_model: ClassVar[type[CreateOptions]] = CreateOptions
+    unsupported: ClassVar[dict[Capability, str]] = {}
+
+    def __init__(self, config: ProviderConfig, runner: Runner) -> None:
+        self.config = config
+        self.runner = runner
+
+    @property
+    def provider(self) -> str:
+        return self.config.name
+
+    # --- capabilities -----------------------------------------------------------------
+
+    @classmethod
+    def require(cls, capability: Capability) -> None:
+        reason = cls.unsupported.get(capability)
+        if reason is not None:
+            raise UnsupportedError(f"backend '{cls.name}' cannot {capability}: {reason}")
+
+    # --- running vendor commands ------------------------------------------------------
+
+    def run(self, command: Command, *, cancellable: bool = True) -> Completed:
+        try:
+            return self.runner.run(command, cancellable=cancellable)
+        except VendorCommandError as exc:
+            raise self.classify(exc) from exc
+
+    def classify(self, error: VendorCommandError) -> MngrError:
+        """Turn a failed vendor command into a specific error (not found, unauthorised...)."""
+        return error
+
+    # --- verbs ------------------------------------------------------------------------
+
+    @abstractmethod
+    def list_hosts(self) -> list[Host]: ...
+
+    @abstractmethod
+    def create_plan(self, request: CreateRequest) -> Plan: ...
+
+    @abstractmethod
+    def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan: ...
+
+    def stop_plan(self, host: Host, *, snapshot: bool = False) -> Plan:
+        self.require(Capability.STOP_START)
+        raise NotImplementedError
+
+    def start_plan(self, host: Host) -> Plan:
+        self.require(Capability.STOP_START)
+        raise NotImplementedError
+
+    def snapshot_create_plan(self, host: Host, name: str) -> Plan:
+        self.require(Capability.SNAPSHOT)
+        raise NotImplementedError
+
+    def list_snapshots(self, host: Host | None = None) -> list[Snapshot]:
+        if Capability.SNAPSHOT in self.unsupported:
+            return []
+        raise NotImplementedError
+
+    def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
+        self.require(Capability.SNAPSHOT)
+        raise NotImplementedError
+
+    def exec_command(
+        self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False
+    ) -> Command:
+        """The command that runs `argv` on the host, with stdio passed through."""
+        self.require(Capability.EXEC)
+        raise NotImplementedError
+
+    def shell_command(self, host: Host, *, tty: bool = True) -> Command:
+        self.require(Capability.EXEC)
+        raise NotImplementedError
+
+    def check(self) -> dict[str, Any]:
+        """One cheap call proving the provider is reachable; returns facts to show."""
+        return {"reachable": True}

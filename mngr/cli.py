@@ -1,0 +1,685 @@
+"""The command layer: parse, call the engine, render. No logic lives here."""
+
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mngr import __version__
+from mngr.errors import UsageError
+
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json or jsonl.")]
+ProviderOpt = Annotated[
+    str | None, typer.Option("--provider", "-p", help="Provider instance to use.")
+]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Print the vendor commands that would run; run none.")
+]
+
+
+class State:
+    """Global options, set by the root callback."""
+
+    config: Path | None = None
+    jobs: int = 8
+
+
+def _engine() -> Any:
+    from mngr import config
+    from mngr.engine import Engine
+
+    return Engine(config.load(State.config), jobs=State.jobs)
+
+
+def _check_format(fmt: str) -> str:
+    from mngr.output import FORMATS
+
+    if fmt not in FORMATS:
+        raise UsageError(f"invalid --format {fmt!r}: use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _confirm(what: str, yes: bool) -> None:
+    if yes:
+        return
+    if not _interactive():
+        raise UsageError(f"refusing to {what} without --yes when not on a terminal")
+    if not typer.confirm(f"{what}?", default=False, err=True):
+        raise typer.Exit(1)
+
+
+def _finish(outcomes: list[Any], verb: str) -> None:
+    """Report per-item failures; exit with the first failure's code."""
+    from mngr import output
+    from mngr.errors import MngrError
+
+    failed = [o for o in outcomes if o.error is not None]
+    for o in failed:
+        if isinstance(o.error, KeyboardInterrupt):
+            raise o.error
+        label = o.item[1] if isinstance(o.item, tuple) and len(o.item) > 2 else ""
+        output.stderr.print(
+            f"error: {verb} {label}: {o.error}".replace("  ", " "), style="red", markup=False
+        )
+    if failed:
+        first = failed[0].error
+        code = first.exit_code if isinstance(first, MngrError) else 1
+        raise typer.Exit(code)
+
+
+def _print_plans(plans: list[Any]) -> None:
+    for plan in plans:
+        for line in plan.render():
+            sys.stdout.write(line + "\n")
+
+
+app = typer.Typer(
+    name="mngr",
+    help="Create, list, stop, start, snapshot and destroy hosts through named providers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+host_app = typer.Typer(help="Manage hosts.", no_args_is_help=True)
+snapshot_app = typer.Typer(help="Manage snapshots of hosts.", no_args_is_help=True)
+provider_app = typer.Typer(help="Manage provider instances.", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+app.add_typer(host_app, name="host")
+host_app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(provider_app, name="provider")
+app.add_typer(config_app, name="config")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mngr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Extra settings file (highest layer).")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel operations at most.")] = 8,
+    version: Annotated[
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show version."),
+    ] = False,
+) -> None:
+    State.config = config
+    State.jobs = jobs
+
+
+# --- host -------------------------------------------------------------------------------
+
+
+def host_create(
+    names: Annotated[list[str], typer.Argument(help="Names of the hosts to create.")],
+    provider: ProviderOpt = None,
+    image: Annotated[str | None, typer.Option("--image", help="Image to start from.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="Tag KEY=VALUE (repeatable).")
+    ] = None,
+    from_snapshot: Annotated[
+        str | None, typer.Option("--from-snapshot", help="Snapshot id or name to start from.")
+    ] = None,
+    dry_run: DryRunOpt = False,
+    fmt: FormatOpt = "table",
+    **backend_flags: Any,
+) -> None:
+    """Create hosts."""
+    from mngr import create_flags, output
+    from mngr.backend import Capability, CreateRequest
+    from mngr.names import check_host_name, new_host_id, parse_tags
+    from mngr.records import utc_now
+
+    _check_format(fmt)
+    for name in names:
+        check_host_name(name)
+    if len(set(names)) != len(names):
+        raise UsageError("the same host name is given twice")
+    tags = parse_tags(tag)
+    engine = _engine()
+    provider = provider or engine.settings.default_provider
+    backend = engine.backend(provider)
+    backend.require(Capability.CREATE)
+    options = create_flags.options_for(type(backend), backend_flags)
+    snapshot = None
+    if from_snapshot:
+        backend.require(Capability.SNAPSHOT)
+        snapshot = engine.resolve_snapshot(from_snapshot, provider)
+    plans = []
+    for name in names:
+        request = CreateRequest(
+            name=name,
+            host_id=new_host_id(),
+            created_at=utc_now(),
+            image=image,
+            tags=tags,
+            from_snapshot=snapshot,
+            options=options,
+        )
+        plans.append(backend.create_plan(request))
+    if dry_run:
+        _print_plans(plans)
+        return
+    outcomes = engine.run_plans([(backend, p) for p in plans])
+    for outcome, name in zip(outcomes, names, strict=True):
+        outcome.item = (backend, f"{name}.{provider}", None)
+    created = [o.value for o in outcomes if o.error is None]
+    if created:
+        output.render_hosts(created, [], fmt)
+    _finish(outcomes, "create")
+
+
+def _with_backend_flags(fn: Any) -> Any:
+    """Give `host create` the flags of every installed backend (only when it is invoked)."""
+    from mngr import create_flags
+
+    sig = inspect.signature(fn, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    params += create_flags.typer_parameters(create_flags.collect())
+
+    def wrapper(**kwargs: Any) -> Any:
+        return fn(**kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__doc__ = fn.__doc__
+    wrapper.__name__ = fn.__name__
+    return wrapper
+
+
+def register_create(with_backend_flags: bool) -> None:
+    callback = _with_backend_flags(host_create) if with_backend_flags else host_create
+    if not with_backend_flags:
+        sig = inspect.signature(host_create, eval_str=True)
+        params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+
+        def callback(**kwargs: Any) -> Any:
+            return host_create(**kwargs)
+
+        callback.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        callback.__doc__ = host_create.__doc__
+    host_app.command("create")(callback)
+
+
+@host_app.command("list")
+def host_list(
+    provider: Annotated[
+        list[str] | None, typer.Option("--provider", "-p", help="Only these providers.")
+    ] = None,
+    state: Annotated[str | None, typer.Option("--state", help="Only hosts in this state.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="Only hosts with KEY=VALUE.")
+    ] = None,
+    fmt: FormatOpt = "table",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print names only.")] = False,
+) -> None:
+    """List hosts of every provider (or the given ones)."""
+    from mngr import output
+    from mngr.errors import EXIT_PARTIAL
+    from mngr.names import parse_tags
+    from mngr.records import HostState
+
+    _check_format(fmt)
+    if state is not None and state not in {s.value for s in HostState}:
+        raise UsageError(
+            f"invalid --state {state!r}: use one of {', '.join(s.value for s in HostState)}"
+        )
+    wanted_tags = parse_tags(tag)
+    result = _engine().list_hosts(provider)
+    hosts = [
+        h
+        for h in result.hosts
+        if (state is None or h.state == state)
+        and all(h.tags.get(k) == v for k, v in wanted_tags.items())
+    ]
+    output.render_hosts(hosts, result.errors, fmt, quiet)
+    if result.errors:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+def _run_on_hosts(
+    refs: list[str],
+    provider: str | None,
+    verb: str,
+    make_plan: Any,
+    dry_run: bool,
+    missing_ok: bool = False,
+) -> None:
+    from mngr import output
+
+    engine = _engine()
+    resolved = engine.resolve_hosts(refs, provider, missing_ok=missing_ok)
+    work = []
+    for ref, host in resolved:
+        if host is None:
+            output.message(f"{ref}: no such host, nothing to do")
+            continue
+        backend = engine.backend(host.provider)
+        work.append((backend, make_plan(backend, host), host))
+    if dry_run:
+        _print_plans([plan for _, plan, _ in work])
+        return
+    outcomes = engine.run_plans([(b, p) for b, p, _ in work])
+    for outcome, (backend, _, host) in zip(outcomes, work, strict=True):
+        outcome.item = (backend, host.ref, host)
+        if outcome.error is None:
+            output.message(f"{verb}: {host.ref}")
+    _finish(outcomes, verb)
+
+
+@host_app.command("destroy")
+def host_destroy(
+    names: Annotated[list[str], typer.Argument(help="Hosts: NAME, NAME.PROVIDER or host id.")],
+    provider: ProviderOpt = None,
+    yes: YesOpt = False,
+    force: Annotated[bool, typer.Option("--force", help="Destroy even if running.")] = False,
+    purge: Annotated[bool, typer.Option("--purge", help="Delete its snapshots too.")] = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Destroy hosts. A host that does not exist is not an error."""
+    if not dry_run:
+        _confirm(f"destroy {', '.join(names)}", yes)
+    _run_on_hosts(
+        names,
+        provider,
+        "destroyed",
+        lambda b, h: b.destroy_plan(h, force=force, purge=purge),
+        dry_run,
+        missing_ok=True,
+    )
+
+
+@host_app.command("stop")
+def host_stop(
+    names: Annotated[list[str], typer.Argument(help="Hosts to stop.")],
+    provider: ProviderOpt = None,
+    snapshot: Annotated[bool, typer.Option("--snapshot", help="Snapshot before stopping.")] = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Stop hosts."""
+    _run_on_hosts(
+        names, provider, "stopped", lambda b, h: b.stop_plan(h, snapshot=snapshot), dry_run
+    )
+
+
+@host_app.command("start")
+def host_start(
+    names: Annotated[list[str], typer.Argument(help="Hosts to start.")],
+    provider: ProviderOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Start stopped hosts."""
+    _run_on_hosts(names, provider, "started", lambda b, h: b.start_plan(h), dry_run)
+
+
+def _run_attached(command: Any) -> int:
+    """Run an interactive/passthrough command with our stdio; return its exit code."""
+    import subprocess
+
+    from mngr.errors import VendorMissingError
+
+    env = {**os.environ, **command.env} if command.env else None
+    try:
+        return subprocess.call(command.argv, cwd=command.cwd, env=env)
+    except FileNotFoundError:
+        raise VendorMissingError(f"'{command.argv[0]}' was not found on PATH") from None
+    except KeyboardInterrupt:
+        return 130
+
+
+@host_app.command("exec")
+def host_exec(
+    name: Annotated[str, typer.Argument(help="Host to run the command on.")],
+    command: Annotated[list[str], typer.Argument(help="Command and its arguments (after --).")],
+    provider: ProviderOpt = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
+) -> None:
+    """Run a command on a host; its exit code becomes mngr's."""
+    from mngr.backend import Capability
+
+    engine = _engine()
+    host = engine.resolve_host(name, provider)
+    backend = engine.backend(host.provider)
+    backend.require(Capability.EXEC)
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    cmd = backend.exec_command(host, list(command), tty=tty, detach=detach)
+    raise typer.Exit(_run_attached(cmd))
+
+
+@host_app.command("shell")
+def host_shell(
+    name: Annotated[str, typer.Argument(help="Host to open a shell on.")],
+    provider: ProviderOpt = None,
+) -> None:
+    """Open an interactive shell on a host."""
+    from mngr.backend import Capability
+
+    engine = _engine()
+    host = engine.resolve_host(name, provider)
+    backend = engine.backend(host.provider)
+    backend.require(Capability.EXEC)
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    raise typer.Exit(_run_attached(backend.shell_command(host, tty=tty)))
+
+
+# --- snapshots --------------------------------------------------------------------------
+
+
+@snapshot_app.command("create")
+def snapshot_create(
+    host: Annotated[str, typer.Argument(help="Host to snapshot.")],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Snapshot name.")] = None,
+    provider: ProviderOpt = None,
+    dry_run: DryRunOpt = False,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Capture a host's filesystem as a snapshot."""
+    from mngr import output
+    from mngr.backend import Capability
+    from mngr.names import check_snapshot_name
+    from mngr.plan import execute
+    from mngr.records import utc_now
+
+    _check_format(fmt)
+    engine = _engine()
+    target = engine.resolve_host(host, provider)
+    backend = engine.backend(target.provider)
+    backend.require(Capability.SNAPSHOT)
+    stamp = utc_now().replace(":", "").replace("-", "").lower()
+    snap_name = check_snapshot_name(name) if name else f"{target.name}-{stamp}"
+    plan = backend.snapshot_create_plan(target, snap_name)
+    if dry_run:
+        _print_plans([plan])
+        return
+    snap = execute(plan, backend)
+    output.render_snapshots([snap], [], fmt)
+
+
+@snapshot_app.command("list")
+def snapshot_list(
+    host: Annotated[str | None, typer.Argument(help="Only snapshots of this host.")] = None,
+    provider: Annotated[
+        list[str] | None, typer.Option("--provider", "-p", help="Only these providers.")
+    ] = None,
+    fmt: FormatOpt = "table",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print ids only.")] = False,
+) -> None:
+    """List snapshots."""
+    from mngr import output
+    from mngr.errors import EXIT_PARTIAL
+    from mngr.names import split_host_ref
+
+    _check_format(fmt)
+    engine = _engine()
+    if host:
+        key, ref_provider = split_host_ref(host)
+        prov = ref_provider or (provider[0] if provider and len(provider) == 1 else None)
+        # Snapshots outlive their hosts, so match by host name rather than resolving it.
+        snaps, errors = engine.list_snapshots([prov] if prov else provider)
+        snaps = [s for s in snaps if key in (s.host, s.id)]
+    else:
+        snaps, errors = engine.list_snapshots(provider)
+    output.render_snapshots(snaps, errors, fmt, quiet)
+    if errors:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@snapshot_app.command("delete")
+def snapshot_delete(
+    ids: Annotated[list[str], typer.Argument(help="Snapshot ids or names.")],
+    provider: ProviderOpt = None,
+    yes: YesOpt = False,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Delete snapshots."""
+    from mngr import output
+
+    engine = _engine()
+    snaps = [engine.resolve_snapshot(ref, provider) for ref in ids]
+    work = [(engine.backend(s.provider), s) for s in snaps]
+    plans = [(b, b.snapshot_delete_plan(s)) for b, s in work]
+    if dry_run:
+        _print_plans([p for _, p in plans])
+        return
+    _confirm(f"delete snapshot {', '.join(ids)}", yes)
+    outcomes = engine.run_plans(plans)
+    for outcome, (backend, snap) in zip(outcomes, work, strict=True):
+        outcome.item = (backend, snap.id, None)
+        if outcome.error is None:
+            output.message(f"deleted: {snap.id} ({snap.name})")
+    _finish(outcomes, "delete")
+
+
+# --- providers --------------------------------------------------------------------------
+
+
+def _provider_row(entry: Any, engine: Any | None = None) -> dict[str, Any]:
+    from mngr.registry import is_known, load_backend
+
+    row: dict[str, Any] = {
+        "name": entry.name,
+        "backend": entry.backend,
+        "status": f"unavailable: {entry.unavailable}" if entry.unavailable else "configured",
+        "source": entry.sources[-1],
+    }
+    if is_known(entry.backend):
+        cls = load_backend(entry.backend)
+        row["unsupported"] = {str(k): v for k, v in cls.unsupported.items()}
+    return row
+
+
+@provider_app.command("list")
+def provider_list(fmt: FormatOpt = "table") -> None:
+    """List provider instances."""
+    from mngr import config, output
+
+    _check_format(fmt)
+    settings = config.load(State.config)
+    rows = [_provider_row(e) for e in settings.providers.values()]
+    for row in rows:
+        row["default"] = row["name"] == settings.default_provider
+    output.render_rows(rows, ["name", "backend", "status", "default", "source"], fmt, "providers")
+
+
+@provider_app.command("show")
+def provider_show(
+    name: Annotated[str, typer.Argument(help="Provider name.")], fmt: FormatOpt = "table"
+) -> None:
+    """Show one provider's merged settings and capabilities."""
+    from mngr import config, output
+
+    _check_format(fmt)
+    settings = config.load(State.config)
+    entry = settings.provider(name)
+    row = _provider_row(entry)
+    row["settings"] = entry.config.model_dump(mode="json") if entry.config else entry.raw
+    row["sources"] = entry.sources
+    if fmt == "table":
+        for key, value in row.items():
+            output.stdout.print(f"{key}: {output._cell(value)}", markup=False)
+    else:
+        output.emit_json({"schema_version": 1, "provider": row})
+
+
+@provider_app.command("check")
+def provider_check(
+    names: Annotated[list[str] | None, typer.Argument(help="Providers (default: all).")] = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Check that providers are reachable (one cheap call each)."""
+    from mngr import output
+    from mngr.engine import fan_out
+
+    _check_format(fmt)
+    engine = _engine()
+    wanted = engine.usable_providers(names)
+    outcomes = fan_out(
+        lambda p: engine.backend(p).check(),
+        wanted,
+        jobs=max(len(wanted), 1),
+        deadline_s=engine.deadline(wanted),
+    )
+    rows = []
+    for o in outcomes:
+        if o.error is None:
+            rows.append({"name": o.item, "ok": True, "details": o.value})
+        else:
+            rows.append({"name": o.item, "ok": False, "details": {"error": str(o.error)}})
+    output.render_rows(rows, ["name", "ok", "details"], fmt, "providers")
+    failed = [o.error for o in outcomes if o.error is not None]
+    if failed:
+        first = failed[0]
+        raise typer.Exit(getattr(first, "exit_code", 1))
+
+
+@provider_app.command("add")
+def provider_add(
+    name: Annotated[str, typer.Argument(help="Name of the new provider instance.")],
+    backend: Annotated[str, typer.Option("--backend", "-b", help="Backend of the provider.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Setting KEY=VALUE (repeatable).")
+    ] = None,
+    scope: Annotated[str, typer.Option("--scope", help="user, project or local.")] = "user",
+) -> None:
+    """Add a provider to a settings file (comments and layout are kept)."""
+    from mngr import output, settings_file
+
+    path = settings_file.add_provider(name, backend, set_ or [], scope)
+    output.message(f"added provider {name!r} to {path}")
+
+
+@provider_app.command("remove")
+def provider_remove(
+    name: Annotated[str, typer.Argument(help="Provider to remove.")],
+    scope: Annotated[str, typer.Option("--scope", help="user, project or local.")] = "user",
+    yes: YesOpt = False,
+) -> None:
+    """Remove a provider from a settings file."""
+    from mngr import output, settings_file
+
+    _confirm(f"remove provider {name!r}", yes)
+    path = settings_file.remove_provider(name, scope)
+    output.message(f"removed provider {name!r} from {path}")
+
+
+# --- config -----------------------------------------------------------------------------
+
+
+@config_app.command("show")
+def config_show(fmt: FormatOpt = "table") -> None:
+    """Print the merged providers and the file each came from."""
+    from mngr import config, output
+
+    _check_format(fmt)
+    settings = config.load(State.config)
+    rows = []
+    for entry in settings.providers.values():
+        values = entry.config.model_dump(mode="json") if entry.config else dict(entry.raw)
+        rows.append(
+            {
+                "name": entry.name,
+                "backend": entry.backend,
+                "sources": entry.sources,
+                "settings": values,
+            }
+        )
+    if fmt == "table":
+        output.stdout.print(f"default_provider = {settings.default_provider}", markup=False)
+        output.render_rows(rows, ["name", "backend", "sources", "settings"], fmt, "providers")
+    else:
+        output.emit_json(
+            {"schema_version": 1, "default_provider": settings.default_provider, "providers": rows}
+        )
+
+
+@config_app.command("path")
+def config_path() -> None:
+    """Print the settings files consulted, lowest layer first."""
+    from mngr import config
+
+    for layer in config.layers(State.config):
+        if layer.path is None:
+            continue
+        status = "exists" if layer.path.exists() else "absent"
+        typer.echo(f"{layer.label}\t{layer.path}\t{status}")
+
+
+# --- completion -------------------------------------------------------------------------
+
+
+@app.command("completion")
+def completion(shell: Annotated[str, typer.Argument(help="bash, zsh or fish.")]) -> None:
+    """Print the completion script for a shell."""
+    from mngr import completion as comp
+
+    sys.stdout.write(comp.script(shell))
+
+
+def build(with_backend_flags: bool) -> typer.Typer:
+    register_create(with_backend_flags)
+    return app
+
+
+def run(argv: list[str]) -> int:
+    """Entry point after the fast paths: run the Typer app, map errors to exit codes."""
+    from mngr import output
+    from mngr.errors import EXIT_INTERRUPTED, EXIT_USAGE, MngrError
+
+    # Backend flags import every backend; only `host create` (and its help) need them.
+    build(with_backend_flags="create" in argv)
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="mngr", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except MngrError as exc:
+        output.stderr.print(f"error: {exc}", style="red", markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        output.stderr.print("interrupted", style="red", markup=False)
+        return EXIT_INTERRUPTED
+    except typer.Abort:
+        output.stderr.print("aborted", style="red", markup=False)
+        return 1
+    except Exception as exc:  # click usage errors and anything unexpected
+        usage = _click_usage_error(exc)
+        if usage is not None:
+            output.stderr.print(f"error: {usage}", style="red", markup=False)
+            return EXIT_USAGE
+        if os.environ.get("MNGR_DEBUG"):
+            raise
+        output.stderr.print(
+            f"error: internal error: {exc!r} (set MNGR_DEBUG=1 for a traceback)",
+            style="red",
+            markup=False,
+        )
+        return 1
+
+
+def _click_usage_error(exc: Exception) -> str | None:
+    """The one-line text of a click usage error (bad option, missing argument...)."""
+    from typer._click import exceptions as click_exc
+
+    if isinstance(exc, click_exc.NoArgsIsHelpError) and exc.ctx is not None:
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        return "a command is needed (see above)"
+    if not isinstance(exc, click_exc.ClickException):
+        return None
+    text = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        text += f" (see '{ctx.command_path} --help')"
+    return text

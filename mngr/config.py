@@ -1,0 +1,300 @@
+"""Settings: layered TOML files merged into validated provider instances.
+
+Layers, lowest first: built-in < user < project < local < $MNGR_CONFIG < --config.
+Same-named providers merge field by field, the higher layer winning. Both the documented
+`[[providers]]` (with `name`) form and the `[providers.NAME]` table form are accepted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mngr import paths
+from mngr.errors import ConfigError
+from mngr.names import PROVIDER_NAME_RE
+
+if TYPE_CHECKING:
+    from mngr.backend import ProviderConfig
+
+TOP_LEVEL_KEYS = ("providers", "default_provider")
+BUILTIN = "built-in"
+
+
+@dataclass
+class Layer:
+    label: str  # "built-in", "user", "project", "local", "MNGR_CONFIG", "--config"
+    path: Path | None
+    required: bool = False  # a file named explicitly must exist
+
+
+@dataclass
+class ProviderEntry:
+    name: str
+    raw: dict[str, Any]
+    sources: list[str] = field(default_factory=list)  # files (or "built-in") it came from
+    config: ProviderConfig | None = None
+    unavailable: str | None = None  # why it cannot be used (e.g. backend not installed)
+    builtin: bool = False
+
+    @property
+    def backend(self) -> str:
+        return str(self.raw.get("backend", ""))
+
+
+@dataclass
+class Settings:
+    providers: dict[str, ProviderEntry]
+    default_provider: str
+    layers: list[Layer]
+
+    def provider(self, name: str) -> ProviderEntry:
+        from mngr.errors import NotFoundError
+        from mngr.registry import did_you_mean
+
+        entry = self.providers.get(name)
+        if entry is None:
+            raise NotFoundError(
+                f"no provider named {name!r}{did_you_mean(name, list(self.providers))}"
+            )
+        return entry
+
+
+def layers(explicit: Path | None = None, cwd: Path | None = None) -> list[Layer]:
+    found = [Layer(BUILTIN, None), Layer("user", paths.user_settings())]
+    project = paths.project_dir(cwd)
+    if project is not None:
+        found.append(Layer("project", project / paths.PROJECT_FILE))
+        found.append(Layer("local", project / paths.LOCAL_FILE))
+    env_file = os.environ.get("MNGR_CONFIG")
+    if env_file:
+        found.append(Layer("MNGR_CONFIG", Path(env_file), required=True))
+    if explicit is not None:
+        found.append(Layer("--config", explicit, required=True))
+    return found
+
+
+def read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
+    """Parse one settings file; every failure names the file (and line when TOML gives one)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: settings file not found") from None
+        return None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a TOML settings file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read settings file (permission denied)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: settings file is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read settings file ({exc.strerror})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def providers_in_file(data: dict[str, Any], path: Path) -> tuple[dict[str, dict[str, Any]], Any]:
+    """The providers a file defines (name -> raw fields) and its `default_provider`."""
+    from mngr.registry import did_you_mean
+
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            line = find_line(path, key)
+            raise ConfigError(
+                f"{where(path, line)}: unknown key {key!r}{did_you_mean(key, list(TOP_LEVEL_KEYS))}"
+            )
+    default = data.get("default_provider")
+    if default is not None and not isinstance(default, str):
+        raise ConfigError(
+            f"{where(path, find_line(path, 'default_provider'))}: default_provider must be a string"
+        )
+    section = data.get("providers", {})
+    result: dict[str, dict[str, Any]] = {}
+    if isinstance(section, list):
+        for index, item in enumerate(section, 1):
+            if not isinstance(item, dict):
+                raise ConfigError(f"{path}: providers entry {index} must be a table")
+            name = item.get("name")
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"{path}: providers entry {index} has no 'name'")
+            if name in result:
+                line = find_line(path, "name", value=name, occurrence=2)
+                raise ConfigError(f"{where(path, line)}: provider {name!r} is defined twice")
+            result[name] = dict(item)
+    elif isinstance(section, dict):
+        for name, item in section.items():
+            if not isinstance(item, dict):
+                raise ConfigError(
+                    f"{where(path, find_line(path, name))}: providers.{name} must be a table"
+                )
+            if "name" in item and item["name"] != name:
+                raise ConfigError(f"{path}: providers.{name} has a different name {item['name']!r}")
+            result[name] = {"name": name, **item}
+    else:
+        raise ConfigError(f"{path}: 'providers' must be an array of tables or a table")
+    for name in result:
+        if not PROVIDER_NAME_RE.match(name):
+            raise ConfigError(
+                f"{where(path, find_line(path, 'name', value=name))}: invalid provider name "
+                f"{name!r}: use lower-case letters, digits, '-' and '_'"
+            )
+    return result, default
+
+
+def builtin_providers() -> dict[str, dict[str, Any]]:
+    found = {"local": {"name": "local", "backend": "local"}}
+    if shutil.which("docker"):
+        found["local_docker"] = {"name": "local_docker", "backend": "docker"}
+    return found
+
+
+def load(explicit: Path | None = None, *, validate: bool = True) -> Settings:
+    """Read every layer and merge it. With `validate`, each provider gets its config model."""
+    all_layers = layers(explicit)
+    merged: dict[str, ProviderEntry] = {
+        name: ProviderEntry(name, raw, [BUILTIN], builtin=True)
+        for name, raw in builtin_providers().items()
+    }
+    default, default_from = "local", BUILTIN
+    for layer in all_layers:
+        if layer.path is None:
+            continue
+        data = read_toml(layer.path, required=layer.required)
+        if data is None:
+            continue
+        defined, layer_default = providers_in_file(data, layer.path)
+        if layer_default is not None:
+            default, default_from = layer_default, str(layer.path)
+        for name, raw in defined.items():
+            entry = merged.get(name)
+            if entry is None:
+                merged[name] = ProviderEntry(name, raw, [str(layer.path)])
+            else:
+                entry.raw = {**entry.raw, **raw}
+                entry.sources.append(str(layer.path))
+                entry.builtin = False
+    settings = Settings(merged, default, all_layers)
+    if default not in merged:
+        raise ConfigError(
+            f"{default_from}: default_provider {default!r} is not a configured provider"
+        )
+    if validate:
+        for entry in merged.values():
+            validate_entry(entry)
+    return settings
+
+
+def validate_entry(entry: ProviderEntry) -> None:
+    from pydantic import ValidationError
+
+    from mngr.registry import did_you_mean, is_known, load_backend
+
+    origin = Path(entry.sources[-1]) if entry.sources[-1] != BUILTIN else None
+    backend = entry.raw.get("backend")
+    if not isinstance(backend, str) or not backend:
+        raise ConfigError(f"{origin or BUILTIN}: provider {entry.name!r} has no 'backend'")
+    if not is_known(backend):
+        if entry.builtin:
+            entry.unavailable = f"backend {backend!r} is not installed"
+            return
+        line = find_line(origin, "backend", value=backend) if origin else None
+        from mngr.registry import backend_names
+
+        raise ConfigError(
+            f"{where(origin, line)}: provider {entry.name!r}: unknown backend "
+            f"{backend!r}{did_you_mean(backend, backend_names())}"
+        )
+    model = load_backend(backend).config_model
+    try:
+        entry.config = model.model_validate(entry.raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else ""
+        source = _source_of(entry, key) if key else origin
+        line = find_line(source, key, provider=entry.name) if source and key else None
+        if err["type"] == "extra_forbidden":
+            hint = did_you_mean(
+                key, [f for f in model.model_fields if f not in ("name", "backend")]
+            )
+            message = f"unknown key {key!r} for backend {backend!r}{hint}"
+        elif err["type"] == "missing":
+            message = f"missing required key {key!r} for backend {backend!r}"
+        else:
+            message = f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+        raise ConfigError(f"{where(source, line)}: provider {entry.name!r}: {message}") from None
+
+
+def _source_of(entry: ProviderEntry, key: str) -> Path | None:
+    """The highest file that set `key` for this provider (the one to blame)."""
+    for source in reversed(entry.sources):
+        if source == BUILTIN:
+            continue
+        if find_line(Path(source), key, provider=entry.name) is not None:
+            return Path(source)
+    last = entry.sources[-1]
+    return None if last == BUILTIN else Path(last)
+
+
+def where(path: Path | None, line: int | None) -> str:
+    if path is None:
+        return BUILTIN
+    return f"{path}:{line}" if line else str(path)
+
+
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?")
+
+
+def find_line(
+    path: Path | None,
+    key: str,
+    *,
+    provider: str | None = None,
+    value: str | None = None,
+    occurrence: int = 1,
+) -> int | None:
+    """Best-effort line number of `key = ...` (inside `provider`'s section when given)."""
+    if path is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=\s*(.*)$")
+    in_section = provider is None
+    seen = 0
+    for number, line in enumerate(lines, 1):
+        header = _HEADER.match(line)
+        if header and provider is not None:
+            title = header.group(1).replace('"', "").replace("'", "")
+            # `[providers.NAME]`, or `[[providers]]` holding `name = "NAME"`.
+            if title == "providers":
+                in_section = _block_has_name(lines, number, provider)
+            else:
+                in_section = title == f"providers.{provider}"
+            continue
+        match = key_re.match(line)
+        if match and in_section:
+            if value is not None and value not in match.group(1):
+                continue
+            seen += 1
+            if seen == occurrence:
+                return number
+    return None
+
+
+def _block_has_name(lines: list[str], start: int, name: str) -> bool:
+    name_re = re.compile(rf"^\s*name\s*=\s*[\"']{re.escape(name)}[\"']")
+    for line in lines[start:]:
+        if _HEADER.match(line):
+            return False
+        if name_re.match(line):
+            return True
+    return False

@@ -1,0 +1,283 @@
+"""The engine: builds provider instances, fans work out across them concurrently, resolves
+host references and runs plans. It returns data; the CLI renders it."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from mngr import paths
+from mngr.backend import Backend
+from mngr.config import Settings
+from mngr.errors import (
+    InterruptedByUser,
+    MngrError,
+    NotFoundError,
+    UnreachableError,
+    UsageError,
+    VendorMissingError,
+)
+from mngr.names import HOST_ID_RE, split_host_ref
+from mngr.plan import Plan, execute
+from mngr.records import Host, ProviderErrorRow, Snapshot
+from mngr.registry import load_backend
+from mngr.runner import CANCELLED, Runner
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# A provider gets its own timeout plus this margin before the engine gives up waiting on it.
+DEADLINE_MARGIN_S = 5.0
+UNDO_GRACE_S = 120.0
+
+
+@dataclass
+class Outcome:
+    """The result of one fanned-out item: a value or an error, never both."""
+
+    item: Any
+    value: Any = None
+    error: BaseException | None = None
+
+
+def fan_out(
+    fn: Callable[[T], R], items: Iterable[T], *, jobs: int, deadline_s: float | None = None
+) -> list[Outcome]:
+    """Run fn over items on at most `jobs` daemon threads, in order of items.
+
+    An item still running at the deadline becomes a timeout error; it never blocks the
+    others. On Ctrl-C the work is cancelled and given time to undo what it allocated.
+    """
+    items = list(items)
+    outcomes = [Outcome(item) for item in items]
+    todo: queue.Queue[int] = queue.Queue()
+    for index in range(len(items)):
+        todo.put(index)
+    finished: queue.Queue[int] = queue.Queue()
+
+    def worker() -> None:
+        while True:
+            try:
+                index = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                outcomes[index].value = fn(items[index])
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller as data
+                outcomes[index].error = exc
+            finished.put(index)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(jobs, len(items)))]
+    for thread in threads:
+        thread.start()
+    pending = set(range(len(items)))
+    start = time.monotonic()
+    try:
+        while pending:
+            wait = 0.1
+            if deadline_s is not None:
+                left = deadline_s - (time.monotonic() - start)
+                if left <= 0:
+                    break
+                wait = min(wait, left)
+            try:
+                pending.discard(finished.get(timeout=wait))
+            except queue.Empty:
+                continue
+    except KeyboardInterrupt:
+        CANCELLED.set()
+        end = time.monotonic() + UNDO_GRACE_S
+        for thread in threads:
+            thread.join(max(0.0, end - time.monotonic()))
+        raise
+    for index in pending:
+        outcomes[index].error = UnreachableError(f"did not answer within {deadline_s:g}s")
+    return outcomes
+
+
+@dataclass
+class ListResult:
+    hosts: list[Host] = field(default_factory=list)
+    errors: list[ProviderErrorRow] = field(default_factory=list)
+
+
+class Engine:
+    def __init__(self, settings: Settings, runner: Runner | None = None, jobs: int = 8) -> None:
+        if jobs < 1:
+            raise UsageError("--jobs must be at least 1")
+        self.settings = settings
+        self.runner = runner or Runner()
+        self.jobs = jobs
+        self._backends: dict[str, Backend] = {}
+
+    # --- providers --------------------------------------------------------------------
+
+    def backend(self, provider: str) -> Backend:
+        if provider not in self._backends:
+            entry = self.settings.provider(provider)
+            if entry.unavailable or entry.config is None:
+                raise VendorMissingError(
+                    f"provider {provider!r} is unavailable: {entry.unavailable}"
+                )
+            cls = load_backend(entry.backend)
+            self._backends[provider] = cls(entry.config, self.runner)
+        return self._backends[provider]
+
+    def usable_providers(self, names: list[str] | None = None) -> list[str]:
+        if names:
+            for name in names:
+                self.settings.provider(name)  # raises "no provider named ..." early
+            return list(dict.fromkeys(names))
+        return [n for n, e in self.settings.providers.items() if not e.unavailable]
+
+    def deadline(self, providers: list[str]) -> float:
+        timeouts = [
+            getattr(self.settings.providers[p].config, "timeout_s", 60.0) or 60.0 for p in providers
+        ]
+        return max(timeouts, default=60.0) + DEADLINE_MARGIN_S
+
+    # --- listing ----------------------------------------------------------------------
+
+    def list_hosts(self, providers: list[str] | None = None) -> ListResult:
+        names = self.usable_providers(providers)
+        outcomes = fan_out(
+            lambda p: self.backend(p).list_hosts(),
+            names,
+            jobs=max(self.jobs, len(names)),
+            deadline_s=self.deadline(names),
+        )
+        result = ListResult()
+        for outcome in outcomes:
+            if outcome.error is not None:
+                result.errors.append(error_row(outcome.item, outcome.error))
+            else:
+                result.hosts.extend(outcome.value)
+        result.hosts.sort(key=lambda h: (h.provider, h.name))
+        _remember_host_names(result, complete=not providers)
+        return result
+
+    def list_snapshots(
+        self, providers: list[str] | None = None, host: Host | None = None
+    ) -> tuple[list[Snapshot], list[ProviderErrorRow]]:
+        names = [host.provider] if host else self.usable_providers(providers)
+        outcomes = fan_out(
+            lambda p: self.backend(p).list_snapshots(host),
+            names,
+            jobs=max(self.jobs, len(names)),
+            deadline_s=self.deadline(names),
+        )
+        snaps: list[Snapshot] = []
+        errors: list[ProviderErrorRow] = []
+        for outcome in outcomes:
+            if outcome.error is not None:
+                errors.append(error_row(outcome.item, outcome.error))
+            else:
+                snaps.extend(outcome.value)
+        return snaps, errors
+
+    # --- resolving references ---------------------------------------------------------
+
+    def resolve_hosts(
+        self, refs: list[str], provider: str | None = None, *, missing_ok: bool = False
+    ) -> list[tuple[str, Host | None]]:
+        """Each reference -> its host. Lists each needed provider once."""
+        parsed = [(ref, *split_host_ref(ref)) for ref in refs]
+        wanted: list[str] | None
+        if provider:
+            wanted = [provider]
+        elif all(p for _, _, p in parsed):
+            wanted = [p for _, _, p in parsed]  # type: ignore[misc]
+        else:
+            wanted = None
+        listing = self.list_hosts(wanted)
+        found: list[tuple[str, Host | None]] = []
+        for ref, key, ref_provider in parsed:
+            want = ref_provider or provider
+            if HOST_ID_RE.match(key):
+                matches = [h for h in listing.hosts if h.id == key]
+            else:
+                matches = [
+                    h
+                    for h in listing.hosts
+                    if h.name == key and (want is None or h.provider == want)
+                ]
+            if len(matches) > 1:
+                options = ", ".join(h.ref for h in matches)
+                raise UsageError(
+                    f"host {ref!r} exists under several providers; use one of: {options}"
+                )
+            if matches:
+                found.append((ref, matches[0]))
+                continue
+            relevant = [e for e in listing.errors if want is None or e.provider == want]
+            if relevant:
+                first = relevant[0]
+                raise UnreachableError(
+                    f"cannot tell whether host {ref!r} exists: provider {first.provider!r}: "
+                    f"{first.message}"
+                )
+            if missing_ok:
+                found.append((ref, None))
+                continue
+            where = f" in provider {want!r}" if want else ""
+            raise NotFoundError(f"no host {ref!r}{where}")
+        return found
+
+    def resolve_host(self, ref: str, provider: str | None = None) -> Host:
+        host = self.resolve_hosts([ref], provider)[0][1]
+        assert host is not None
+        return host
+
+    def resolve_snapshot(self, ref: str, provider: str | None = None) -> Snapshot:
+        snaps, errors = self.list_snapshots([provider] if provider else None)
+        matches = [s for s in snaps if ref in (s.id, s.name)]
+        if len(matches) > 1:
+            raise UsageError(f"snapshot name {ref!r} is ambiguous; use its id")
+        if matches:
+            return matches[0]
+        if errors:
+            raise UnreachableError(
+                f"cannot tell whether snapshot {ref!r} exists: provider "
+                f"{errors[0].provider!r}: {errors[0].message}"
+            )
+        raise NotFoundError(f"no snapshot {ref!r}")
+
+    # --- running plans ----------------------------------------------------------------
+
+    def run_plans(self, work: list[tuple[Backend, Plan]]) -> list[Outcome]:
+        return fan_out(lambda pair: execute(pair[1], pair[0]), work, jobs=self.jobs)
+
+
+def error_row(provider: str, error: BaseException) -> ProviderErrorRow:
+    if isinstance(error, MngrError):
+        return ProviderErrorRow(provider=provider, kind=error.kind, message=str(error))
+    if isinstance(error, KeyboardInterrupt):
+        raise InterruptedByUser("interrupted")
+    return ProviderErrorRow(provider=provider, kind="internal", message=repr(error))
+
+
+def _remember_host_names(result: ListResult, *, complete: bool) -> None:
+    """Refresh the completion cache (never the truth: only TAB reads it)."""
+    target = paths.host_names_cache()
+    try:
+        old: dict[str, list[str]] = {}
+        if not complete and target.exists():
+            old = json.loads(target.read_text())
+        fresh: dict[str, list[str]] = {} if complete else dict(old)
+        listed = {h.provider for h in result.hosts} | set()
+        for provider in listed:
+            fresh[provider] = []
+        for host in result.hosts:
+            fresh.setdefault(host.provider, []).append(host.name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(fresh))
+        os.replace(tmp, target)
+    except (OSError, ValueError):
+        pass

@@ -1,0 +1,33 @@
+"""Console entry point. `--version` and completion requests answer before anything heavy is
+imported (no Typer, no pydantic, no rich); everything else goes to the CLI."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+
+def _sigterm(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # same path as Ctrl-C: cancel, undo what was allocated, exit 130
+
+
+def main() -> None:
+    argv = sys.argv[1:]
+    if argv in (["--version"], ["-V"]):
+        from mngr import __version__
+
+        sys.stdout.write(f"mngr {__version__}\n")
+        return
+    if argv[:1] == ["__complete"]:
+        from mngr.completion import answer
+
+        sys.exit(answer(argv[1:]))
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        from mngr.cli import run
+
+        code = run(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        code = 130
+    sys.exit(code)

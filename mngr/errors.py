@@ -1,0 +1,117 @@
+"""The one user-facing error family and the exit-code table.
+
+Every error the CLI prints is a MngrError: one line, no traceback, mapped to an exit code.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_VENDOR_MISSING = 4
+EXIT_UNAUTHORISED = 5
+EXIT_PARTIAL = 6
+EXIT_INTERRUPTED = 130
+
+
+class MngrError(Exception):
+    """Base of every error shown to the user."""
+
+    exit_code = EXIT_ERROR
+    kind = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(MngrError):
+    exit_code = EXIT_USAGE
+    kind = "usage"
+
+
+class ConfigError(UsageError):
+    kind = "config"
+
+
+class UnsupportedError(UsageError):
+    kind = "unsupported"
+
+
+class NotFoundError(MngrError):
+    exit_code = EXIT_NOT_FOUND
+    kind = "not-found"
+
+
+class ConflictError(MngrError):
+    kind = "conflict"
+
+
+class VendorMissingError(MngrError):
+    exit_code = EXIT_VENDOR_MISSING
+    kind = "vendor-missing"
+
+
+class UnauthorisedError(MngrError):
+    exit_code = EXIT_UNAUTHORISED
+    kind = "unauthorised"
+
+
+class UnreachableError(MngrError):
+    kind = "unreachable"
+
+
+class VendorTimeoutError(UnreachableError):
+    kind = "timeout"
+
+
+class VendorOutputError(MngrError):
+    """The vendor answered, but not with what we can parse."""
+
+    kind = "bad-output"
+
+
+class InterruptedByUser(MngrError):
+    exit_code = EXIT_INTERRUPTED
+    kind = "interrupted"
+
+
+class VendorCommandError(MngrError):
+    """A vendor command exited non-zero. Keeps argv, exit code, stdout and stderr.
+
+    Backends classify it (via ``Backend.classify``) into one of the specific errors above;
+    ``kind`` says which one it became.
+    """
+
+    def __init__(self, argv: list[str], returncode: int, stdout: str, stderr: str) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        detail = first_line(stderr) or "no error text"
+        super().__init__(f"{_short_argv(argv)} failed (exit {returncode}): {detail}")
+
+
+def first_line(text: str) -> str:
+    """The most telling line of a vendor's stderr: the first non-empty one, trimmed."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            return line[:300]
+    return ""
+
+
+def _short_argv(argv: list[str]) -> str:
+    """A command as `docker run`: binary and sub-verbs only, so no value (or secret) leaks."""
+    words = [argv[0].rsplit("/", 1)[-1]] if argv else []
+    for word in argv[1:3]:
+        if word.startswith("-") or not word.replace("-", "").isalnum():
+            break
+        words.append(word)
+    return shlex.join(words)

@@ -1,0 +1,112 @@
+"""Plans: multi-step work where each allocating step carries its undo.
+
+A failed step, a timeout or an interrupt runs the undo of every step already done (newest
+first), so a failed create leaves nothing behind. `--dry-run` prints the same plan.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mngr.errors import ConflictError, InterruptedByUser, MngrError
+from mngr.runner import CANCELLED, Command
+
+if TYPE_CHECKING:
+    from mngr.backend import Backend
+
+
+class Ref(str):
+    """An argv placeholder filled at run time from what an earlier step parsed."""
+
+    __slots__ = ()
+
+
+Context = dict[str, Any]
+
+
+@dataclass
+class Step:
+    """One step: a vendor command (with an optional parser) or an in-process action."""
+
+    description: str
+    command: Command | None = None
+    parse: Callable[[str, Context], None] | None = None
+    action: Callable[[Context], None] | None = None
+    undo: Step | None = None
+    # Run the undo even when this step itself failed (it may have allocated before failing).
+    # Never applied to a conflict: the thing that exists then belongs to someone else.
+    undo_if_failed: bool = False
+
+    def render(self) -> str:
+        if self.command is None:
+            return f"# {self.description}"
+        return shlex.join(str(a) if not isinstance(a, Ref) else f"<{a}>" for a in self.command.argv)
+
+
+@dataclass
+class Plan:
+    steps: list[Step] = field(default_factory=list)
+    # Builds the verb's result (usually a Host) from the context once every step is done.
+    finish: Callable[[Context], Any] | None = None
+    context: Context = field(default_factory=dict)
+
+    def render(self) -> list[str]:
+        return [step.render() for step in self.steps]
+
+
+class PlanFailed(MngrError):
+    """A step failed; carries what could not be undone, if anything."""
+
+
+def execute(plan: Plan, backend: Backend) -> Any:
+    ctx = plan.context
+    done: list[Step] = []
+    try:
+        for step in plan.steps:
+            if CANCELLED.is_set():
+                raise InterruptedByUser("interrupted")
+            try:
+                _run_step(step, ctx, backend, cancellable=True)
+            except BaseException as exc:
+                if step.undo_if_failed and not isinstance(exc, ConflictError):
+                    done.append(step)
+                raise
+            done.append(step)
+        return plan.finish(ctx) if plan.finish else None
+    except BaseException as exc:
+        leftovers = _undo(done, ctx, backend)
+        if leftovers and isinstance(exc, MngrError):
+            exc.message += "; could not undo: " + "; ".join(leftovers)
+        raise
+
+
+def _undo(done: list[Step], ctx: Context, backend: Backend) -> list[str]:
+    leftovers: list[str] = []
+    for step in reversed(done):
+        if step.undo is None:
+            continue
+        try:
+            _run_step(step.undo, ctx, backend, cancellable=False)
+        except Exception as exc:  # keep undoing the rest; report what is left
+            leftovers.append(f"{step.undo.description} ({exc})")
+    return leftovers
+
+
+def _run_step(step: Step, ctx: Context, backend: Backend, *, cancellable: bool) -> None:
+    if step.command is not None:
+        command = _resolve(step.command, ctx)
+        out = backend.run(command, cancellable=cancellable)
+        if step.parse is not None:
+            step.parse(out.stdout, ctx)
+    elif step.action is not None:
+        step.action(ctx)
+
+
+def _resolve(command: Command, ctx: Context) -> Command:
+    if not any(isinstance(a, Ref) for a in command.argv):
+        return command
+    argv = [str(ctx[a]) if isinstance(a, Ref) else a for a in command.argv]
+    return Command(argv, command.timeout_s, command.stdin, command.env, command.cwd)

@@ -1,0 +1,77 @@
+"""Host and snapshot records: the versioned shape printed by `--format json`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class HostState(StrEnum):
+    BUILDING = "building"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    DESTROYED = "destroyed"
+    UNKNOWN = "unknown"
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: float | None = None
+    memory_gb: float | None = None
+    gpus: int | str | None = None
+    disk_gb: float | None = None
+
+
+class Host(BaseModel):
+    """One host as a provider reports it. Rebuilt from provider-side state on every list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    provider: str
+    backend: str
+    state: HostState = HostState.UNKNOWN
+    image: str | None = None
+    created_at: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    address: dict[str, Any] = Field(default_factory=dict)
+    snapshots: list[str] = Field(default_factory=list)
+    # Backend-private handle (container id, instance id, ...); not part of the JSON output.
+    native_id: str | None = Field(default=None, exclude=True)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}.{self.provider}"
+
+
+class Snapshot(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str
+    host: str
+    provider: str
+    created_at: str | None = None
+    native_id: str | None = Field(default=None, exclude=True)
+
+
+class ProviderErrorRow(BaseModel):
+    """A provider that could not answer: shown as an error, never as 'no hosts'."""
+
+    provider: str
+    kind: str
+    message: str
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,46 @@
+"""Backends are found through the `mngr.backends` entry-point group and imported lazily:
+nothing here imports a backend module until a provider of that backend is used."""
+
+from __future__ import annotations
+
+import difflib
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
+
+from mngr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mngr.backend import Backend
+
+GROUP = "mngr.backends"
+
+
+@cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def backend_names() -> list[str]:
+    return sorted(_entry_points())
+
+
+def is_known(name: str) -> bool:
+    return name in _entry_points()
+
+
+@cache
+def load_backend(name: str) -> type[Backend]:
+    ep = _entry_points().get(name)
+    if ep is None:
+        raise ConfigError(f"unknown backend {name!r}{did_you_mean(name, backend_names())}")
+    return ep.load()
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    if choices:
+        return f" (expected one of: {', '.join(sorted(choices))})"
+    return ""

@@ -200,6 +200,7 @@ def _with_backend_flags(fn: Any) -> Any:
 
 
 def register_create(with_backend_flags: bool) -> None:
+    host_app.registered_commands = [c for c in host_app.registered_commands if c.name != "create"]
     callback = _with_backend_flags(host_create) if with_backend_flags else host_create
     if not with_backend_flags:
         sig = inspect.signature(host_create, eval_str=True)

@@ -1,0 +1,51 @@
+"""Shared fixtures. Every test runs with HOME, XDG dirs and the working directory in a fresh
+temporary folder, so no test reads or writes the developer's settings or data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, why: str) -> None:
+    """Skip when a real component is missing on a developer machine; fail in CI."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required test component missing in CI: {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var, sub in (
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_DATA_HOME", ".local/share"),
+        ("XDG_CACHE_HOME", ".cache"),
+    ):
+        monkeypatch.setenv(var, str(home / sub))
+    for var in ("MNGR_CONFIG", "MNGR_DEBUG", "NO_COLOR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(work)
+    from mngr.runner import CANCELLED
+
+    CANCELLED.clear()
+    yield home
+    CANCELLED.clear()
+
+
+@pytest.fixture
+def user_settings(isolated_home: Path) -> Path:
+    path = isolated_home / ".config" / "mngr" / "settings.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

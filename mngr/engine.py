@@ -159,7 +159,8 @@ class Engine:
             else:
                 result.hosts.extend(outcome.value)
         result.hosts.sort(key=lambda h: (h.provider, h.name))
-        _remember_host_names(result, complete=not providers)
+        answered = [o.item for o in outcomes if o.error is None]
+        _remember_host_names(answered, result.hosts, complete=not providers)
         return result
 
     def list_snapshots(
@@ -262,22 +263,18 @@ def error_row(provider: str, error: BaseException) -> ProviderErrorRow:
     return ProviderErrorRow(provider=provider, kind="internal", message=repr(error))
 
 
-def _remember_host_names(result: ListResult, *, complete: bool) -> None:
+def _remember_host_names(answered: list[str], hosts: list[Host], *, complete: bool) -> None:
     """Refresh the completion cache (never the truth: only TAB reads it)."""
     target = paths.host_names_cache()
     try:
-        old: dict[str, list[str]] = {}
+        names: dict[str, list[str]] = {}
         if not complete and target.exists():
-            old = json.loads(target.read_text())
-        fresh: dict[str, list[str]] = {} if complete else dict(old)
-        listed = {h.provider for h in result.hosts} | set()
-        for provider in listed:
-            fresh[provider] = []
-        for host in result.hosts:
-            fresh.setdefault(host.provider, []).append(host.name)
+            names = json.loads(target.read_text(encoding="utf-8"))
+        for provider in answered:
+            names[provider] = sorted(h.name for h in hosts if h.provider == provider)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(fresh))
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(names), encoding="utf-8")
         os.replace(tmp, target)
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         pass

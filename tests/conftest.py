@@ -49,3 +49,31 @@ def user_settings(isolated_home: Path) -> Path:
     path = isolated_home / ".config" / "mngr" / "settings.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture
+def fake_providers(user_settings: Path, tmp_path: Path) -> Iterator[object]:
+    """Configure providers of the stand-in vendor backend: fake_providers(name=fault, ...)."""
+    from mngr import registry
+    from tests.support.fake_backend import FakeBackend
+
+    registry.register("fakecli", FakeBackend)
+
+    def configure(**faults: str) -> dict[str, Path]:
+        dirs = {}
+        lines = []
+        for name, fault in faults.items():
+            dirs[name] = tmp_path / "vendor" / name
+            lines += [
+                f"[providers.{name}]",
+                'backend = "fakecli"',
+                f'state_dir = "{dirs[name]}"',
+                f'fault = "{fault}"',
+                "timeout_s = 3",
+                "",
+            ]
+        user_settings.write_text("\n".join(lines))
+        return dirs
+
+    yield configure
+    registry.unregister("fakecli")

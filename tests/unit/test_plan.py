@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import pytest
+
+from mngr.backend import ProviderConfig
+from mngr.errors import ConflictError, InterruptedByUser, MngrError
+from mngr.plan import Plan, Ref, Step, execute
+from mngr.runner import CANCELLED, Command, Runner
+from tests.support.fake_backend import FakeBackend
+
+
+def backend() -> FakeBackend:
+    return FakeBackend(ProviderConfig.model_construct(name="t", backend="fakecli"), Runner())
+
+
+def action(log: list[str], text: str, fail: BaseException | None = None) -> Step:
+    def run(ctx: dict) -> None:
+        log.append(text)
+        if fail:
+            raise fail
+
+    return Step(text, action=run)
+
+
+def test_failed_step_undoes_earlier_steps_newest_first() -> None:
+    log: list[str] = []
+    a = action(log, "a")
+    a.undo = action(log, "undo a")
+    b = action(log, "b")
+    b.undo = action(log, "undo b")
+    c = action(log, "c", fail=MngrError("boom"))
+    with pytest.raises(MngrError, match="boom"):
+        execute(Plan([a, b, c]), backend())
+    assert log == ["a", "b", "c", "undo b", "undo a"]
+
+
+def test_failing_step_with_undo_if_failed_is_undone_but_never_on_conflict() -> None:
+    log: list[str] = []
+    step = action(log, "run", fail=MngrError("half made"))
+    step.undo, step.undo_if_failed = action(log, "cleanup"), True
+    with pytest.raises(MngrError):
+        execute(Plan([step]), backend())
+    assert log == ["run", "cleanup"]
+    log.clear()
+    step = action(log, "run", fail=ConflictError("exists"))
+    step.undo, step.undo_if_failed = action(log, "cleanup"), True
+    with pytest.raises(ConflictError):
+        execute(Plan([step]), backend())
+    assert log == ["run"]
+
+
+def test_undo_failure_is_reported_not_hidden() -> None:
+    log: list[str] = []
+    a = action(log, "a")
+    a.undo = action(log, "undo a", fail=MngrError("cannot"))
+    with pytest.raises(MngrError, match="could not undo: undo a"):
+        execute(Plan([a, action(log, "b", fail=MngrError("boom"))]), backend())
+
+
+def test_refs_are_filled_from_parsed_context_and_shown_as_placeholders() -> None:
+    script = "import sys; print(sys.argv[1])"
+    first = Step(
+        "make",
+        command=Command([sys.executable, "-c", "print('i-123')"]),
+        parse=lambda out, ctx: ctx.update(instance_id=out.strip()),
+    )
+    second = Step(
+        "use",
+        command=Command([sys.executable, "-c", script, Ref("instance_id")]),
+        parse=lambda out, ctx: ctx.update(seen=out.strip()),
+    )
+    plan = Plan([first, second], finish=lambda ctx: ctx["seen"])
+    assert plan.render()[1].endswith("'<instance_id>'")
+    assert execute(plan, backend()) == "i-123"
+
+
+def test_interrupt_during_a_step_runs_the_undo() -> None:
+    log: list[str] = []
+    a = action(log, "allocated")
+    a.undo = action(log, "released")
+    slow = Step("slow", command=Command([sys.executable, "-c", "import time; time.sleep(30)"]))
+    threading.Timer(0.3, CANCELLED.set).start()
+    start = time.monotonic()
+    with pytest.raises(InterruptedByUser):
+        execute(Plan([a, slow]), backend())
+    assert log == ["allocated", "released"]
+    assert time.monotonic() - start < 5

@@ -48,7 +48,8 @@ def test_missing_vendor_cli_is_an_error_row_for_list_and_exit_4_for_verbs(
     fake_providers(good=" ")
     user_settings.write_text(
         user_settings.read_text()
-        + '\n[providers.gone]\nbackend = "fakecli"\nstate_dir = "/tmp/x"\nbinary = "/nonexistent/vendor"\n'
+        + '\n[providers.gone]\nbackend = "fakecli"\nstate_dir = "/tmp/x"\n'
+        + 'binary = "/nonexistent/vendor"\n'
     )
     assert mngr("host", "create", "a", "-p", "good").exit_code == 0
     listed = mngr("host", "list", "--format", "json")
@@ -98,6 +99,8 @@ def test_unsupported_verb_is_refused_before_any_vendor_call(fake_providers, mngr
     result = mngr("host", "snapshot", "create", "a")
     assert result.exit_code == 2
     assert "cannot snapshot: the fake vendor keeps no filesystem" in result.stderr
+    # only the `list` that resolved the host ran; no snapshot call reached the vendor
+    assert (dirs["p"] / "calls.log").read_text() == before + "list\n"
 
 
 def test_backend_flag_of_another_backend_is_refused(fake_providers, mngr) -> None:

@@ -99,7 +99,8 @@ def test_provider_without_name_or_backend(user_settings: Path) -> None:
 def test_duplicate_names_in_one_file(user_settings: Path) -> None:
     write(
         user_settings,
-        '[[providers]]\nname = "a"\nbackend = "local"\n\n[[providers]]\nname = "a"\nbackend = "local"\n',
+        '[[providers]]\nname = "a"\nbackend = "local"\n\n'
+        '[[providers]]\nname = "a"\nbackend = "local"\n',
     )
     with pytest.raises(ConfigError, match=r"settings.toml:6: provider 'a' is defined twice"):
         config.load()

@@ -212,6 +212,7 @@ def register_create(with_backend_flags: bool) -> None:
         callback.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
         callback.__doc__ = host_create.__doc__
     host_app.command("create")(callback)
+    host_app.registered_commands.insert(0, host_app.registered_commands.pop())  # first in help
 
 
 @host_app.command("list")
@@ -658,7 +659,8 @@ def run(argv: list[str]) -> int:
     except Exception as exc:  # click usage errors and anything unexpected
         usage = _click_usage_error(exc)
         if usage is not None:
-            output.stderr.print(f"error: {usage}", style="red", markup=False)
+            if usage:
+                output.stderr.print(f"error: {usage}", style="red", markup=False)
             return EXIT_USAGE
         if os.environ.get("MNGR_DEBUG"):
             raise
@@ -674,9 +676,8 @@ def _click_usage_error(exc: Exception) -> str | None:
     """The one-line text of a click usage error (bad option, missing argument...)."""
     from typer._click import exceptions as click_exc
 
-    if isinstance(exc, click_exc.NoArgsIsHelpError) and exc.ctx is not None:
-        sys.stdout.write(exc.ctx.get_help() + "\n")
-        return "a command is needed (see above)"
+    if isinstance(exc, click_exc.NoArgsIsHelpError):
+        return ""  # the help was already printed
     if not isinstance(exc, click_exc.ClickException):
         return None
     text = exc.format_message()

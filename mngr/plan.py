@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mngr.errors import ConflictError, InterruptedByUser, MngrError
+from mngr.errors import ConflictError, InterruptedByUser, MngrError, NotFoundError
 from mngr.runner import CANCELLED, Command
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ class Step:
     # Run the undo even when this step itself failed (it may have allocated before failing).
     # Never applied to a conflict: the thing that exists then belongs to someone else.
     undo_if_failed: bool = False
+    # A NotFoundError from this step's command counts as done (deleting what is gone).
+    missing_ok: bool = False
 
     def render(self) -> str:
         if self.command is None:
@@ -98,7 +100,12 @@ def _undo(done: list[Step], ctx: Context, backend: Backend) -> list[str]:
 def _run_step(step: Step, ctx: Context, backend: Backend, *, cancellable: bool) -> None:
     if step.command is not None:
         command = _resolve(step.command, ctx)
-        out = backend.run(command, cancellable=cancellable)
+        try:
+            out = backend.run(command, cancellable=cancellable)
+        except NotFoundError:
+            if step.missing_ok:
+                return
+            raise
         if step.parse is not None:
             step.parse(out.stdout, ctx)
     elif step.action is not None:

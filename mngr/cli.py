@@ -66,9 +66,7 @@ def _finish(outcomes: list[Any], verb: str) -> None:
         if isinstance(o.error, KeyboardInterrupt):
             raise o.error
         label = o.item[1] if isinstance(o.item, tuple) and len(o.item) > 2 else ""
-        output.stderr.print(
-            f"error: {verb} {label}: {o.error}".replace("  ", " "), style="red", markup=False
-        )
+        output.error(f"{verb} {label}: {o.error}".replace("  ", " "))
     if failed:
         first = failed[0].error
         code = first.exit_code if isinstance(first, MngrError) else 1
@@ -509,8 +507,7 @@ def provider_show(
     row["settings"] = entry.config.model_dump(mode="json") if entry.config else entry.raw
     row["sources"] = entry.sources
     if fmt == "table":
-        for key, value in row.items():
-            output.stdout.print(f"{key}: {output._cell(value)}", markup=False)
+        output.render_mapping(row)
     else:
         output.emit_json({"schema_version": 1, "provider": row})
 
@@ -598,7 +595,7 @@ def config_show(fmt: FormatOpt = "table") -> None:
             }
         )
     if fmt == "table":
-        output.stdout.print(f"default_provider = {settings.default_provider}", markup=False)
+        output.render_mapping({"default_provider": settings.default_provider})
         output.render_rows(rows, ["name", "backend", "sources", "settings"], fmt, "providers")
     else:
         output.emit_json(
@@ -648,27 +645,23 @@ def run(argv: list[str]) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except MngrError as exc:
-        output.stderr.print(f"error: {exc}", style="red", markup=False)
+        output.error(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        output.stderr.print("interrupted", style="red", markup=False)
+        output.error("interrupted")
         return EXIT_INTERRUPTED
     except typer.Abort:
-        output.stderr.print("aborted", style="red", markup=False)
+        output.error("aborted")
         return 1
     except Exception as exc:  # click usage errors and anything unexpected
         usage = _click_usage_error(exc)
         if usage is not None:
             if usage:
-                output.stderr.print(f"error: {usage}", style="red", markup=False)
+                output.error(usage)
             return EXIT_USAGE
         if os.environ.get("MNGR_DEBUG"):
             raise
-        output.stderr.print(
-            f"error: internal error: {exc!r} (set MNGR_DEBUG=1 for a traceback)",
-            style="red",
-            markup=False,
-        )
+        output.error(f"internal error: {exc!r} (set MNGR_DEBUG=1 for a traceback)")
         return 1
 
 

@@ -1,47 +1,84 @@
-"""Rendering: tables for people, JSON / JSONL for scripts. Data to stdout, messages to stderr."""
+"""Rendering: aligned tables for people, JSON / JSONL for scripts. Data goes to stdout,
+messages and errors to stderr. Plain text, so a 10,000-host table renders in well under a
+second and no terminal-UI library is imported on the listing path. Colour only on a
+terminal and never with NO_COLOR; control characters from vendors are never echoed raw."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Iterable
+import unicodedata
+from collections.abc import Iterable, Sequence
 from typing import Any
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from mngr.records import SCHEMA_VERSION, Host, ProviderErrorRow, Snapshot
 
 FORMATS = ("table", "json", "jsonl")
+_RED, _BOLD, _RESET = "\x1b[31m", "\x1b[1m", "\x1b[0m"
 
-# Piped output is never wrapped or truncated: a script gets whole ids.
-stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 4096)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def _colour(stream: Any) -> bool:
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
 
 
 def message(text: str) -> None:
-    stderr.print(text, markup=False)
+    sys.stderr.write(safe(text) + "\n")
 
 
-def warn(text: str) -> None:
-    stderr.print(f"warning: {text}", style="yellow", markup=False)
+def error(text: str) -> None:
+    line = "error: " + safe(text)
+    sys.stderr.write((_RED + line + _RESET if _colour(sys.stderr) else line) + "\n")
 
 
 def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
+def safe(text: str) -> str:
+    """Text with control characters (terminal escapes) replaced, newlines kept."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == "\n" else "?" for c in text)
+
+
+def _width(text: str) -> int:
+    if text.isascii():
+        return len(text)
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    cells = [[safe(_cell(v)).replace("\n", " ") for v in row] for row in rows]
+    widths = [_width(c) for c in columns]
+    for row in cells:
+        for i, value in enumerate(row):
+            widths[i] = max(widths[i], _width(value))
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v + " " * (w - _width(v)) for v, w in zip(values, widths, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    header = line([c.upper() for c in columns])
+    out = [_BOLD + header + _RESET if _colour(sys.stdout) else header]
+    out += [line(row) for row in cells]
+    sys.stdout.write("\n".join(out) + "\n")
+
+
 def host_dicts(hosts: Iterable[Host]) -> list[dict[str, Any]]:
     return [h.model_dump(mode="json") for h in hosts]
+
+
+def _errors(errors: list[ProviderErrorRow]) -> None:
+    for e in errors:
+        error(f"provider {e.provider}: {e.message}")
 
 
 def render_hosts(
     hosts: list[Host], errors: list[ProviderErrorRow], fmt: str = "table", quiet: bool = False
 ) -> None:
     if quiet:
-        for host in hosts:
-            sys.stdout.write(host.name + "\n")
+        sys.stdout.write("".join(h.name + "\n" for h in hosts))
     elif fmt == "json":
         emit_json(
             {
@@ -53,33 +90,29 @@ def render_hosts(
     elif fmt == "jsonl":
         for row in host_dicts(hosts):
             emit_json({"schema_version": SCHEMA_VERSION, **row})
-    else:
-        table = Table(box=None, pad_edge=False)
-        for column in ("NAME", "PROVIDER", "STATE", "IMAGE", "CREATED", "TAGS"):
-            table.add_column(column, overflow="fold")
-        for h in hosts:
-            tags = ",".join(f"{k}={v}" for k, v in sorted(h.tags.items()))
-            table.add_row(
-                *map(
-                    Text,
-                    (h.name, h.provider, str(h.state), h.image or "", h.created_at or "", tags),
-                )
-            )
-        if hosts:
-            stdout.print(table)
-        elif not errors:
-            message("no hosts")
+    elif hosts:
+        table(
+            ("name", "provider", "state", "image", "created", "tags"),
+            (
+                (h.name, h.provider, h.state.value, h.image, h.created_at, _tags(h.tags))
+                for h in hosts
+            ),
+        )
+    elif not errors:
+        message("no hosts")
     if fmt != "json":
-        for e in errors:
-            stderr.print(f"error: provider {e.provider}: {e.message}", style="red", markup=False)
+        _errors(errors)
+
+
+def _tags(tags: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
 
 
 def render_snapshots(
     snaps: list[Snapshot], errors: list[ProviderErrorRow], fmt: str = "table", quiet: bool = False
 ) -> None:
     if quiet:
-        for snap in snaps:
-            sys.stdout.write(snap.id + "\n")
+        sys.stdout.write("".join(s.id + "\n" for s in snaps))
     elif fmt == "json":
         emit_json(
             {
@@ -91,43 +124,41 @@ def render_snapshots(
     elif fmt == "jsonl":
         for snap in snaps:
             emit_json({"schema_version": SCHEMA_VERSION, **snap.model_dump(mode="json")})
-    else:
-        table = Table(box=None, pad_edge=False)
-        for column in ("ID", "NAME", "HOST", "PROVIDER", "CREATED"):
-            table.add_column(column)
-        for s in snaps:
-            table.add_row(*map(Text, (s.id, s.name, s.host, s.provider, s.created_at or "")))
-        if snaps:
-            stdout.print(table)
-        elif not errors:
-            message("no snapshots")
+    elif snaps:
+        table(
+            ("id", "name", "host", "provider", "created"),
+            ((s.id, s.name, s.host, s.provider, s.created_at) for s in snaps),
+        )
+    elif not errors:
+        message("no snapshots")
     if fmt != "json":
-        for e in errors:
-            stderr.print(f"error: provider {e.provider}: {e.message}", style="red", markup=False)
+        _errors(errors)
 
 
 def render_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, key: str) -> None:
     """Generic listing (providers, config): a table, or `{schema_version, key: rows}`."""
     if fmt == "json":
         emit_json({"schema_version": SCHEMA_VERSION, key: rows})
-        return
-    if fmt == "jsonl":
+    elif fmt == "jsonl":
         for row in rows:
             emit_json(row)
-        return
-    table = Table(box=None, pad_edge=False)
-    for column in columns:
-        table.add_column(column.upper())
-    for row in rows:
-        table.add_row(*[_cell(row.get(c)) for c in columns])
-    stdout.print(table)
+    else:
+        table(columns, ([row.get(c) for c in columns] for row in rows))
 
 
-def _cell(value: Any) -> Text:
+def render_mapping(values: dict[str, Any]) -> None:
+    """`key: value` lines (e.g. `provider show`)."""
+    for key, value in values.items():
+        sys.stdout.write(f"{key}: {safe(_cell(value))}\n")
+
+
+def _cell(value: Any) -> str:
     if value is None:
-        return Text("")
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, list):
-        return Text(", ".join(str(v) for v in value))
+        return ", ".join(_cell(v) for v in value)
     if isinstance(value, dict):
-        return Text(", ".join(f"{k}={v}" for k, v in value.items()))
-    return Text(str(value))
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    return str(value)

@@ -1,0 +1,766 @@
+"""Docker backend: a host is a container, and the container's labels are its only record.
+
+One provider instance drives one Docker daemon through the `docker` CLI (`--host` or
+`--context`). A host is the container `<name>.<provider>`, so the daemon itself refuses a
+second host of one name; it runs `sleep infinity` under Docker's init, so `stop` is quick.
+
+    container labels   mngr.kind=host, mngr.provider, mngr.host-id, mngr.host-name,
+                       mngr.created-at, mngr.tags (JSON, read back exactly) and one
+                       mngr.tag.<key> per tag (for `docker ps --filter`)
+    snapshots          `docker commit` -> mngr-snapshot:<snap-id>, mngr.kind=snapshot
+    built images       `--build` -> mngr-build:<host-id>, mngr.kind=build
+
+`list` costs two docker calls whatever the number of hosts: `ps -q` for the ids, then one
+`inspect` of all of them (labels come back as a JSON map, so any value survives).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mngr.backend import Backend, CreateOptions, CreateRequest, ProviderConfig
+from mngr.errors import (
+    ConfigError,
+    ConflictError,
+    MngrError,
+    NotFoundError,
+    UnauthorisedError,
+    UnreachableError,
+    UsageError,
+    VendorCommandError,
+    VendorOutputError,
+)
+from mngr.names import new_snapshot_id
+from mngr.plan import Context, Plan, Step
+from mngr.records import Host, HostState, Resources, Snapshot, utc_now
+from mngr.runner import Command, Runner
+
+KIND = "mngr.kind"
+PROVIDER = "mngr.provider"
+HOST_ID = "mngr.host-id"
+HOST_NAME = "mngr.host-name"
+CREATED_AT = "mngr.created-at"
+TAGS = "mngr.tags"
+TAG_PREFIX = "mngr.tag."
+SNAPSHOT_ID = "mngr.snapshot-id"
+SNAPSHOT_NAME = "mngr.snapshot-name"
+
+SNAPSHOT_REPO = "mngr-snapshot"
+BUILD_REPO = "mngr-build"
+# Exit codes of a keep-alive ended from outside: clean, SIGKILL, SIGTERM, daemon shutdown.
+STOPPED_EXIT_CODES = {0, 137, 143, 255}
+HOST_SCHEMES = ("unix://", "tcp://", "ssh://")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MEMORY_RE = re.compile(r"^\d+(\.\d+)?\s?([kmgtp]i?b?|b)?$", re.IGNORECASE)
+SHELL = "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"
+
+
+class DockerConfig(ProviderConfig):
+    host: str | None = None  # docker --host: unix://PATH, tcp://HOST:PORT, ssh://USER@HOST[:PORT]
+    context: str | None = None  # docker --context, instead of host
+    binary: str = "docker"
+    image: str = "debian:bookworm-slim"  # when `create` gets no --image
+    network: str | None = None
+    start_args: list[str] = Field(default_factory=list)  # extra `docker run` arguments
+    build_timeout_s: float = 1800.0  # for build, run (may pull) and commit
+
+    @field_validator("host")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(HOST_SCHEMES):
+            raise ValueError(f"host must start with one of {', '.join(HOST_SCHEMES)}")
+        return value
+
+    @field_validator("context")
+    @classmethod
+    def _host_or_context(cls, value: str | None, info: Any) -> str | None:
+        if value is not None and info.data.get("host") is not None:
+            raise ValueError("set either 'host' or 'context', not both")
+        return value
+
+
+class DockerCreateOptions(CreateOptions):
+    cpus: float | None = Field(None, gt=0, description="CPUs for the container (docker --cpus).")
+    memory: str | None = Field(None, description="Memory limit, e.g. 512m or 2g.")
+    gpus: str | None = Field(None, description="GPUs: 'all', a count or 'device=0,1'.")
+    env: list[str] = Field(
+        default_factory=list,
+        description="KEY=VALUE in the container's environment (repeatable; sent on stdin).",
+    )
+    volume: list[str] = Field(
+        default_factory=list, description="Mount SRC:DEST[:OPTS] (repeatable; docker --volume)."
+    )
+    build: str | None = Field(None, description="Build the image from this directory first.")
+    dockerfile: str | None = Field(
+        None, description="Dockerfile to build (alone: its folder is the build context)."
+    )
+    build_arg: list[str] = Field(
+        default_factory=list,
+        description="KEY=VALUE build argument, or a '-'-flag passed to docker build as-is.",
+        json_schema_extra={"short": "-b"},
+    )
+    start_arg: list[str] = Field(
+        default_factory=list,
+        description="One extra docker run argument, as-is (repeatable; use --flag=value).",
+        json_schema_extra={"short": "-s"},
+    )
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_size(cls, value: str | None) -> str | None:
+        if value is not None and not MEMORY_RE.match(value):
+            raise ValueError("expected a size such as 512m or 2g")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_pairs(cls, items: list[str]) -> list[str]:
+        for item in items:
+            key, eq, value = item.partition("=")
+            if not eq or not ENV_KEY_RE.match(key):
+                raise ValueError(f"expected KEY=VALUE, got {item.split('=')[0]!r}...")
+            if any(c in value for c in "\n\r\0"):
+                raise ValueError(f"the value of {key} must be one line")
+        return items
+
+
+# --- spec: argv builders and parsers, pure ----------------------------------------------
+
+
+def _opt(flag: str, value: object) -> list[str]:
+    """`--flag value`, or nothing when the value is None."""
+    return [] if value is None else [flag, str(value)]
+
+
+def _many(flag: str, values: list[str]) -> list[str]:
+    return [word for value in values for word in (flag, value)]
+
+
+def _labels(labels: dict[str, str]) -> list[str]:
+    return _many("--label", [f"{key}={value}" for key, value in labels.items()])
+
+
+class _Lenient(BaseModel):
+    """Vendor JSON: unknown fields ignored, so a new docker release never breaks parsing."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class _State(_Lenient):
+    status: str = Field("unknown", alias="Status")
+    exit_code: int = Field(0, alias="ExitCode")
+    oom_killed: bool = Field(False, alias="OOMKilled")
+
+
+class _Config(_Lenient):
+    image: str | None = Field(None, alias="Image")
+    labels: dict[str, str] | None = Field(None, alias="Labels")
+
+
+class _DeviceRequest(_Lenient):
+    count: int = Field(0, alias="Count")
+    device_ids: list[str] | None = Field(None, alias="DeviceIDs")
+
+
+class _HostConfig(_Lenient):
+    nano_cpus: int | None = Field(None, alias="NanoCpus")
+    memory: int | None = Field(None, alias="Memory")
+    device_requests: list[_DeviceRequest] | None = Field(None, alias="DeviceRequests")
+
+
+class _Container(_Lenient):
+    id: str = Field(alias="Id")
+    name: str = Field("", alias="Name")
+    created: str | None = Field(None, alias="Created")
+    state: _State = Field(default_factory=_State, alias="State")
+    config: _Config = Field(default_factory=_Config, alias="Config")
+    host_config: _HostConfig = Field(default_factory=_HostConfig, alias="HostConfig")
+
+
+class _Image(_Lenient):
+    id: str = Field(alias="Id")
+    created: str | None = Field(None, alias="Created")
+    config: _Config = Field(default_factory=_Config, alias="Config")
+
+
+def _parse_list(model: type[_Lenient], stdout: str, command: str) -> list[Any]:
+    try:
+        items = json.loads(stdout or "[]")
+        if not isinstance(items, list):
+            raise ValueError("expected a JSON array")
+        return [model.model_validate(item) for item in items]
+    except (ValueError, ValidationError) as exc:
+        detail = str(exc).splitlines()[0]
+        raise VendorOutputError(f"could not read the output of `{command}`: {detail}") from None
+
+
+def _host_state(state: _State) -> HostState:
+    if state.status == "exited":
+        stopped = state.exit_code in STOPPED_EXIT_CODES and not state.oom_killed
+        return HostState.STOPPED if stopped else HostState.FAILED
+    return {
+        "created": HostState.BUILDING,
+        "running": HostState.RUNNING,
+        "restarting": HostState.RUNNING,
+        "paused": HostState.STOPPED,
+        "removing": HostState.DESTROYED,
+        "dead": HostState.FAILED,
+    }.get(state.status, HostState.UNKNOWN)
+
+
+def _gpus(requests: list[_DeviceRequest] | None) -> int | str | None:
+    if not requests:
+        return None
+    if any(r.count < 0 for r in requests):
+        return "all"
+    return sum(r.count or len(r.device_ids or []) for r in requests) or None
+
+
+def _iso(created: str | None) -> str | None:
+    """Docker's `2024-05-01T10:20:30.123456789Z` -> `2024-05-01T10:20:30Z`."""
+    return created[:19] + "Z" if created and len(created) >= 19 else created
+
+
+def _tags(labels: dict[str, str]) -> dict[str, str]:
+    """User tags: the exact JSON label, else (a container made by hand) the per-tag labels."""
+    try:
+        tags = json.loads(labels[TAGS])
+        if isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values()):
+            return tags
+    except (KeyError, ValueError):
+        pass
+    return {k[len(TAG_PREFIX) :]: v for k, v in labels.items() if k.startswith(TAG_PREFIX)}
+
+
+@dataclass(frozen=True)
+class DockerSpec:
+    """The docker commands of one provider instance, and the parsers of their output."""
+
+    config: DockerConfig
+
+    @property
+    def base(self) -> list[str]:
+        c = self.config
+        return [c.binary, *_opt("--host", c.host), *_opt("--context", c.context)]
+
+    @property
+    def endpoint(self) -> dict[str, str]:
+        if self.config.host:
+            return {"docker_host": self.config.host}
+        return {"docker_context": self.config.context} if self.config.context else {}
+
+    def container_name(self, host_name: str) -> str:
+        # `.` is in neither host nor provider names, so the pair reads back unambiguously.
+        return f"{host_name}.{self.config.name}"
+
+    def host_labels(self, request: CreateRequest) -> dict[str, str]:
+        tags = json.dumps(request.tags, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return {
+            KIND: "host",
+            PROVIDER: self.config.name,
+            HOST_ID: request.host_id,
+            HOST_NAME: request.name,
+            CREATED_AT: request.created_at,
+            TAGS: tags,
+            **{TAG_PREFIX + key: value for key, value in request.tags.items()},
+        }
+
+    # --- create -----------------------------------------------------------------------
+
+    def build_tag(self, host_id: str) -> str:
+        return f"{BUILD_REPO}:{host_id}"
+
+    def build_argv(self, request: CreateRequest, opts: DockerCreateOptions) -> list[str]:
+        context = opts.build or os.path.dirname(opts.dockerfile or "") or "."
+        labels = {
+            KIND: "build",
+            PROVIDER: self.config.name,
+            HOST_ID: request.host_id,
+            HOST_NAME: request.name,
+        }
+        extra = [a for a in opts.build_arg if a.startswith("-")]
+        build_args = [a for a in opts.build_arg if not a.startswith("-")]
+        return [
+            *self.base,
+            "build",
+            "--force-rm",  # a failed or cancelled build leaves no intermediate container
+            "--tag",
+            self.build_tag(request.host_id),
+            *_labels(labels),
+            *_opt("--file", opts.dockerfile),
+            *_many("--build-arg", build_args),
+            *extra,
+            context,
+        ]
+
+    def run_argv(self, request: CreateRequest, image: str, opts: DockerCreateOptions) -> list[str]:
+        return [
+            *self.base,
+            "run",
+            "--detach",
+            "--init",
+            "--name",
+            self.container_name(request.name),
+            "--hostname",
+            request.name,
+            *_labels(self.host_labels(request)),
+            *_opt("--network", self.config.network),
+            *_opt("--cpus", None if opts.cpus is None else f"{opts.cpus:g}"),
+            *_opt("--memory", opts.memory),
+            *_opt("--gpus", opts.gpus),
+            *(["--env-file", "/dev/stdin"] if opts.env else []),
+            *_many("--volume", opts.volume),
+            *self.config.start_args,
+            *opts.start_arg,
+            "--entrypoint",
+            "sleep",
+            image,
+            "infinity",
+        ]
+
+    @staticmethod
+    def env_file(opts: DockerCreateOptions) -> str | None:
+        """`--env` values go to `docker run --env-file /dev/stdin`: never in argv."""
+        return "".join(item + "\n" for item in opts.env) if opts.env else None
+
+    # --- the other verbs --------------------------------------------------------------
+
+    def ps_argv(self) -> list[str]:
+        return [
+            *self.base,
+            "ps",
+            "--all",
+            "--quiet",
+            "--no-trunc",
+            "--filter",
+            f"label={PROVIDER}={self.config.name}",
+            "--filter",
+            f"label={KIND}=host",
+        ]
+
+    def inspect_argv(self, ids: list[str]) -> list[str]:
+        return [*self.base, "inspect", "--type", "container", *ids]
+
+    def rm_argv(self, container: str, *, force: bool) -> list[str]:
+        return [*self.base, "rm", *(["--force"] if force else []), "--volumes", container]
+
+    def stop_argv(self, container: str) -> list[str]:
+        return [*self.base, "stop", container]
+
+    def start_argv(self, container: str) -> list[str]:
+        return [*self.base, "start", container]
+
+    def snapshot_ref(self, snap_id: str) -> str:
+        return f"{SNAPSHOT_REPO}:{snap_id}"
+
+    def commit_argv(
+        self, container: str, host: Host, snap_id: str, name: str, at: str
+    ) -> list[str]:
+        labels = {
+            KIND: "snapshot",
+            PROVIDER: self.config.name,
+            SNAPSHOT_ID: snap_id,
+            SNAPSHOT_NAME: name,
+            HOST_ID: host.id,
+            HOST_NAME: host.name,
+            CREATED_AT: at,
+        }
+        change = "LABEL " + " ".join(f"{k}={v}" for k, v in labels.items())
+        return [*self.base, "commit", "--change", change, container, self.snapshot_ref(snap_id)]
+
+    def images_argv(self, host_id: str | None = None) -> list[str]:
+        return [
+            *self.base,
+            "image",
+            "ls",
+            "--quiet",
+            "--no-trunc",
+            "--filter",
+            f"label={PROVIDER}={self.config.name}",
+            "--filter",
+            f"label={KIND}=snapshot",
+            *_opt("--filter", None if host_id is None else f"label={HOST_ID}={host_id}"),
+        ]
+
+    def image_inspect_argv(self, ids: list[str]) -> list[str]:
+        return [*self.base, "image", "inspect", *ids]
+
+    def rmi_argv(self, image: str) -> list[str]:
+        return [*self.base, "rmi", image]
+
+    def exec_argv(self, container: str, argv: list[str], *, tty: bool, detach: bool) -> list[str]:
+        if detach:
+            mode = ["--detach"]
+        else:
+            mode = ["--interactive", "--tty"] if tty else ["--interactive"]
+        return [*self.base, "exec", *mode, container, *argv]
+
+    def shell_argv(self, container: str, *, tty: bool) -> list[str]:
+        return self.exec_argv(container, ["sh", "-c", SHELL], tty=tty, detach=False)
+
+    def version_argv(self) -> list[str]:
+        return [*self.base, "version", "--format", "{{json .}}"]
+
+    # --- parsers ----------------------------------------------------------------------
+
+    @staticmethod
+    def parse_ids(stdout: str) -> list[str]:
+        return list(dict.fromkeys(line.strip() for line in stdout.splitlines() if line.strip()))
+
+    @staticmethod
+    def parse_container_id(stdout: str) -> str:
+        lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+        if not lines or not re.fullmatch(r"[0-9a-f]{64}", lines[-1]):
+            raise VendorOutputError(f"`docker run` printed no container id: {stdout[:200]!r}")
+        return lines[-1]
+
+    def parse_hosts(self, stdout: str) -> list[Host]:
+        hosts = []
+        for c in _parse_list(_Container, stdout, "docker inspect"):
+            labels = c.config.labels or {}
+            if HOST_ID not in labels or HOST_NAME not in labels:
+                continue  # labelled by hand, not made by mngr
+            hosts.append(
+                Host(
+                    id=labels[HOST_ID],
+                    name=labels[HOST_NAME],
+                    provider=self.config.name,
+                    backend=DockerBackend.name,
+                    state=_host_state(c.state),
+                    image=c.config.image,
+                    created_at=labels.get(CREATED_AT) or _iso(c.created),
+                    tags=_tags(labels),
+                    resources=Resources(
+                        cpus=c.host_config.nano_cpus / 1e9 if c.host_config.nano_cpus else None,
+                        memory_gb=c.host_config.memory / 2**30 if c.host_config.memory else None,
+                        gpus=_gpus(c.host_config.device_requests),
+                    ),
+                    address={
+                        "container": c.name.lstrip("/"),
+                        "container_id": c.id,
+                        **self.endpoint,
+                    },
+                    native_id=c.id,
+                )
+            )
+        return hosts
+
+    def parse_snapshots(self, stdout: str) -> list[Snapshot]:
+        snaps = []
+        for image in _parse_list(_Image, stdout, "docker image inspect"):
+            labels = image.config.labels or {}
+            if SNAPSHOT_ID not in labels:
+                continue
+            snaps.append(
+                Snapshot(
+                    id=labels[SNAPSHOT_ID],
+                    name=labels.get(SNAPSHOT_NAME, labels[SNAPSHOT_ID]),
+                    host=labels.get(HOST_NAME, ""),
+                    provider=self.config.name,
+                    created_at=labels.get(CREATED_AT) or _iso(image.created),
+                    native_id=self.snapshot_ref(labels[SNAPSHOT_ID]),
+                )
+            )
+        return sorted(snaps, key=lambda s: (s.created_at or "", s.id))
+
+    def parse_version(self, stdout: str) -> dict[str, Any]:
+        try:
+            data = json.loads(stdout)
+            server = data.get("Server") or {}
+            client = data.get("Client") or {}
+        except (ValueError, AttributeError):
+            raise VendorOutputError(f"could not read `docker version`: {stdout[:200]!r}") from None
+        return {
+            "reachable": bool(server),
+            "server_version": server.get("Version"),
+            "api_version": server.get("ApiVersion"),
+            "os_arch": f"{server.get('Os')}/{server.get('Arch')}" if server else None,
+            "client_version": client.get("Version"),
+            **self.endpoint,
+        }
+
+
+# --- classification of docker's stderr ---------------------------------------------------
+
+# Lines docker prints around the one that says what went wrong.
+_NOISE = (
+    "DEPRECATED:",
+    "Install the buildx",
+    "https://docs.docker.com/go/buildx",
+    "WARNING:",
+    "See 'docker",
+    "Run 'docker",
+    "Unable to find image",
+)
+
+
+def telling_line(stderr: str, *, last: bool = False) -> str:
+    """The line of docker's stderr that says what went wrong, without docker's prefixes."""
+    lines = [line.strip() for line in stderr.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(_NOISE)]
+    if not lines:
+        return "no error text"
+    line = lines[-1] if last else lines[0]
+    for prefix in ("docker: ", "Error response from daemon: ", "Error: "):
+        line = line.removeprefix(prefix)
+    return line[:300]
+
+
+# --- the backend --------------------------------------------------------------------------
+
+
+class DockerBackend(Backend):
+    name = "docker"
+    config_model = DockerConfig
+    create_options_model = DockerCreateOptions
+    unsupported = {}
+
+    config: DockerConfig
+
+    def __init__(self, config: ProviderConfig, runner: Runner) -> None:
+        super().__init__(config, runner)
+        self.spec = DockerSpec(self.config)
+
+    def _cmd(self, argv: list[str], *, slow: bool = False, stdin: str | None = None) -> Command:
+        timeout = self.config.build_timeout_s if slow else self.config.timeout_s
+        return Command(argv, timeout_s=timeout, stdin=stdin)
+
+    def _where(self) -> str:
+        if self.config.host:
+            return self.config.host
+        if self.config.context:
+            return f"context {self.config.context!r}"
+        return os.environ.get("DOCKER_HOST") or "the default endpoint"
+
+    def classify(self, error: VendorCommandError) -> MngrError:
+        text = error.stderr
+        verb = error.argv[len(self.spec.base)] if len(error.argv) > len(self.spec.base) else ""
+        detail = telling_line(text, last=verb == "build")
+        if "permission denied while trying to connect" in text:
+            return UnauthorisedError(
+                f"not allowed to use the Docker daemon at {self._where()} (add the user to the "
+                f"'docker' group, or set 'host'): {detail}"
+            )
+        if "Permission denied (publickey" in text:
+            return UnauthorisedError(f"ssh refused the login to {self._where()}: {detail}")
+        missing = re.search(r"Unable to find image '([^']+)' locally", text)
+        if missing and "Status: Downloaded newer image" not in text:
+            return NotFoundError(
+                f"image {missing.group(1)!r} is not on the Docker host and could not be "
+                f"pulled: {detail}"
+            )
+        if clash := re.search(r'container name "/([^".]+)\.[^"]*" is already in use', text):
+            return ConflictError(
+                f"host {clash.group(1)!r} already exists in provider {self.config.name!r}"
+            )
+        if "You cannot remove a running container" in text:
+            return ConflictError("the host is running: stop it first, or pass --force")
+        if "conflict: unable to" in text and "is using its referenced image" in text:
+            return ConflictError(f"a host still uses this image (destroy it first): {detail}")
+        if re.search(r"No such (container|object|image)", text):
+            return NotFoundError(detail)
+        if (
+            "context" in text
+            and re.search(r"does not exist|not found", text)
+            and "endpoint" in text
+        ):
+            return ConfigError(f"provider {self.config.name!r}: {detail}")
+        if "Cannot connect to the Docker daemon" in text or "error during connect" in text:
+            return UnreachableError(f"cannot reach the Docker daemon at {self._where()}: {detail}")
+        error.message = f"docker {verb} failed (exit {error.returncode}): {detail}"
+        return error
+
+    # --- list -------------------------------------------------------------------------
+
+    def _inspect_all(self, argv: list[str]) -> str:
+        """One inspect of many ids; one that vanished since `ls` drops out, not the rest."""
+        done = self.runner.run(self._cmd(argv), check=False)
+        if done.returncode == 0:
+            return done.stdout
+        error = self.classify(VendorCommandError(argv, done.returncode, done.stdout, done.stderr))
+        if isinstance(error, NotFoundError) and done.stdout.lstrip().startswith("["):
+            return done.stdout
+        raise error
+
+    def list_hosts(self) -> list[Host]:
+        ids = self.spec.parse_ids(self.run(self._cmd(self.spec.ps_argv())).stdout)
+        if not ids:
+            return []
+        return self.spec.parse_hosts(self._inspect_all(self.spec.inspect_argv(ids)))
+
+    # --- create -----------------------------------------------------------------------
+
+    def create_plan(self, request: CreateRequest) -> Plan:
+        opts = request.options
+        if not isinstance(opts, DockerCreateOptions):
+            opts = DockerCreateOptions()
+        building = bool(opts.build or opts.dockerfile)
+        if sum(map(bool, (request.image, building, request.from_snapshot))) > 1:
+            raise UsageError(
+                "--image, --build/--dockerfile and --from-snapshot exclude one another"
+            )
+        if opts.build_arg and not building:
+            raise UsageError("--build-arg needs --build or --dockerfile")
+        if opts.build and not os.path.isdir(opts.build):
+            raise UsageError(f"--build: {opts.build!r} is not a directory")
+        if opts.dockerfile and not os.path.isfile(opts.dockerfile):
+            raise UsageError(f"--dockerfile: {opts.dockerfile!r} is not a file")
+
+        steps = []
+        name = self.spec.container_name(request.name)
+        if building:
+            image = self.spec.build_tag(request.host_id)
+            steps.append(
+                Step(
+                    f"build image {image}",
+                    command=self._cmd(self.spec.build_argv(request, opts), slow=True),
+                    undo=self._rmi_step(image),
+                )
+            )
+        elif request.from_snapshot is not None:
+            image = request.from_snapshot.native_id or self.spec.snapshot_ref(
+                request.from_snapshot.id
+            )
+        else:
+            image = request.image or self.config.image
+
+        def remember_id(stdout: str, ctx: Context) -> None:
+            ctx["container_id"] = self.spec.parse_container_id(stdout)
+
+        steps.append(
+            Step(
+                f"run container {name}",
+                command=self._cmd(
+                    self.spec.run_argv(request, image, opts),
+                    slow=True,
+                    stdin=self.spec.env_file(opts),
+                ),
+                parse=remember_id,
+                # `docker run` may create the container and then fail to start it.
+                undo_if_failed=True,
+                undo=Step(
+                    f"remove container {name}",
+                    command=self._cmd(self.spec.rm_argv(name, force=True)),
+                    missing_ok=True,
+                ),
+            )
+        )
+
+        def finish(ctx: Context) -> Host:
+            return Host(
+                id=request.host_id,
+                name=request.name,
+                provider=self.provider,
+                backend=self.name,
+                state=HostState.RUNNING,
+                image=image,
+                created_at=request.created_at,
+                tags=dict(request.tags),
+                resources=Resources(cpus=opts.cpus, gpus=opts.gpus),
+                address={
+                    "container": name,
+                    "container_id": ctx["container_id"],
+                    **self.spec.endpoint,
+                },
+                native_id=ctx["container_id"],
+            )
+
+        return Plan(steps, finish=finish)
+
+    # --- destroy / stop / start -------------------------------------------------------
+
+    def _container(self, host: Host) -> str:
+        return host.native_id or self.spec.container_name(host.name)
+
+    def _rmi_step(self, image: str) -> Step:
+        return Step(
+            f"remove image {image}", command=self._cmd(self.spec.rmi_argv(image)), missing_ok=True
+        )
+
+    def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
+        steps = [
+            Step(
+                f"remove container {self.spec.container_name(host.name)}",
+                command=self._cmd(self.spec.rm_argv(self._container(host), force=force)),
+                missing_ok=True,
+            )
+        ]
+        if host.image == self.spec.build_tag(host.id):
+            steps.append(self._rmi_step(host.image))
+        if purge:
+            steps += [self._rmi_step(s.native_id or s.id) for s in self.list_snapshots(host)]
+        return Plan(steps)
+
+    def stop_plan(self, host: Host, *, snapshot: bool = False) -> Plan:
+        steps = []
+        if snapshot:
+            stamp = utc_now().replace("-", "").replace(":", "").lower()
+            steps += self.snapshot_create_plan(host, f"{host.name}-stop-{stamp}").steps
+        container = self._container(host)
+        steps.append(Step(f"stop {container}", command=self._cmd(self.spec.stop_argv(container))))
+        return Plan(steps)
+
+    def start_plan(self, host: Host) -> Plan:
+        container = self._container(host)
+        return Plan(
+            [Step(f"start {container}", command=self._cmd(self.spec.start_argv(container)))]
+        )
+
+    # --- snapshots --------------------------------------------------------------------
+
+    def snapshot_create_plan(self, host: Host, name: str) -> Plan:
+        snap_id, created = new_snapshot_id(), utc_now()
+        ref = self.spec.snapshot_ref(snap_id)
+        argv = self.spec.commit_argv(self._container(host), host, snap_id, name, created)
+        step = Step(f"commit {host.name} to {ref}", command=self._cmd(argv, slow=True))
+        step.undo = self._rmi_step(ref)
+        return Plan(
+            [step],
+            finish=lambda ctx: Snapshot(
+                id=snap_id,
+                name=name,
+                host=host.name,
+                provider=self.provider,
+                created_at=created,
+                native_id=ref,
+            ),
+        )
+
+    def list_snapshots(self, host: Host | None = None) -> list[Snapshot]:
+        argv = self.spec.images_argv(host.id if host else None)
+        ids = self.spec.parse_ids(self.run(self._cmd(argv)).stdout)
+        if not ids:
+            return []
+        return self.spec.parse_snapshots(self._inspect_all(self.spec.image_inspect_argv(ids)))
+
+    def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
+        return Plan([self._rmi_step(snapshot.native_id or self.spec.snapshot_ref(snapshot.id))])
+
+    # --- exec -------------------------------------------------------------------------
+
+    def _running(self, host: Host) -> str:
+        if host.state in (HostState.STOPPED, HostState.FAILED):
+            raise MngrError(
+                f"host {host.name!r} is {host.state}; start it first: mngr host start {host.ref}"
+            )
+        return self._container(host)
+
+    def exec_command(
+        self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False
+    ) -> Command:
+        if not argv:
+            raise UsageError("no command given (use: mngr host exec NAME -- CMD...)")
+        container = self._running(host)
+        return Command(self.spec.exec_argv(container, argv, tty=tty, detach=detach))
+
+    def shell_command(self, host: Host, *, tty: bool = True) -> Command:
+        return Command(self.spec.shell_argv(self._running(host), tty=tty))
+
+    def check(self) -> dict[str, Any]:
+        return self.spec.parse_version(self.run(self._cmd(self.spec.version_argv())).stdout)

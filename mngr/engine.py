@@ -19,6 +19,7 @@ from mngr.errors import (
     InterruptedByUser,
     MngrError,
     NotFoundError,
+    PartialListError,
     UnreachableError,
     UsageError,
     VendorMissingError,
@@ -154,7 +155,10 @@ class Engine:
         )
         result = ListResult()
         for outcome in outcomes:
-            if outcome.error is not None:
+            if isinstance(outcome.error, PartialListError):
+                result.hosts.extend(outcome.error.hosts)  # type: ignore[arg-type]
+                result.errors += [error_row(outcome.item, e) for e in outcome.error.errors]
+            elif outcome.error is not None:
                 result.errors.append(error_row(outcome.item, outcome.error))
             else:
                 result.hosts.extend(outcome.value)

@@ -1,0 +1,662 @@
+"""SSH pool backend: a host is one machine of a configured pool, claimed over `ssh`.
+
+Layout on each machine, under `host_dir` (default `~/.mngr`):
+
+    claim/              exists <=> the machine is claimed: `mkdir` is the atomic claim
+    claim/owner         "<host-id> <name>" of the claiming host (release checks it)
+    claim/host.json     the host record: the only state there is
+    claim/pids/         processes started by `host exec --detach` (destroy ends them)
+    hosts/<name>/       the host's working directory: commands run here
+
+Every remote command is `sh -c SCRIPT mngr VALUE...`, passed to ssh as one argv element
+after `--`. The scripts are constants of this module; user values reach them only as
+positional parameters, each shell-quoted, so the remote shell never interprets a value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import stat
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, ProviderConfig
+from mngr.engine import fan_out
+from mngr.errors import (
+    ConflictError,
+    InterruptedByUser,
+    MngrError,
+    PartialListError,
+    UnauthorisedError,
+    UnreachableError,
+    UsageError,
+    VendorCommandError,
+    VendorMissingError,
+    VendorOutputError,
+    first_line,
+)
+from mngr.names import HOST_ID_RE, HOST_NAME_RE, check_host_name
+from mngr.plan import Context, Plan, Step
+from mngr.records import Host, HostState
+from mngr.registry import did_you_mean
+from mngr.runner import Command
+
+# --- configuration ------------------------------------------------------------------------
+
+ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:%_-]{0,252}$")  # DNS name, IPv4 or IPv6
+USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+# What may follow `~/` or `/` in host_dir: plain path characters, nothing a shell expands.
+HOST_DIR_RE = re.compile(r"^(~/|/)?[A-Za-z0-9_.+@,/-]+$")
+# ssh splits option values on blanks and expands `%` tokens in file names.
+SSH_FILE_FORBIDDEN = frozenset(" \t\r\n\"'%#")
+
+
+def _checked_host_dir(value: str) -> str:
+    parts = [p for p in value.removeprefix("~/").split("/") if p]
+    if (
+        not HOST_DIR_RE.match(value)
+        or not parts
+        or any(p in (".", "..") or p.startswith("-") for p in parts)
+    ):
+        raise ValueError(
+            "use '~/DIR' or '/DIR' of letters, digits and '_.+@,-' (no '..', no part "
+            "starting with '-')"
+        )
+    return value
+
+
+def _ssh_file(path: str | None, what: str) -> str | None:
+    if path is not None and (not path or SSH_FILE_FORBIDDEN & set(path)):
+        raise ValueError(f"{what} must be a path without blanks, quotes, '%' or '#'")
+    return path
+
+
+class Machine(BaseModel):
+    """One machine of the pool."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    address: str
+    port: int = Field(22, ge=1, le=65535)
+    user: str | None = None  # default: ssh's own (the local user, or ~/.ssh/config)
+    identity_file: str | None = None
+    host_dir: str | None = None  # default: the provider's host_dir
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not HOST_NAME_RE.match(value):
+            raise ValueError("use 1 to 63 lower-case letters, digits and '-'")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not ADDRESS_RE.match(value):
+            raise ValueError("expected a host name or an IP address")
+        return value
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not USER_RE.match(value):
+            raise ValueError("expected a user name (letters, digits, '_', '.', '-')")
+        return value
+
+    @field_validator("identity_file")
+    @classmethod
+    def _identity(cls, value: str | None) -> str | None:
+        return _ssh_file(value, "identity_file")
+
+    @field_validator("host_dir")
+    @classmethod
+    def _host_dir(cls, value: str | None) -> str | None:
+        return None if value is None else _checked_host_dir(value)
+
+    @property
+    def destination(self) -> str:
+        """`user@address:port`, for messages."""
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{self.address}:{self.port}"
+
+
+class SshConfig(ProviderConfig):
+    machines: list[Machine] = Field(min_length=1)
+    known_hosts: str | None = None  # default: the user's ~/.ssh/known_hosts
+    accept_new: bool = False  # true: StrictHostKeyChecking=accept-new; checking is never off
+    host_dir: str = "~/.mngr"
+    connect_timeout_s: int = Field(10, ge=1, le=600)
+    binary: str = "ssh"
+    control_persist_s: int = Field(60, ge=0)  # 0: no connection reuse
+
+    @field_validator("known_hosts")
+    @classmethod
+    def _known_hosts(cls, value: str | None) -> str | None:
+        return _ssh_file(value, "known_hosts")
+
+    @field_validator("host_dir")
+    @classmethod
+    def _host_dir(cls, value: str) -> str:
+        return _checked_host_dir(value)
+
+    @model_validator(mode="after")
+    def _unique_machines(self) -> SshConfig:
+        names = [m.name for m in self.machines]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"machine names must be unique: {', '.join(twice)} given twice")
+        return self
+
+
+class SshCreateOptions(CreateOptions):
+    machine: str | None = Field(
+        None, description="Claim this machine of the pool (default: the first free one)."
+    )
+
+
+# --- remote scripts (constants: values arrive only as "$1", "$2", ...) ---------------------
+
+CLAIMED_EXIT = 75  # the claim script's answer for "this machine is already claimed"
+
+# $1 host_dir, $2 host id, $3 name. mkdir succeeds for exactly one claimer.
+CLAIM_SCRIPT = (
+    'umask 077; mkdir -p -- "$1" && cd -- "$1" || exit 1; '
+    'if err=$(mkdir claim 2>&1); then printf "%s %s\\n" "$2" "$3" > claim/owner && exit 0; '
+    "rm -f claim/owner; rmdir claim; exit 1; fi; "
+    f"if [ -e claim ]; then cat claim/owner 2>/dev/null; exit {CLAIMED_EXIT}; fi; "
+    'printf "%s\\n" "$err" >&2; exit 1'
+)
+# $1 host_dir, $2 host id, $3 name; stdin: the record. Refuses if the claim is not ours.
+WRITE_SCRIPT = (
+    'umask 077; cd -- "$1" || exit 1; read -r id name < claim/owner || exit 1; '
+    'if [ "$id" != "$2" ]; then echo "the claim is no longer ours" >&2; exit 1; fi; '
+    'mkdir -p -- "hosts/$3" && cat > claim/.host.json.tmp && mv -f claim/.host.json.tmp '
+    "claim/host.json"
+)
+# $1 host_dir, $2 host id, $3 name. Only ever touches hosts/$3 and the claim, and only
+# while the claim is this host's. The rename makes the release atomic.
+RELEASE_SCRIPT = (
+    '[ -d "$1" ] || exit 0; cd -- "$1" || exit 1; [ -f claim/owner ] || exit 0; '
+    'read -r id name < claim/owner || exit 1; [ "$id" = "$2" ] || exit 0; '
+    'for f in claim/pids/*; do [ -f "$f" ] && kill -TERM "${f##*/}" 2>/dev/null; done; '
+    'rm -rf -- "hosts/$3" && mv -- claim ".released-$2" && rm -rf -- ".released-$2"'
+)
+# $1 host_dir. Prints the owner line, then the record (if written yet); nothing if free.
+READ_SCRIPT = (
+    '[ -e "$1" ] || exit 0; cd -- "$1" || exit 1; [ -f claim/owner ] || exit 0; '
+    "cat claim/owner && cat claim/host.json 2>/dev/null; exit 0"
+)
+# $1 host_dir, $2 name, then the command's argv: run without any shell interpretation.
+EXEC_SCRIPT = 'cd -- "$1/hosts/$2" || exit 1; shift 2; exec "$@"'
+DETACH_SCRIPT = (
+    'cd -- "$1" || exit 1; c=$(pwd)/claim; cd -- "hosts/$2" || exit 1; shift 2; '
+    'mkdir -p -- "$c/pids" || exit 1; nohup "$@" >> "$c/detached.log" 2>&1 < /dev/null & '
+    'p=$!; : > "$c/pids/$p"; echo "started pid $p (log: $c/detached.log)"'
+)
+SHELL_SCRIPT = 'cd -- "$1/hosts/$2" || exit 1; exec "${SHELL:-/bin/sh}" -l'
+
+
+def remote_command(script: str, *values: str) -> str:
+    """The one string the remote login shell parses: `sh -c SCRIPT mngr VALUE...`."""
+    return shlex.join(["sh", "-c", script, "mngr", *values])
+
+
+# --- spec: argv builders and parsers (pure) -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SshSpec:
+    config: SshConfig
+    control_dir: str | None  # where ControlMaster sockets live; None: no connection reuse
+
+    def host_dir(self, machine: Machine) -> str:
+        return machine.host_dir or self.config.host_dir
+
+    def remote_dir(self, machine: Machine) -> str:
+        """host_dir as the remote side sees it: relative to the login directory (home)."""
+        return self.host_dir(machine).removeprefix("~/")
+
+    @property
+    def known_hosts(self) -> str:
+        return os.path.expanduser(self.config.known_hosts or "~/.ssh/known_hosts")
+
+    def options(self, *, batch: bool = True) -> list[str]:
+        checking = "accept-new" if self.config.accept_new else "yes"
+        opts = [
+            f"ConnectTimeout={self.config.connect_timeout_s}",
+            f"StrictHostKeyChecking={checking}",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "LogLevel=ERROR",
+        ]
+        if batch:
+            opts.insert(0, "BatchMode=yes")
+        if self.control_dir is not None and self.config.control_persist_s > 0:
+            opts += [
+                "ControlMaster=auto",
+                f"ControlPath={self.control_dir}/%C",
+                f"ControlPersist={self.config.control_persist_s}",
+            ]
+        else:
+            opts += ["ControlMaster=no", "ControlPath=none"]
+        return [word for opt in opts for word in ("-o", opt)]
+
+    def argv(
+        self, machine: Machine, remote: str, *, tty: bool = False, batch: bool = True
+    ) -> list[str]:
+        argv = [self.config.binary, *self.options(batch=batch)]
+        if machine.identity_file:
+            argv += ["-i", os.path.expanduser(machine.identity_file), "-o", "IdentitiesOnly=yes"]
+        argv += ["-p", str(machine.port)]
+        if machine.user:
+            argv += ["-l", machine.user]
+        argv += ["-t" if tty else "-T", "--", machine.address, remote]
+        return argv
+
+    def _command(
+        self, machine: Machine, script: str, *values: str, stdin: str | None = None
+    ) -> Command:
+        argv = self.argv(machine, remote_command(script, self.remote_dir(machine), *values))
+        return Command(argv, timeout_s=self.config.timeout_s, stdin=stdin)
+
+    @property
+    def read_timeout_s(self) -> float:
+        """A list of one machine: a connect plus two `cat`s, well inside the provider's."""
+        return min(self.config.timeout_s, self.config.connect_timeout_s + 10.0)
+
+    # --- verbs --------------------------------------------------------------------------
+
+    def claim(self, machine: Machine, host_id: str, name: str) -> Command:
+        return self._command(machine, CLAIM_SCRIPT, _id(host_id), check_host_name(name))
+
+    def write_record(self, machine: Machine, record: dict[str, Any]) -> Command:
+        text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+        return self._command(
+            machine,
+            WRITE_SCRIPT,
+            _id(record["id"]),
+            check_host_name(record["name"]),
+            stdin=text,
+        )
+
+    def release(self, machine: Machine, host_id: str, name: str) -> Command:
+        return self._command(machine, RELEASE_SCRIPT, _id(host_id), check_host_name(name))
+
+    def read(self, machine: Machine) -> Command:
+        argv = self.argv(machine, remote_command(READ_SCRIPT, self.remote_dir(machine)))
+        return Command(argv, timeout_s=self.read_timeout_s)
+
+    def exec(
+        self, machine: Machine, name: str, argv: list[str], *, tty: bool, detach: bool
+    ) -> Command:
+        script = DETACH_SCRIPT if detach else EXEC_SCRIPT
+        remote = remote_command(script, self.remote_dir(machine), check_host_name(name), *argv)
+        return Command(self.argv(machine, remote, tty=tty and not detach, batch=False))
+
+    def shell(self, machine: Machine, name: str, *, tty: bool) -> Command:
+        remote = remote_command(SHELL_SCRIPT, self.remote_dir(machine), check_host_name(name))
+        return Command(self.argv(machine, remote, tty=tty, batch=False))
+
+    # --- parsers ------------------------------------------------------------------------
+
+    def record(self, request: CreateRequest, machine: Machine, provider: str) -> dict[str, Any]:
+        return {
+            "schema_version": 1,
+            "id": request.host_id,
+            "name": request.name,
+            "provider": provider,
+            "machine": machine.name,
+            "created_at": request.created_at,
+            "tags": request.tags,
+        }
+
+    def host(self, machine: Machine, provider: str, record: dict[str, Any]) -> Host:
+        name = record["name"]
+        return Host(
+            id=record["id"],
+            name=name,
+            provider=provider,
+            backend="ssh",
+            state=HostState(record.get("state", HostState.RUNNING.value)),
+            created_at=record.get("created_at"),
+            tags=record.get("tags") or {},
+            address={
+                "machine": machine.name,
+                "ssh": machine.destination,
+                "dir": f"{self.host_dir(machine)}/hosts/{name}",
+            },
+            native_id=machine.name,
+        )
+
+    def parse_read(self, machine: Machine, provider: str, stdout: str) -> Host | None:
+        """READ_SCRIPT's output -> the machine's host, or None when it is free."""
+        owner, _, rest = stdout.partition("\n")
+        if not owner.strip():
+            return None
+        host_id, _, name = owner.strip().partition(" ")
+        if not HOST_ID_RE.match(host_id) or not HOST_NAME_RE.match(name):
+            raise VendorOutputError(
+                f"machine {machine.name!r}: unreadable claim owner {owner.strip()[:80]!r} in "
+                f"{self.host_dir(machine)}/claim/owner"
+            )
+        if not rest.strip():  # claimed, record not written yet: a create in progress
+            return self.host(
+                machine, provider, {"id": host_id, "name": name, "state": HostState.BUILDING}
+            )
+        try:
+            record = json.loads(rest)
+            tags = record.get("tags") or {}
+            if not isinstance(tags, dict):
+                raise ValueError("tags is not an object")
+            created_at = record.get("created_at")
+        except (ValueError, AttributeError) as exc:
+            raise VendorOutputError(
+                f"machine {machine.name!r}: unreadable host record "
+                f"{self.host_dir(machine)}/claim/host.json: {exc}"
+            ) from None
+        return self.host(
+            machine,
+            provider,
+            {"id": host_id, "name": name, "created_at": created_at, "tags": tags},
+        )
+
+    def machine_of(self, argv: list[str]) -> Machine | None:
+        """The machine an ssh argv built here talks to."""
+        if "--" not in argv or "-p" not in argv:
+            return None
+        address = argv[argv.index("--") + 1]
+        port = int(argv[argv.index("-p") + 1])
+        for machine in self.config.machines:
+            if machine.address == address and machine.port == port:
+                return machine
+        return None
+
+    def classify(self, machine: Machine | None, error: VendorCommandError) -> MngrError:
+        """ssh's own failures (exit 255) -> unreachable / unauthorised / host key errors."""
+        where = f"machine {machine.name!r} ({machine.destination})" if machine else "machine"
+        text = error.stderr
+        if error.returncode != 255:
+            detail = first_line(text) or f"exit {error.returncode}"
+            return MngrError(f"{where}: remote command failed: {detail}")
+        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+            return HostKeyError(
+                f"{where}: its host key has CHANGED since it was recorded in "
+                f"{self.known_hosts}; refusing to connect. If the machine was reinstalled, "
+                "check the new key and remove the old one with "
+                f"ssh-keygen -R {shlex.quote(_known_hosts_name(machine))} "
+                f"-f {shlex.quote(self.known_hosts)}"
+            )
+        if "Host key verification failed" in text or "host key is known for" in text:
+            return HostKeyError(
+                f"{where}: its host key is unknown (not in {self.known_hosts}); refusing to "
+                "connect. Add the verified key to that file (ssh-keyscan), or set "
+                "accept_new = true to trust it on first use"
+            )
+        if "Permission denied" in text:
+            return UnauthorisedError(
+                f"{where}: not authorised: {first_line(_last_lines(text))} (check the "
+                "machine's identity_file and user)"
+            )
+        for sign in UNREACHABLE_SIGNS:
+            if sign in text:
+                return UnreachableError(f"{where} is unreachable: {first_line(_last_lines(text))}")
+        return UnreachableError(f"{where}: ssh failed: {first_line(_last_lines(text))}")
+
+
+UNREACHABLE_SIGNS = (
+    "Connection refused",
+    "timed out",
+    "No route to host",
+    "Network is unreachable",
+    "Could not resolve hostname",
+    "Connection closed",
+    "Connection reset",
+    "kex_exchange_identification",
+)
+
+
+class HostKeyError(MngrError):
+    """The machine's host key is unknown or changed: never connected to, never 'fixed' here."""
+
+    kind = "host-key"
+
+
+def _id(host_id: str) -> str:
+    if not HOST_ID_RE.match(host_id):
+        raise UsageError(f"invalid host id {host_id!r}")
+    return host_id
+
+
+def _known_hosts_name(machine: Machine | None) -> str:
+    if machine is None:
+        return "HOST"
+    return machine.address if machine.port == 22 else f"[{machine.address}]:{machine.port}"
+
+
+def _last_lines(text: str) -> str:
+    """ssh's most telling line is its last one (banners and warnings come first)."""
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("@")]
+    return lines[-1] if lines else text
+
+
+# --- where ControlMaster sockets live -----------------------------------------------------
+
+# A socket path must fit in sun_path (108 bytes): dir + "/" + 40 hex (%C) + the 17-char
+# temporary suffix ssh binds first.
+MAX_CONTROL_DIR = 48
+
+
+def control_dir() -> str:
+    """A private (0700, ours) directory for control sockets, with a short path."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    candidates = [os.path.join(runtime, "mngr-ssh")] if os.path.isabs(runtime) else []
+    candidates += [
+        os.path.join(tempfile.gettempdir(), f"mngr-ssh-{os.getuid()}"),
+        f"/tmp/mngr-ssh-{os.getuid()}",
+    ]
+    path = next(c for c in candidates if len(c) <= MAX_CONTROL_DIR)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise MngrError(f"cannot create {path} for ssh control sockets: {exc.strerror}") from None
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise MngrError(
+            f"refusing to keep ssh control sockets in {path}: it is not a directory of yours "
+            "with mode 0700"
+        )
+    return path
+
+
+# --- the backend --------------------------------------------------------------------------
+
+
+class SshBackend(Backend):
+    name = "ssh"
+    config_model = SshConfig
+    create_options_model = SshCreateOptions
+    unsupported = {
+        Capability.STOP_START: (
+            "a pool machine is not mngr's to power off; 'mngr host destroy' releases it to the pool"
+        ),
+        Capability.SNAPSHOT: (
+            "a pool machine's filesystem is the machine's own; mngr can neither capture "
+            "nor restore it"
+        ),
+    }
+
+    config: SshConfig
+
+    @cached_property
+    def spec(self) -> SshSpec:
+        reuse = self.config.control_persist_s > 0
+        return SshSpec(self.config, control_dir() if reuse else None)
+
+    def machine(self, name: str) -> Machine:
+        for machine in self.config.machines:
+            if machine.name == name:
+                return machine
+        names = [m.name for m in self.config.machines]
+        raise UsageError(
+            f"provider {self.provider!r} has no machine {name!r}{did_you_mean(name, names)}"
+        )
+
+    def classify(self, error: VendorCommandError) -> MngrError:
+        return self.spec.classify(self.spec.machine_of(error.argv), error)
+
+    # --- reading the pool ---------------------------------------------------------------
+
+    def _read(self, machine: Machine) -> Host | None:
+        out = self.run(self.spec.read(machine)).stdout
+        return self.spec.parse_read(machine, self.provider, out)
+
+    def _read_pool(self, machines: list[Machine]) -> list[tuple[Machine, Host | None, Any]]:
+        """(machine, its host or None, error or None) for each machine, concurrently."""
+        outcomes = fan_out(
+            self._read, machines, jobs=len(machines), deadline_s=self.spec.read_timeout_s + 2.0
+        )
+        result = []
+        for outcome in outcomes:
+            error = outcome.error
+            if isinstance(error, VendorMissingError | InterruptedByUser | KeyboardInterrupt):
+                raise error  # ssh itself is missing, or the user gave up: not per machine
+            if isinstance(error, MngrError) and not error.message.startswith("machine "):
+                error.message = f"machine {outcome.item.name!r}: {error.message}"
+            result.append((outcome.item, outcome.value, error))
+        return result
+
+    def list_hosts(self) -> list[Host]:
+        pool = self._read_pool(list(self.config.machines))
+        hosts = [host for _, host, error in pool if host is not None and error is None]
+        errors = [error for _, _, error in pool if error is not None]
+        if errors:
+            raise PartialListError(hosts, errors)
+        return hosts
+
+    # --- verbs --------------------------------------------------------------------------
+
+    def create_plan(self, request: CreateRequest) -> Plan:
+        if request.image:
+            raise UsageError(
+                "--image is not supported by backend 'ssh': a pool machine runs the system it has"
+            )
+        options = request.options if isinstance(request.options, SshCreateOptions) else None
+        chosen = options.machine if options else None
+        candidates = [self.machine(chosen)] if chosen else list(self.config.machines)
+        name = check_host_name(request.name)
+
+        def claim(ctx: Context) -> None:
+            ctx["machine"] = self._claim_first_free(candidates, request, ctx, chosen=bool(chosen))
+
+        def release(ctx: Context) -> None:
+            if "machine" in ctx:
+                self.run(self.spec.release(ctx["machine"], request.host_id, name))
+
+        def check_name_unique(ctx: Context) -> None:
+            others = [m for m in self.config.machines if m != ctx["machine"]]
+            for machine, host, _ in self._read_pool(others):
+                if host is not None and host.name == name:
+                    raise ConflictError(
+                        f"host {name!r} already exists in provider {self.provider!r} "
+                        f"(on machine {machine.name!r})"
+                    )
+
+        def write_record(ctx: Context) -> None:
+            ctx["record"] = self.spec.record(request, ctx["machine"], self.provider)
+            self.run(self.spec.write_record(ctx["machine"], ctx["record"]))
+
+        which = chosen or "the first free machine of " + ", ".join(m.name for m in candidates)
+        return Plan(
+            [
+                Step(
+                    f"claim {which} for {name} (ssh: mkdir HOST_DIR/claim)",
+                    action=claim,
+                    undo=Step(f"release the claim of {name}", action=release),
+                    undo_if_failed=True,  # an interrupted claim may have happened remotely
+                ),
+                Step(f"check no other machine holds a host named {name}", action=check_name_unique),
+                Step(
+                    f"write the host record HOST_DIR/claim/host.json of {name}",
+                    action=write_record,
+                ),
+            ],
+            finish=lambda ctx: self.spec.host(ctx["machine"], self.provider, ctx["record"]),
+        )
+
+    def _claim_first_free(
+        self, candidates: list[Machine], request: CreateRequest, ctx: Context, *, chosen: bool
+    ) -> Machine:
+        """Try each machine in turn; `mkdir` on the machine decides races."""
+        refusals: list[str] = []
+        for machine in candidates:
+            ctx["machine"] = machine  # an interrupt here leaves the undo a machine to check
+            done = self.runner.run(
+                self.spec.claim(machine, request.host_id, request.name), check=False
+            )
+            del ctx["machine"]
+            if done.returncode == 0:
+                return machine
+            if done.returncode == CLAIMED_EXIT:
+                owner = done.stdout.strip().partition(" ")[2] or "a host being created"
+                if chosen:
+                    raise ConflictError(
+                        f"machine {machine.name!r} of provider {self.provider!r} is claimed "
+                        f"by host {owner!r}"
+                    )
+                refusals.append(f"machine {machine.name!r} is claimed by {owner!r}")
+                continue
+            error = self.classify(
+                VendorCommandError(done.argv, done.returncode, done.stdout, done.stderr)
+            )
+            if chosen:
+                raise error
+            refusals.append(str(error))
+        raise MngrError(f"no free machine in provider {self.provider!r}: " + "; ".join(refusals))
+
+    def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
+        machine = self._machine_of(host)
+        return Plan(
+            [
+                Step(
+                    f"release machine {machine.name} held by {host.name}",
+                    command=self.spec.release(machine, host.id, host.name),
+                )
+            ]
+        )
+
+    def exec_command(
+        self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False
+    ) -> Command:
+        if not argv:
+            raise UsageError("no command given (use: mngr host exec NAME -- CMD...)")
+        machine = self._machine_of(host)
+        return self.spec.exec(machine, host.name, argv, tty=tty, detach=detach)
+
+    def shell_command(self, host: Host, *, tty: bool = True) -> Command:
+        return self.spec.shell(self._machine_of(host), host.name, tty=tty)
+
+    def check(self) -> dict[str, Any]:
+        pool = self._read_pool(list(self.config.machines))
+        errors = [str(error) for _, _, error in pool if error is not None]
+        if errors:
+            raise UnreachableError("; ".join(errors))
+        claimed = {m.name: h.name for m, h, _ in pool if h is not None}
+        return {
+            "machines": len(pool),
+            "free": len(pool) - len(claimed),
+            "claimed": claimed,
+        }
+
+    def _machine_of(self, host: Host) -> Machine:
+        if host.native_id is None:
+            raise MngrError(f"host {host.name!r} does not say which machine holds it")
+        return self.machine(host.native_id)

@@ -4,7 +4,8 @@ A TAB runs `mngr __complete SHELL -- WORD... CURRENT`. The answer comes from the
 tree in `completion_tree.json` (generated from the Typer app by `mngr.completion_gen`),
 provider names read raw from the settings files, and host names from the local backend's
 directories plus the cache that each `mngr host list` refreshes. No vendor CLI is called
-and nothing heavy is imported: stdlib, `mngr.paths` and `mngr.config` (light at import).
+and nothing heavy is imported: stdlib and `mngr.paths` only (`mngr.config` alone would
+double the time of a TAB, so its layer paths are mirrored here, pinned by a test).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-from mngr import config, paths
+from mngr import paths
+
+TYPE_CHECKING = False  # `typing` costs 3 ms at start-up; only type checkers need it here
+if TYPE_CHECKING:
+    from typing import Any
 
 SHELLS = ("bash", "zsh", "fish")
 TREE_FILE = Path(__file__).with_name("completion_tree.json")
@@ -247,17 +251,49 @@ def providers(explicit: Path | None = None) -> dict[str, str]:
 
 
 def _provider_tables(explicit: Path | None) -> dict[str, dict[str, Any]]:
-    merged: dict[str, dict[str, Any]] = dict(config.builtin_providers())
-    for layer in config.layers(explicit):
-        if layer.path is None:
-            continue
-        try:
-            data = config.read_toml(layer.path, required=False)
-        except Exception:  # a broken file: complete from the others
-            continue
-        for name, raw in _raw_providers(data or {}).items():
+    merged = builtin_providers()
+    for path in settings_files(explicit):
+        for name, raw in _raw_providers(_read_toml(path)).items():
             merged[name] = {**merged.get(name, {}), **raw}
     return merged
+
+
+def builtin_providers() -> dict[str, dict[str, Any]]:
+    """As `mngr.config.builtin_providers` (`local`; `local_docker` when docker is on PATH)."""
+    found = {"local": {"name": "local", "backend": "local"}}
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = os.path.join(folder or ".", "docker")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            found["local_docker"] = {"name": "local_docker", "backend": "docker"}
+            break
+    return found
+
+
+def settings_files(explicit: Path | None = None) -> list[Path]:
+    """The files of `mngr.config.layers()`, lowest first."""
+    files = [paths.user_settings()]
+    project = paths.project_dir()
+    if project is not None:
+        files += [project / paths.PROJECT_FILE, project / paths.LOCAL_FILE]
+    if os.environ.get("MNGR_CONFIG"):
+        files.append(Path(os.environ["MNGR_CONFIG"]))
+    if explicit is not None:
+        files.append(explicit)
+    return files
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """A settings file's data; an absent or broken file counts as empty (TAB never fails)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    import tomllib  # only when a file exists: it is most of the cost of a TAB
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return {}
 
 
 def _raw_providers(data: dict[str, Any]) -> dict[str, dict[str, Any]]:

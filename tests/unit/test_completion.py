@@ -275,3 +275,19 @@ def test_zsh_script_completes_through_the_real_command(mngr_on_path: Path, tmp_p
     assert tab("mngr host sto") == ["stop"]
     assert tab("mngr host stop ") == ["web-1"]
     assert tab("mngr host list --format=j") == ["--format=json", "--format=jsonl"]
+
+
+def test_settings_files_are_those_of_the_config_layers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mngr import config
+
+    (tmp_path / "work" / ".mngr").mkdir()
+    (tmp_path / "work" / ".mngr" / "settings.toml").write_text("")
+    monkeypatch.setenv("MNGR_CONFIG", str(tmp_path / "env.toml"))
+    explicit = tmp_path / "flag.toml"
+    expected = [layer.path for layer in config.layers(explicit) if layer.path is not None]
+    assert completion.settings_files(explicit) == expected
+    assert completion.builtin_providers() == config.builtin_providers()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker here
+    assert completion.builtin_providers() == config.builtin_providers()

@@ -581,12 +581,6 @@ ERROR_RULES: list[tuple[str, type[MngrError], str]] = [
 ]
 
 
-@dataclass(frozen=True)
-class AwsCommand(Command):
-    # An answer of "no such instance/image/snapshot" counts as done (destroy, cleanup).
-    missing_ok: bool = False
-
-
 # --- the backend --------------------------------------------------------------------------
 
 
@@ -606,8 +600,8 @@ class AwsBackend(Backend):
         super().__init__(config, runner)
         self.spec = AwsSpec(self.config, self.name)
 
-    def command(self, argv: list[str], *, missing_ok: bool = False) -> AwsCommand:
-        return AwsCommand(argv, self.config.timeout_s, env=dict(CLI_ENV), missing_ok=missing_ok)
+    def command(self, argv: list[str]) -> Command:
+        return Command(argv, self.config.timeout_s, env=dict(CLI_ENV))
 
     def call(self, argv: list[str], *, cancellable: bool = True) -> str:
         return self.run(self.command(argv), cancellable=cancellable).stdout
@@ -624,10 +618,6 @@ class AwsBackend(Backend):
                 if delay is None:
                     raise
                 _pause(random.uniform(delay / 2, delay), cancellable)
-            except NotFoundError:
-                if getattr(command, "missing_ok", False):
-                    return Completed(command.argv, 0, "", "")
-                raise
 
     def classify(self, error: VendorCommandError) -> MngrError:
         for text, kind, hint in ERROR_RULES:
@@ -712,7 +702,8 @@ class AwsBackend(Backend):
         steps = [
             Step(
                 f"terminate {host.name} ({instance_id})",
-                command=self.command(self.spec.terminate_argv(instance_id), missing_ok=True),
+                command=self.command(self.spec.terminate_argv(instance_id)),
+                missing_ok=True,  # already gone is not an error
             )
         ]
         if purge:
@@ -810,18 +801,20 @@ class AwsBackend(Backend):
         def delete_ebs(ctx: Context) -> None:
             for ebs_id in ctx.get(key, []):  # a cleanup: never cut short half-way
                 argv = self.spec.delete_snapshot_argv(ebs_id)
-                self.run(self.command(argv, missing_ok=True), cancellable=False)
+                self._delete(argv)
 
         each = shlex.join(self.spec.delete_snapshot_argv("<id>"))
         return [
             Step(
                 f"find the EBS snapshots of {image_id}",
-                command=self.command(self.spec.describe_image_argv(image_id), missing_ok=True),
+                command=self.command(self.spec.describe_image_argv(image_id)),
+                missing_ok=True,
                 parse=record,
             ),
             Step(
                 f"deregister {image_id}",
-                command=self.command(self.spec.deregister_argv(image_id), missing_ok=True),
+                command=self.command(self.spec.deregister_argv(image_id)),
+                missing_ok=True,
             ),
             Step(f"for each EBS snapshot of {image_id}: {each}", action=delete_ebs),
         ]
@@ -945,18 +938,29 @@ class AwsBackend(Backend):
             out = self.call(self.spec.by_host_id_argv(host_id), cancellable=False)
             ids = [i.InstanceId for i in self.spec.parse_instances(out)[0]]
         for instance_id in ids:
-            argv = self.spec.terminate_argv(instance_id)
-            self.run(self.command(argv, missing_ok=True), cancellable=False)
+            self._delete(self.spec.terminate_argv(instance_id))
 
     def _run_now(self, steps: list[Step], ctx: Context) -> None:
         """Run steps inside an undo: to the end, whatever the user interrupts."""
         for step in steps:
             if step.command is not None:
-                out = self.run(step.command, cancellable=False)
+                try:
+                    out = self.run(step.command, cancellable=False)
+                except NotFoundError:
+                    if step.missing_ok:
+                        continue
+                    raise
                 if step.parse is not None:
                     step.parse(out.stdout, ctx)
             elif step.action is not None:
                 step.action(ctx)
+
+    def _delete(self, argv: list[str]) -> None:
+        """A cleanup call: never cut short, and what is already gone counts as deleted."""
+        try:
+            self.run(self.command(argv), cancellable=False)
+        except NotFoundError:
+            pass
 
     def _require_running(self, host: Host) -> None:
         if host.state != HostState.RUNNING:

@@ -1,0 +1,354 @@
+"""AwsSpec and the aws config: request -> argv equality, pure (no process runs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mngr_backends.aws import AwsConfig, AwsCreateOptions, AwsSpec, Launch
+from pydantic import ValidationError
+
+from mngr.backend import CreateRequest
+from mngr.errors import ConfigError, MngrError, UsageError
+from mngr.plan import Ref
+from mngr.records import Host, HostState, Snapshot
+
+pytestmark = pytest.mark.aws
+
+HOST_ID = "host-" + "a" * 32
+GLOBAL = ["--region", "eu-west-1", "--output", "json"]
+
+
+def spec(**settings) -> AwsSpec:
+    return AwsSpec(AwsConfig(name="prod", backend="aws", region="eu-west-1", **settings))
+
+
+def launch(**changes) -> Launch:
+    fields = {
+        "host_id": HOST_ID,
+        "name": "web-1",
+        "created_at": "2026-01-02T03:04:05Z",
+        "image": "ami-123",
+        "instance_type": "t3.small",
+        "tags": {"team": "a b,c=d"},
+        **changes,
+    }
+    return Launch(**fields)
+
+
+def test_every_call_carries_region_profile_endpoint_and_json_output() -> None:
+    argv = spec(profile="production", endpoint_url="http://127.0.0.1:5000").argv("x")
+    assert argv == [
+        "aws",
+        "ec2",
+        "x",
+        "--region",
+        "eu-west-1",
+        "--profile",
+        "production",
+        "--endpoint-url",
+        "http://127.0.0.1:5000",
+        "--output",
+        "json",
+    ]
+
+
+def test_profile_and_endpoint_are_left_out_when_not_set() -> None:
+    assert spec(binary="/opt/aws").argv("x") == ["/opt/aws", "ec2", "x", *GLOBAL]
+
+
+def test_list_filters_by_provider_tag_and_live_states() -> None:
+    assert spec().list_argv() == [
+        "aws",
+        "ec2",
+        "describe-instances",
+        "--filters",
+        '[{"Name":"tag:mngr:provider","Values":["prod"]},'
+        '{"Name":"instance-state-name","Values":["pending","running","stopping","stopped"]}]',
+        *GLOBAL,
+    ]
+
+
+def test_list_pages_with_page_size_and_resumes_from_a_token() -> None:
+    argv = spec(page_size=50).list_argv("tok")
+    assert argv[5:9] == ["--page-size", "50", "--starting-token", "tok"]
+
+
+def test_run_instances_tags_instance_and_volume_and_uses_the_host_id_as_client_token() -> None:
+    argv = spec().run_argv(launch())
+    tags = [
+        {"Key": "mngr:host-id", "Value": HOST_ID},
+        {"Key": "mngr:host-name", "Value": "web-1"},
+        {"Key": "mngr:provider", "Value": "prod"},
+        {"Key": "mngr:created-at", "Value": "2026-01-02T03:04:05Z"},
+        {"Key": "Name", "Value": "web-1"},
+        {"Key": "mngr:tag:team", "Value": "a b,c=d"},
+    ]
+    assert argv[:13] == [
+        "aws",
+        "ec2",
+        "run-instances",
+        "--image-id",
+        "ami-123",
+        "--instance-type",
+        "t3.small",
+        "--count",
+        "1",
+        "--client-token",
+        HOST_ID,
+        "--tag-specifications",
+        argv[12],
+    ]
+    assert json.loads(argv[12]) == [
+        {"ResourceType": "instance", "Tags": tags},
+        {"ResourceType": "volume", "Tags": tags},
+    ]
+    assert argv[13:] == GLOBAL
+
+
+def test_run_instances_optional_flags() -> None:
+    s = spec(
+        security_group_ids=["sg-1", "sg-2"],
+        iam_instance_profile="arn:aws:iam::1:instance-profile/x",
+    )
+    argv = s.run_argv(
+        launch(key_name="me", subnet_id="subnet-9", spot=True, block_device_mappings="[]")
+    )
+    assert argv[13:] == [
+        "--key-name",
+        "me",
+        "--subnet-id",
+        "subnet-9",
+        "--iam-instance-profile",
+        '{"Arn":"arn:aws:iam::1:instance-profile/x"}',
+        "--block-device-mappings",
+        "[]",
+        "--instance-market-options",
+        '{"MarketType":"spot"}',
+        "--security-group-ids",
+        "sg-1",
+        "sg-2",
+        *GLOBAL,
+    ]
+    assert "--iam-instance-profile" in spec(iam_instance_profile="role").run_argv(launch())
+    assert '{"Name":"role"}' in spec(iam_instance_profile="role").run_argv(launch())
+
+
+def test_instance_verbs() -> None:
+    s = spec()
+    for verb, build in [
+        ("terminate-instances", s.terminate_argv),
+        ("stop-instances", s.stop_argv),
+        ("start-instances", s.start_argv),
+        ("describe-instances", s.instance_argv),
+    ]:
+        assert build("i-1") == ["aws", "ec2", verb, "--instance-ids", "i-1", *GLOBAL]
+
+
+def test_check_is_one_describe_regions_call() -> None:
+    assert spec().check_argv() == [
+        "aws",
+        "ec2",
+        "describe-regions",
+        "--region-names",
+        "eu-west-1",
+        *GLOBAL,
+    ]
+
+
+def test_snapshot_argv() -> None:
+    s = spec()
+    host = Host(id=HOST_ID, name="web-1", provider="prod", backend="aws", native_id="i-1")
+    argv = s.create_image_argv(host, "base", "2026-01-02T03:04:05Z")
+    assert argv[:10] == [
+        "aws",
+        "ec2",
+        "create-image",
+        "--instance-id",
+        "i-1",
+        "--name",
+        "mngr/prod/base",
+        "--description",
+        "mngr snapshot base of host web-1",
+        "--tag-specifications",
+    ]
+    [image_tags] = json.loads(argv[10])
+    assert image_tags["ResourceType"] == "image"
+    assert {t["Key"]: t["Value"] for t in image_tags["Tags"]} == {
+        "mngr:provider": "prod",
+        "mngr:host-id": HOST_ID,
+        "mngr:host-name": "web-1",
+        "mngr:snapshot-name": "base",
+        "mngr:created-at": "2026-01-02T03:04:05Z",
+        "Name": "base",
+    }
+    assert s.list_images_argv(HOST_ID) == [
+        "aws",
+        "ec2",
+        "describe-images",
+        "--owners",
+        "self",
+        "--filters",
+        '[{"Name":"tag:mngr:provider","Values":["prod"]},'
+        f'{{"Name":"tag:mngr:host-id","Values":["{HOST_ID}"]}}]',
+        *GLOBAL,
+    ]
+    assert s.deregister_argv("ami-1") == [
+        "aws",
+        "ec2",
+        "deregister-image",
+        "--image-id",
+        "ami-1",
+        *GLOBAL,
+    ]
+    assert s.delete_snapshot_argv("snap-1") == [
+        "aws",
+        "ec2",
+        "delete-snapshot",
+        "--snapshot-id",
+        "snap-1",
+        *GLOBAL,
+    ]
+
+
+# --- ssh ----------------------------------------------------------------------------------
+
+RUNNING = Host(
+    id=HOST_ID,
+    name="web-1",
+    provider="prod",
+    backend="aws",
+    state=HostState.RUNNING,
+    address={"public_ip": "54.1.2.3", "private_ip": "10.0.0.5"},
+)
+
+
+def test_ssh_checks_host_keys_strictly_by_default() -> None:
+    argv = spec().ssh_argv(RUNNING, ["echo", "a b", "$HOME;x"], tty=False)
+    assert argv == [
+        "ssh",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "ConnectTimeout=30",
+        "-l",
+        "ec2-user",
+        "-T",
+        "54.1.2.3",
+        "--",
+        "echo 'a b' '$HOME;x'",
+    ]
+
+
+def test_ssh_accepts_new_host_keys_only_when_configured_and_uses_the_key() -> None:
+    s = spec(accept_new_host_keys=True, identity_file="~/.ssh/k", ssh_user="ubuntu")
+    argv = s.ssh_argv(RUNNING, None, tty=True)
+    assert argv == [
+        "ssh",
+        "-o",
+        "StrictHostKeyChecking=accept-new",
+        "-o",
+        "ConnectTimeout=30",
+        "-i",
+        "~/.ssh/k",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-l",
+        "ubuntu",
+        "-t",
+        "54.1.2.3",
+    ]
+
+
+def test_ssh_detached_runs_in_the_background_and_private_ip_is_the_fallback() -> None:
+    host = RUNNING.model_copy(update={"address": {"private_ip": "10.0.0.5"}})
+    argv = spec().ssh_argv(host, ["sleep", "60"], tty=False, detach=True)
+    assert argv[-3:] == ["10.0.0.5", "--", "nohup sleep 60 >/dev/null 2>&1 </dev/null &"]
+
+
+def test_ssh_without_an_address_is_a_clear_error() -> None:
+    with pytest.raises(MngrError, match="no IP address"):
+        spec().ssh_argv(RUNNING.model_copy(update={"address": {}}), None, tty=True)
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+def test_region_is_required_and_checked() -> None:
+    with pytest.raises(ValidationError, match="region"):
+        AwsConfig(name="p", backend="aws")
+    with pytest.raises(ValidationError, match="region"):
+        AwsConfig(name="p", backend="aws", region="us east 1")
+
+
+def test_endpoint_must_be_http_and_unknown_keys_are_refused() -> None:
+    with pytest.raises(ValidationError, match="http"):
+        AwsConfig(name="p", backend="aws", region="x", endpoint_url="ftp://x")
+    with pytest.raises(ValidationError, match="extra"):
+        AwsConfig(name="p", backend="aws", region="x", regoin="y")
+
+
+def test_defaults_keep_host_keys_checked() -> None:
+    config = AwsConfig(name="p", backend="aws", region="us-east-1")
+    assert config.accept_new_host_keys is False
+    assert config.binary == "aws"
+    assert config.instance_type == "t3.micro"
+
+
+def test_disk_gb_is_validated() -> None:
+    assert AwsCreateOptions.model_validate({"disk_gb": "20"}).disk_gb == 20
+    with pytest.raises(ValidationError):
+        AwsCreateOptions.model_validate({"disk_gb": "0"})
+
+
+# --- create plans (rendered as --dry-run prints them) -------------------------------------
+
+
+def request(**changes) -> CreateRequest:
+    fields = {"name": "web-1", "host_id": HOST_ID, "created_at": "2026-01-02T03:04:05Z"}
+    return CreateRequest(**{**fields, **changes})
+
+
+def test_create_plan_checks_the_name_launches_and_waits(aws_backend) -> None:
+    backend = aws_backend(ami="ami-default")
+    lines = backend.create_plan(request()).render()
+    assert len(lines) == 3
+    assert lines[0].startswith("aws ec2 describe-instances --filters ")
+    assert "tag:mngr:host-name" in lines[0]
+    assert lines[1].startswith("aws ec2 run-instances --image-id ami-default ")
+    assert lines[2].startswith("# wait until web-1 is running")
+
+
+def test_disk_gb_reads_the_root_device_of_the_image_first(aws_backend) -> None:
+    backend = aws_backend(ami="ami-default")
+    options = AwsCreateOptions(disk_gb=40, ami="ami-9", instance_type="c7g.large")
+    plan = backend.create_plan(request(options=options))
+    lines = plan.render()
+    assert lines[0] == "aws ec2 describe-images --image-ids ami-9 --region us-east-1 --output json"
+    assert "--instance-type c7g.large" in lines[2]
+    assert "--block-device-mappings '<block_device_mappings>'" in lines[2]
+    assert Ref("block_device_mappings") in plan.steps[2].command.argv
+
+
+def test_image_comes_from_snapshot_then_ami_then_image_then_settings(aws_backend) -> None:
+    backend = aws_backend(ami="ami-default")
+    snap = Snapshot(id="ami-snap", name="s", host="h", provider="cloud", native_id="ami-snap")
+
+    def image_of(**changes) -> str:
+        return backend.create_plan(request(**changes)).steps[1].command.argv[4]
+
+    assert image_of(from_snapshot=snap) == "ami-snap"
+    assert image_of(options=AwsCreateOptions(ami="ami-flag")) == "ami-flag"
+    assert image_of(image="ami-image") == "ami-image"
+    assert image_of() == "ami-default"
+
+
+def test_conflicting_image_choices_are_refused(aws_backend) -> None:
+    backend = aws_backend()
+    snap = Snapshot(id="ami-snap", name="s", host="h", provider="cloud")
+    with pytest.raises(UsageError, match="--from-snapshot"):
+        backend.create_plan(request(from_snapshot=snap, image="ami-x"))
+    with pytest.raises(UsageError, match="different images"):
+        backend.create_plan(request(image="ami-x", options=AwsCreateOptions(ami="ami-y")))
+    with pytest.raises(ConfigError, match="no AMI"):
+        backend.create_plan(request())

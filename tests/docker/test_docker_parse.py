@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from mngr_backends.docker import DockerConfig, DockerSpec
 
 from mngr.errors import VendorOutputError
 from mngr.records import HostState
-from mngr_backends.docker import DockerConfig, DockerSpec
 from tests.docker.conftest import fixture_text
 
 SPEC = DockerSpec(DockerConfig(name="local_docker", backend="docker"))

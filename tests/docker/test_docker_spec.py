@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from mngr_backends.docker import DockerBackend, DockerConfig, DockerCreateOptions, DockerSpec
 from pydantic import ValidationError
 
 from mngr.backend import CreateRequest
 from mngr.errors import UsageError
 from mngr.records import Host, HostState, Snapshot
 from mngr.runner import Runner
-from mngr_backends.docker import DockerBackend, DockerConfig, DockerCreateOptions, DockerSpec
 
 HOST_ID = "host-" + "a" * 32
 

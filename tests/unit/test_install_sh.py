@@ -1,0 +1,119 @@
+"""install.sh, run for real against an empty HOME (pip installs from this checkout)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALL = REPO / "install.sh"
+
+
+def run_install(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "MNGR_", "VIRTUAL_ENV", "PYTHON"))
+    }
+    # pip runs `rustc --version` for its user agent, and rustup's proxy then creates
+    # ~/.rustup in an empty HOME: that file would not be install.sh's doing.
+    path = [d for d in base["PATH"].split(os.pathsep) if not (Path(d) / "rustup").exists()]
+    base.update(
+        {
+            "HOME": str(home),
+            "PATH": os.pathsep.join(path),
+            "SHELL": "/bin/bash",
+            "MNGR_PYTHON": sys.executable,
+        }
+    )
+    base.update(env)
+    return subprocess.run(
+        ["bash", str(INSTALL), *args],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def everything_in(home: Path) -> list[str]:
+    return sorted(str(p.relative_to(home)) for p in home.rglob("*"))
+
+
+@pytest.mark.slow
+def test_install_twice_then_uninstall_leaves_an_empty_home(tmp_path: Path) -> None:
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    link = home / ".local" / "bin" / "mngr"
+
+    first = run_install(home, "--no-completion", SHELL="/bin/zsh")
+    assert first.returncode == 0, first.stderr
+    assert f"linked {link}" in first.stdout
+    assert not (home / ".local" / "share" / "zsh").exists()
+    version = subprocess.run([link, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout == "mngr 0.1.0\n"
+    assert link.resolve().is_relative_to(home / ".local" / "share" / "mngr" / "venv")
+
+    second = run_install(home)  # again, now with completion for bash
+    assert second.returncode == 0, second.stderr
+    assert "already links" in second.stdout
+    bash_completion = home / ".local/share/bash-completion/completions/mngr"
+    assert bash_completion.read_text() == (REPO / "completions" / "mngr.bash").read_text()
+    # The installed (non-editable) package answers TAB with its shipped command tree.
+    tab = subprocess.run(
+        [link, "__complete", "bash", "--", "host", "li"], capture_output=True, text=True
+    )
+    assert tab.stdout == "list\n"
+    assert subprocess.run([link, "--version"], capture_output=True).returncode == 0
+
+    gone = run_install(home, "--uninstall")
+    assert gone.returncode == 0, gone.stderr
+    assert everything_in(home) == []
+    assert run_install(home, "--uninstall").returncode == 0  # nothing left to remove
+
+
+def test_uninstall_keeps_host_data_in_the_data_dir(tmp_path: Path) -> None:
+    home = tmp_path / "home-with-hosts"
+    manifest_dir = home / ".local" / "share" / "mngr"
+    (manifest_dir / "local" / "local" / "web-1").mkdir(parents=True)
+    (manifest_dir / "install-manifest").write_text(
+        f"dir\t{home / '.local'}\ndir\t{home / '.local/share'}\ndir\t{manifest_dir}\n"
+    )
+    done = run_install(home, "--uninstall")
+    assert done.returncode == 0, done.stderr
+    assert (manifest_dir / "local" / "local" / "web-1").is_dir()
+    assert f"kept {manifest_dir} (not empty)" in done.stdout
+
+
+def test_without_python_311_it_says_so_and_writes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"  # the conftest's isolated HOME: empty
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    old_python = fake_bin / "python3"
+    old_python.write_text("#!/bin/sh\nexit 1\n")  # "sys.version_info < (3, 11)"
+    old_python.chmod(0o755)
+    for tool in ("dirname",):
+        found = shutil.which(tool)
+        assert found is not None
+        (fake_bin / tool).symlink_to(found)
+    env = {"HOME": str(home), "PATH": str(fake_bin), "SHELL": "/bin/bash"}
+    done = subprocess.run(
+        ["/bin/bash", str(INSTALL)], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 1
+    assert "needs Python 3.11 or newer" in done.stderr
+    assert everything_in(home) == []
+
+    named = run_install(home, MNGR_PYTHON=str(old_python))
+    assert named.returncode == 1 and "MNGR_PYTHON" in named.stderr
+    assert everything_in(home) == []
+
+
+def test_unknown_argument_is_a_usage_error(tmp_path: Path) -> None:
+    done = run_install(tmp_path, "--frobnicate")
+    assert done.returncode == 2 and "unknown argument: --frobnicate" in done.stderr

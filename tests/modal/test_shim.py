@@ -350,6 +350,16 @@ def test_missing_sdk_is_vendor_missing_exit_4(shim, tmp_path: Path) -> None:
     assert error["kind"] == "vendor-missing" and "mngr[modal]" in error["fix"]
 
 
+def test_exec_without_the_sdk_says_so_on_the_terminal_and_exits_4(shim, tmp_path: Path) -> None:
+    broken = tmp_path / "no-sdk"
+    broken.mkdir()
+    (broken / "modal.py").write_text("raise ImportError(\"No module named 'modal'\")\n")
+    done = shim("exec", "--sandbox-id=sb-1", "--", "true", env={"PYTHONPATH": str(broken)})
+    assert done.returncode == 4
+    assert done.stderr.startswith("error: the Modal SDK (package 'modal') cannot be imported")
+    assert "install mngr[modal]" in done.stderr
+
+
 def test_exec_errors_are_one_readable_line_for_the_terminal(shim) -> None:
     done = shim("exec", "--sandbox-id=sb-gone", "--", "true")
     assert done.returncode == 3

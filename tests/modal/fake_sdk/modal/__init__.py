@@ -6,8 +6,9 @@ Put first on PYTHONPATH by the tests, so `python -m mngr_backends.modal_shim` im
 
 - A sandbox is a JSON record plus a directory (its filesystem); `exec` runs the command
   for real with that directory as working directory, so files survive snapshot and start.
-- Credentials as the SDK reads them: MODAL_TOKEN_ID + MODAL_TOKEN_SECRET, or ~/.modal.toml;
-  without either every call raises AuthError("Token missing. ..."), as Client.from_env does.
+- Credentials as the SDK reads them: MODAL_TOKEN_ID + MODAL_TOKEN_SECRET, or the profile
+  ($MODAL_PROFILE, else the first) of ~/.modal.toml; without either every call raises
+  AuthError("Token missing. ..."), as Client.from_env does.
   $FAKE_MODAL_TOKENS="id:secret" makes any other token an AuthError (server refusal).
 - $FAKE_MODAL_FAULT="<op>:<kind>[,...]" (op like "Sandbox.list", or "*"): kind is hang
   (sleep past any deadline), unreachable (ConnectionError), notfound, error, or chatty
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -78,16 +80,7 @@ def _call(op: str, **args: Any) -> None:
     """One RPC: log it, check credentials as Client.from_env does, then apply any fault."""
     with open(_dir() / "calls.jsonl", "a") as log:
         log.write(json.dumps({"op": op, "args": args, "argv": sys.argv}, default=repr) + "\n")
-    token_id = os.environ.get("MODAL_TOKEN_ID")
-    token_secret = os.environ.get("MODAL_TOKEN_SECRET")
-    has_file = (Path.home() / ".modal.toml").exists()
-    if not (token_id and token_secret) and not has_file:
-        raise AuthError(
-            "Token missing. Could not authenticate client."
-            " If you have token credentials, see modal.com/docs/sdk/py/latest/config"
-            " for setup help."
-            " If you are a new user, register an account at modal.com, then run `modal token new`."
-        )
+    token_id, token_secret = _credentials()
     expected = os.environ.get("FAKE_MODAL_TOKENS")
     if expected and f"{token_id}:{token_secret}" != expected:
         raise AuthError("Invalid token: the token id or secret is not recognised")
@@ -106,6 +99,31 @@ def _call(op: str, **args: Any) -> None:
         if kind == "chatty":
             print(f"Building image for {op}...")  # noqa: T201 - what the SDK's output does
             warnings.warn("this call is deprecated", UserWarning, stacklevel=2)
+
+
+def _credentials() -> tuple[str, str]:
+    """As Client.from_env: MODAL_TOKEN_ID/SECRET, else the profile of ~/.modal.toml."""
+    token_id = os.environ.get("MODAL_TOKEN_ID")
+    token_secret = os.environ.get("MODAL_TOKEN_SECRET")
+    if token_id and token_secret:
+        return token_id, token_secret
+    config_path = Path.home() / ".modal.toml"
+    profiles = tomllib.loads(config_path.read_text()) if config_path.exists() else {}
+    wanted = os.environ.get("MODAL_PROFILE")
+    if wanted and wanted not in profiles:
+        raise AuthError(
+            f"Modal profile '{wanted}' was not found in {config_path}. Run `modal profile list`"
+            f" to see available profiles, or `modal token new --profile {wanted}` to configure it."
+        )
+    profile = profiles.get(wanted) if wanted else next(iter(profiles.values()), None)
+    if not profile or not profile.get("token_id") or not profile.get("token_secret"):
+        raise AuthError(
+            "Token missing. Could not authenticate client."
+            " If you have token credentials, see modal.com/docs/sdk/py/latest/config"
+            " for setup help."
+            " If you are a new user, register an account at modal.com, then run `modal token new`."
+        )
+    return profile["token_id"], profile["token_secret"]
 
 
 def _new_id(prefix: str) -> str:

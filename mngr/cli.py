@@ -626,6 +626,65 @@ def completion(shell: Annotated[str, typer.Argument(help="bash, zsh or fish.")])
     sys.stdout.write(comp.script(shell))
 
 
+# --- serve ------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve(
+    token_file: Annotated[
+        Path,
+        typer.Option(
+            "--token-file",
+            help="Bearer tokens, one per line ('#' comments; an 'ro:' prefix = read-only).",
+        ),
+    ],
+    listen: Annotated[
+        str, typer.Option("--listen", help="HOST:PORT to listen on (port 0: any free port).")
+    ] = "127.0.0.1:8421",
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="TLS certificate chain (PEM).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="TLS private key (PEM).")
+    ] = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option("--insecure-http", help="Allow plain HTTP on a non-loopback address."),
+    ] = False,
+    provider: Annotated[
+        list[str] | None,
+        typer.Option("--provider", "-p", help="Serve only these providers (default: all)."),
+    ] = None,
+) -> None:
+    """Serve the HTTP API over this machine's providers (what the `mngr` backend talks to)."""
+    from mngr import config
+    from mngr.errors import VendorMissingError
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise VendorMissingError(
+            f"mngr serve needs the server extra ({exc.name} is not installed): "
+            "pip install 'mngr[server]'"
+        ) from None
+    from mngr import server
+
+    try:
+        server.serve(
+            config.load(State.config),
+            listen=listen,
+            token_file=token_file,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            insecure_http=insecure_http,
+            providers=provider,
+            jobs=State.jobs,
+        )
+    except KeyboardInterrupt:
+        pass  # Ctrl-C / SIGTERM: uvicorn has already shut down gracefully
+
+
 def build(with_backend_flags: bool) -> typer.Typer:
     register_create(with_backend_flags)
     return app

@@ -1,0 +1,479 @@
+"""Backend `mngr`: the hosts of a remote `mngr serve`, over its HTTP API (stdlib only).
+
+    [providers.team]
+    backend = "mngr"
+    url = "https://mngr.example.com"    # http:// is for loopback or a trusted network
+    token_env = "MNGR_TEAM_TOKEN"       # or token_file = "~/.config/mngr/team.token"
+    ca_file = "/etc/ssl/team-ca.pem"    # optional private CA; TLS is always verified
+    providers = ["aws-prod"]            # optional: only these providers of the server
+    timeout_s = 60                      # list and check; action_timeout_s for the verbs
+
+The token is read (from the environment variable or the first non-comment line of the
+file) for each request; it is never in the settings file, argv, a dry-run or a message.
+
+How remote hosts show: `provider` is the *local* instance name (`team`), so `NAME.team` and
+every verb route through this backend, and `backend` is `mngr`. The remote side is kept in
+`address`: `{"server": URL, "provider": "aws-prod", "backend": "aws", "remote": {the remote
+host's own address}}`. One name may exist under two remote providers; then use the host id,
+or configure one local instance per remote provider (`providers = ["aws-prod"]`).
+
+`host create` goes to `--remote-provider P`, else the snapshot's provider (with
+`--from-snapshot`), else the first of `providers`, else the server's default provider;
+`--remote-option KEY=VALUE` (repeatable) passes the remote backend's create options.
+
+Mutating verbs are plans of one HTTP call each; `--dry-run` prints the call, e.g.
+`# POST https://mngr.example.com/v1/hosts {"name": "web"}`. A 401/403 is "not authorised"
+(exit 5); a server that cannot be reached is an error row in `host list`. A remote provider
+the server could not list is an error row too, beside the hosts of the others.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.client import HTTPException
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from mngr import __version__
+from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, ProviderConfig
+from mngr.errors import (
+    ConfigError,
+    ConflictError,
+    MngrError,
+    NotFoundError,
+    PartialListError,
+    UnauthorisedError,
+    UnreachableError,
+    UnsupportedError,
+    UsageError,
+    VendorMissingError,
+    VendorOutputError,
+    VendorTimeoutError,
+)
+from mngr.names import PROVIDER_NAME_RE
+from mngr.plan import Context, Plan, Step
+from mngr.records import Host, HostState, Resources, Snapshot
+
+# The server's error kinds (mngr's own) back to mngr's error classes.
+ERROR_OF_KIND: dict[str, type[MngrError]] = {
+    "usage": UsageError,
+    "config": UsageError,
+    "unsupported": UnsupportedError,
+    "not-found": NotFoundError,
+    "conflict": ConflictError,
+    "vendor-missing": VendorMissingError,
+    "unauthorised": UnauthorisedError,
+    "unreachable": UnreachableError,
+    "timeout": VendorTimeoutError,
+    "bad-output": VendorOutputError,
+}
+
+
+class MngrRemoteConfig(ProviderConfig):
+    url: str
+    # Declared only to refuse it with a clear message: a token never sits in settings.
+    token: None = Field(None, exclude=True, repr=False)
+    token_env: str | None = None
+    token_file: str | None = Field(None, validate_default=True)
+    ca_file: str | None = None
+    providers: list[str] | None = None
+    timeout_s: float = Field(60.0, gt=0)
+    action_timeout_s: float = Field(900.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be http://HOST[:PORT] or https://HOST[:PORT]")
+        if parts.username or parts.password:
+            raise ValueError("url must not hold credentials; use token_env or token_file")
+        if parts.query or parts.fragment:
+            raise ValueError("url must not have a query or fragment")
+        return url.rstrip("/")
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _no_token_in_settings(cls, token: object) -> None:
+        raise ValueError("never put the token in a settings file; use token_env or token_file")
+
+    @field_validator("token_file")
+    @classmethod
+    def _one_token_source(cls, token_file: str | None, info: Any) -> str | None:
+        has_env = bool(info.data.get("token_env"))
+        if has_env == bool(token_file):
+            raise ValueError("set exactly one of token_env or token_file (never the token itself)")
+        return token_file
+
+    @field_validator("providers")
+    @classmethod
+    def _check_providers(cls, providers: list[str] | None) -> list[str] | None:
+        for name in providers or []:
+            if not PROVIDER_NAME_RE.fullmatch(name):
+                raise ValueError(f"invalid provider name {name!r}")
+        return providers
+
+
+class MngrCreateOptions(CreateOptions):
+    remote_provider: str | None = Field(
+        None, description="Provider of the remote mngr server to create the host in."
+    )
+    remote_option: list[str] | None = Field(
+        None, description="KEY=VALUE create option of the remote backend (repeatable)."
+    )
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: the request (and its token) goes only where `url` says."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+class MngrBackend(Backend):
+    name = "mngr"
+    config_model = MngrRemoteConfig
+    create_options_model = MngrCreateOptions
+    unsupported = {
+        Capability.EXEC: "the mngr server API does not run commands on hosts; use the "
+        "host's address (`mngr host list --format json`) with the remote's own tools",
+    }
+
+    config: MngrRemoteConfig
+
+    # --- HTTP -------------------------------------------------------------------------
+
+    def _url(self, path: str, **query: Any) -> str:
+        pairs = [
+            (key, str(v).lower() if isinstance(v, bool) else str(v))
+            for key, value in query.items()
+            if value is not None and value is not False
+            for v in (value if isinstance(value, list) else [value])
+        ]
+        return self.config.url + path + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
+
+    def _token(self) -> str:
+        where: str
+        if self.config.token_env:
+            where = f"environment variable {self.config.token_env}"
+            token = os.environ.get(self.config.token_env, "").strip()
+        else:
+            path = Path(os.path.expanduser(str(self.config.token_file)))
+            where = f"token file {path}"
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or exc
+                raise ConfigError(
+                    f"provider {self.provider!r}: cannot read {where}: {reason}"
+                ) from None
+            token = next((s for s in map(str.strip, lines) if s and not s.startswith("#")), "")
+        if not token:
+            raise ConfigError(f"provider {self.provider!r}: no token in {where}")
+        if not all(33 <= ord(c) <= 126 for c in token):
+            raise ConfigError(
+                f"provider {self.provider!r}: the token in {where} must be printable ASCII "
+                "without spaces"
+            )
+        return token
+
+    def _opener(self) -> urllib.request.OpenerDirector:
+        context = ssl.create_default_context(cafile=self._ca_file())
+        handlers: list[urllib.request.BaseHandler] = [
+            urllib.request.HTTPSHandler(context=context),
+            _NoRedirects(),
+        ]
+        if _is_loopback(urllib.parse.urlsplit(self.config.url).hostname or ""):
+            handlers.append(urllib.request.ProxyHandler({}))  # never send loopback to a proxy
+        return urllib.request.build_opener(*handlers)
+
+    def _ca_file(self) -> str | None:
+        if not self.config.ca_file:
+            return None
+        path = os.path.expanduser(self.config.ca_file)
+        if not os.path.isfile(path):
+            raise ConfigError(f"provider {self.provider!r}: ca_file {path} not found")
+        return path
+
+    def call(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None = None,
+        *,
+        auth: bool = True,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """One request -> its JSON answer; every failure becomes a specific MngrError."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(url, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        request.add_header("User-Agent", f"mngr/{__version__}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        if auth:
+            request.add_unredirected_header("Authorization", f"Bearer {self._token()}")
+        timeout = timeout_s or self.config.timeout_s
+        try:
+            with self._opener().open(request, timeout=timeout) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            raise self._http_error(method, url, exc) from None
+        except urllib.error.URLError as exc:
+            raise self._unreachable(url, exc.reason, timeout) from None
+        except (OSError, HTTPException) as exc:
+            raise self._unreachable(url, exc, timeout) from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise VendorOutputError(
+                f"{method} {url} answered with something other than JSON"
+            ) from None
+
+    def _unreachable(self, url: str, reason: Any, timeout: float) -> MngrError:
+        if isinstance(reason, TimeoutError):
+            return VendorTimeoutError(f"{url} did not answer within {timeout:g}s")
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            return UnreachableError(
+                f"cannot reach {url}: TLS certificate not trusted ({reason.verify_message}); "
+                "name a private CA with ca_file"
+            )
+        text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+        return UnreachableError(f"cannot reach {url}: {text}")
+
+    def _http_error(self, method: str, url: str, exc: urllib.error.HTTPError) -> MngrError:
+        try:
+            detail = json.loads(exc.read() or b"{}").get("error") or {}
+        except (ValueError, AttributeError, OSError):
+            detail = {}
+        if not isinstance(detail, dict):
+            detail = {}
+        message = str(detail.get("message") or exc.reason or "no error text")
+        kind = str(detail.get("kind") or "")
+        where = f"{method} {url} (HTTP {exc.code})"
+        if exc.code in (401, 403):
+            return UnauthorisedError(f"{where}: the server refused the token: {message}")
+        if 300 <= exc.code < 400:
+            return UnreachableError(f"{where}: the server redirected; check the url setting")
+        cls = ERROR_OF_KIND.get(kind)
+        if cls is None:
+            if exc.code == 404:
+                cls = NotFoundError
+            elif exc.code == 409:
+                cls = ConflictError
+            elif 400 <= exc.code < 500:
+                cls = UsageError
+            elif exc.code in (502, 503, 504):
+                cls = UnreachableError
+            else:
+                cls = MngrError
+        return cls(f"{self.config.url}: {message}")
+
+    # --- records ----------------------------------------------------------------------
+
+    def _host(self, row: dict[str, Any]) -> Host:
+        try:
+            state = row.get("state") or "unknown"
+            known = {s.value for s in HostState}
+            resources = row.get("resources") or {}
+            address: dict[str, Any] = {
+                "server": self.config.url,
+                "provider": row["provider"],
+                "backend": row.get("backend"),
+            }
+            if row.get("address"):
+                address["remote"] = row["address"]
+            return Host(
+                id=row["id"],
+                name=row["name"],
+                provider=self.provider,
+                backend=self.name,
+                state=HostState(state) if state in known else HostState.UNKNOWN,
+                image=row.get("image"),
+                created_at=row.get("created_at"),
+                tags={str(k): str(v) for k, v in (row.get("tags") or {}).items()},
+                resources=Resources(
+                    **{k: resources.get(k) for k in Resources.model_fields if k in resources}
+                ),
+                address=address,
+                snapshots=list(row.get("snapshots") or []),
+                native_id=row["provider"],
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise VendorOutputError(
+                f"{self.config.url} sent a host record mngr cannot read ({exc!r})"
+            ) from None
+
+    def _snapshot(self, row: dict[str, Any]) -> Snapshot:
+        try:
+            return Snapshot(
+                id=row["id"],
+                name=row["name"],
+                host=row["host"],
+                provider=self.provider,
+                created_at=row.get("created_at"),
+                native_id=row["provider"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise VendorOutputError(
+                f"{self.config.url} sent a snapshot record mngr cannot read ({exc!r})"
+            ) from None
+
+    def _remote_errors(self, doc: dict[str, Any]) -> list[MngrError]:
+        errors = []
+        for row in doc.get("errors") or []:
+            cls = ERROR_OF_KIND.get(str(row.get("kind")), MngrError)
+            errors.append(cls(f"remote provider {row.get('provider')!r}: {row.get('message', '')}"))
+        return errors
+
+    # --- verbs ------------------------------------------------------------------------
+
+    def list_hosts(self) -> list[Host]:
+        doc = self.call("GET", self._url("/v1/hosts", provider=self.config.providers))
+        hosts = [self._host(row) for row in _rows(doc, "hosts", self.config.url)]
+        errors = self._remote_errors(doc)
+        if errors:
+            raise PartialListError(hosts, errors)
+        return hosts
+
+    def _action(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        key: str,
+        *,
+        missing_ok: bool = False,
+    ) -> Step:
+        """A plan step doing one HTTP call; its answer's `key` lands in the context."""
+        shown = f"{method} {url}" + (f" {json.dumps(body)}" if body is not None else "")
+
+        def act(ctx: Context) -> None:
+            try:
+                answer = self.call(method, url, body, timeout_s=self.config.action_timeout_s)
+            except NotFoundError:
+                if not missing_ok:
+                    raise
+                answer = None
+            ctx[key] = answer.get(key) if isinstance(answer, dict) else None
+
+        return Step(shown, action=act)
+
+    def _remote_provider_for(self, request: CreateRequest) -> str | None:
+        options = request.options
+        chosen = options.remote_provider if isinstance(options, MngrCreateOptions) else None
+        if chosen is None and request.from_snapshot is not None:
+            chosen = request.from_snapshot.native_id
+        if chosen is None and self.config.providers:
+            chosen = self.config.providers[0]
+        if chosen is not None and self.config.providers and chosen not in self.config.providers:
+            raise UsageError(
+                f"remote provider {chosen!r} is not in the providers of {self.provider!r} "
+                f"({', '.join(self.config.providers)}): its hosts would not be listed"
+            )
+        return chosen
+
+    def create_plan(self, request: CreateRequest) -> Plan:
+        options = request.options
+        remote_options: dict[str, Any] = {}
+        if isinstance(options, MngrCreateOptions):
+            for item in options.remote_option or []:
+                key, sep, value = item.partition("=")
+                if not sep or not key.strip():
+                    raise UsageError(f"invalid --remote-option {item!r}: expected KEY=VALUE")
+                key = key.strip().replace("-", "_")
+                if key in remote_options:  # repeated: a list option
+                    previous = remote_options[key]
+                    remote_options[key] = [
+                        *(previous if isinstance(previous, list) else [previous]),
+                        value,
+                    ]
+                else:
+                    remote_options[key] = value
+        body: dict[str, Any] = {"name": request.name}
+        for key, value in (
+            ("provider", self._remote_provider_for(request)),
+            ("image", request.image),
+            ("tags", request.tags or None),
+            ("from_snapshot", request.from_snapshot.id if request.from_snapshot else None),
+            ("options", remote_options or None),
+        ):
+            if value is not None:
+                body[key] = value
+        step = self._action("POST", self._url("/v1/hosts"), body, "host")
+        return Plan([step], finish=lambda ctx: self._host(ctx["host"]))
+
+    def _host_url(self, host: Host, suffix: str = "", **query: Any) -> str:
+        ref = urllib.parse.quote(host.id, safe="")
+        return self._url(f"/v1/hosts/{ref}{suffix}", provider=host.native_id, **query)
+
+    def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
+        url = self._host_url(host, force=force, purge=purge)
+        # A host already gone is not an error for destroy.
+        return Plan([self._action("DELETE", url, None, "host", missing_ok=True)])
+
+    def stop_plan(self, host: Host, *, snapshot: bool = False) -> Plan:
+        body = {"snapshot": True} if snapshot else None
+        return Plan([self._action("POST", self._host_url(host, "/stop"), body, "host")])
+
+    def start_plan(self, host: Host) -> Plan:
+        return Plan([self._action("POST", self._host_url(host, "/start"), None, "host")])
+
+    def snapshot_create_plan(self, host: Host, name: str) -> Plan:
+        step = self._action("POST", self._host_url(host, "/snapshots"), {"name": name}, "snapshot")
+        return Plan([step], finish=lambda ctx: self._snapshot(ctx["snapshot"]))
+
+    def list_snapshots(self, host: Host | None = None) -> list[Snapshot]:
+        doc = self.call("GET", self._url("/v1/snapshots", provider=self.config.providers))
+        snaps = [self._snapshot(row) for row in _rows(doc, "snapshots", self.config.url)]
+        if host is not None:
+            snaps = [s for s in snaps if s.host == host.name and s.native_id == host.native_id]
+        errors = self._remote_errors(doc)
+        if errors:
+            raise PartialListError(snaps, errors)
+        return snaps
+
+    def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
+        ref = urllib.parse.quote(snapshot.id, safe="")
+        url = self._url(f"/v1/snapshots/{ref}", provider=snapshot.native_id)
+        return Plan([self._action("DELETE", url, None, "snapshot")])
+
+    def check(self) -> dict[str, Any]:
+        health = self.call("GET", self._url("/v1/health"), auth=False)
+        doc = self.call("GET", self._url("/v1/providers"))
+        names = [p.get("name") for p in _rows(doc, "providers", self.config.url)]
+        wanted = self.config.providers
+        missing = [p for p in wanted or [] if p not in names]
+        if missing:
+            raise NotFoundError(
+                f"{self.config.url} has no provider {missing[0]!r} (it has: {', '.join(names)})"
+            )
+        return {
+            "url": self.config.url,
+            "server_version": health.get("version") if isinstance(health, dict) else None,
+            "providers": wanted or names,
+        }
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _rows(doc: Any, key: str, url: str) -> list[dict[str, Any]]:
+    rows = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise VendorOutputError(f"{url} answered without a list of {key}")
+    return rows

@@ -1,0 +1,740 @@
+"""`mngr serve`: the HTTP JSON API over this machine's providers that the `mngr` backend uses.
+
+Needs the `server` extra (`pip install 'mngr[server]'`: FastAPI + uvicorn). Every route is
+under `/v1`; the OpenAPI document is at `/v1/openapi.json`.
+
+    GET    /v1/health                          no token needed
+    GET    /v1/providers
+    GET    /v1/hosts?provider=P...             {schema_version, hosts, errors} as `host list`
+    POST   /v1/hosts                           {name, provider, image, tags, from_snapshot, options}
+    DELETE /v1/hosts/{ref}?provider=P&force=&purge=
+    POST   /v1/hosts/{ref}/stop                {snapshot}
+    POST   /v1/hosts/{ref}/start
+    POST   /v1/hosts/{ref}/snapshots           {name}
+    GET    /v1/snapshots?provider=P...&host=H
+    DELETE /v1/snapshots/{ref}?provider=P
+
+A host `ref` is `NAME`, `NAME.PROVIDER` or a `host-…` id, as on the command line.
+
+Tokens: `--token-file` holds one token per line; blank lines and `#` comments are ignored. A
+plain line (or one starting `rw:`) is a read-write token; a line starting `ro:` is a read-only
+token, which may call every GET but gets 403 on anything that changes a host or snapshot.
+Every route but health needs `Authorization: Bearer <token>` (401 without a valid one).
+Tokens are compared in constant time and never logged.
+
+Errors are `{"error": {"kind": ..., "message": ...}}` with the status mapped from mngr's error
+kinds (see `STATUS_OF`); bad input is always a 4xx, never a 500.
+"""
+
+import hmac
+import ipaddress
+import logging
+import os
+import socket
+import stat
+import sys
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mngr import __version__
+from mngr.backend import Capability, CreateRequest
+from mngr.config import Settings
+from mngr.engine import Engine
+from mngr.errors import (
+    ConfigError,
+    ConflictError,
+    InterruptedByUser,
+    MngrError,
+    NotFoundError,
+    UnauthorisedError,
+    UnreachableError,
+    UnsupportedError,
+    UsageError,
+    VendorCommandError,
+    VendorMissingError,
+    VendorOutputError,
+    VendorTimeoutError,
+)
+from mngr.names import (
+    HOST_NAME_RE,
+    PROVIDER_NAME_RE,
+    check_tag,
+    new_host_id,
+)
+from mngr.plan import execute
+from mngr.records import SCHEMA_VERSION, Host, ProviderErrorRow, Snapshot, utc_now
+from mngr.runner import Runner
+
+log = logging.getLogger("mngr.server")
+
+READ_ONLY_PREFIX = "ro:"
+READ_WRITE_PREFIX = "rw:"
+MIN_TOKEN_LENGTH = 16
+MAX_BODY_BYTES = 64 * 1024
+MAX_TAGS = 64
+
+# A host ref: NAME, NAME.PROVIDER or host-<hex> (which is itself a valid NAME).
+HOST_REF_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}(\.[a-z0-9][a-z0-9_-]{0,62})?$"
+NAME_PATTERN = HOST_NAME_RE.pattern
+PROVIDER_PATTERN = PROVIDER_NAME_RE.pattern
+# Printable ASCII without spaces, not starting with '-' (it reaches vendor argv).
+IMAGE_PATTERN = r"^[A-Za-z0-9_./:@][\x21-\x7e]{0,511}$"
+
+# Most specific first: the first class an error is an instance of decides its status.
+STATUS_OF: list[tuple[type[MngrError], int]] = [
+    (UnsupportedError, 422),
+    (UsageError, 400),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    # The server's own vendor credentials were refused: not the caller's fault.
+    (UnauthorisedError, 502),
+    (VendorTimeoutError, 504),
+    (UnreachableError, 502),
+    (VendorOutputError, 502),
+    (VendorCommandError, 502),
+    (VendorMissingError, 503),
+    (InterruptedByUser, 503),
+]
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Token:
+    secret: bytes
+    read_only: bool
+
+
+def load_tokens(path: Path) -> list[Token]:
+    """Read a token file. Errors name the file and line, never the token."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: token file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, expected a token file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read token file (permission denied)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read token file ({exc})") from None
+    tokens = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        read_only = line.startswith(READ_ONLY_PREFIX)
+        secret = line.removeprefix(READ_ONLY_PREFIX).removeprefix(READ_WRITE_PREFIX)
+        if len(secret) < MIN_TOKEN_LENGTH:
+            raise ConfigError(
+                f"{path}:{number}: token is shorter than {MIN_TOKEN_LENGTH} characters"
+            )
+        if not all(33 <= ord(c) <= 126 for c in secret):
+            raise ConfigError(f"{path}:{number}: token must be printable ASCII without spaces")
+        tokens.append(Token(secret.encode("ascii"), read_only))
+    if not tokens:
+        raise ConfigError(
+            f"{path}: no tokens (one per line; a line starting {READ_ONLY_PREFIX!r} is read-only)"
+        )
+    return tokens
+
+
+def token_file_warning(path: Path) -> str | None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"token file {path} is readable by other users; consider chmod 600"
+    return None
+
+
+class ApiError(Exception):
+    """An error raised by the API layer itself (auth, body size), with its HTTP status."""
+
+    def __init__(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.headers = headers
+
+
+class Auth:
+    def __init__(self, tokens: list[Token]) -> None:
+        self.tokens = tokens
+
+    def match(self, given: str) -> Token | None:
+        """Compare against every token in constant time (no early exit on a match)."""
+        candidate = given.encode("utf-8", "replace")
+        found: Token | None = None
+        for token in self.tokens:
+            if hmac.compare_digest(candidate, token.secret) and (found is None or found.read_only):
+                found = token
+        return found
+
+
+# --- request and response bodies ------------------------------------------------------------
+
+
+class CreateHostBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="Host name (as on the command line).")
+    provider: str | None = Field(
+        None, pattern=PROVIDER_PATTERN, description="Provider (default: the server's default)."
+    )
+    image: str | None = Field(None, pattern=IMAGE_PATTERN)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_TAGS)
+    from_snapshot: str | None = Field(
+        None, pattern=NAME_PATTERN, description="Snapshot id or name to start from."
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="The provider backend's create options (its `host create` flags).",
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for key, value in tags.items():
+            try:
+                check_tag(key, value)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+        return tags
+
+
+class StopBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    snapshot: bool = Field(False, description="Snapshot the host before stopping it.")
+
+
+class SnapshotBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+
+
+class HostList(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    hosts: list[Host]
+    errors: list[ProviderErrorRow]
+
+
+class HostResult(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    host: Host
+
+
+class SnapshotList(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    snapshots: list[Snapshot]
+    errors: list[ProviderErrorRow]
+
+
+class SnapshotResult(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    snapshot: Snapshot
+
+
+class ProviderInfo(BaseModel):
+    name: str
+    backend: str
+    default: bool
+    available: bool
+    reason: str | None = None
+    unsupported: dict[str, str] = Field(default_factory=dict)
+
+
+class ProviderList(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    providers: list[ProviderInfo]
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    schema_version: int = SCHEMA_VERSION
+
+
+class ErrorDetail(BaseModel):
+    kind: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (400, "Bad request (invalid name, tag, option...)"),
+        (401, "Missing or wrong bearer token"),
+        (403, "Read-only token on a call that changes something"),
+        (404, "No such host, snapshot, provider or route"),
+        (409, "Conflict (the host already exists)"),
+        (413, "Request body too large"),
+        (422, "Request does not match the schema, or the backend cannot do this"),
+        (502, "The provider failed, refused the server's credentials, or was unreachable"),
+        (503, "The provider's vendor CLI is missing on the server"),
+        (504, "The provider did not answer in time"),
+    )
+}
+
+
+def status_of(error: MngrError) -> int:
+    for cls, status in STATUS_OF:
+        if isinstance(error, cls):
+            return status
+    return 500
+
+
+def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None):
+    return JSONResponse(
+        {"error": {"kind": kind, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def _validation_message(errors: list[Any]) -> str:
+    first = errors[0] if errors else {}
+    loc = [str(p) for p in first.get("loc", ())]
+    where = ".".join(loc[1:] if loc[:1] == ["body"] and len(loc) > 1 else loc) or "request"
+    return f"{where}: {first.get('msg', 'invalid request')}"
+
+
+class _BodyLimit:
+    """Refuse request bodies over MAX_BODY_BYTES before anything reads them."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            too_big = False
+            if length is not None:
+                try:
+                    too_big = int(length) > MAX_BODY_BYTES
+                except ValueError:
+                    too_big = True
+            if too_big:
+                response = _error(
+                    413, "usage", f"request body is larger than {MAX_BODY_BYTES} bytes"
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+# --- the app --------------------------------------------------------------------------------
+
+
+def exposed_settings(settings: Settings, providers: list[str] | None) -> Settings:
+    """The settings narrowed to the providers `serve --provider` names (all when None)."""
+    if not providers:
+        return settings
+    for name in providers:
+        settings.provider(name)  # raises "no provider named ..."
+    kept = {n: e for n, e in settings.providers.items() if n in providers}
+    default = settings.default_provider if settings.default_provider in kept else providers[0]
+    return Settings(kept, default, settings.layers)
+
+
+class Service:
+    """The API's logic over the engine: plain blocking calls, run in FastAPI's threadpool."""
+
+    def __init__(self, settings: Settings, jobs: int = 8) -> None:
+        runner = Runner()
+        runner.calls = deque(maxlen=256)  # type: ignore[assignment]  # a server runs for weeks
+        self.engine = Engine(settings, runner, jobs=jobs)
+        self.settings = settings
+
+    def _provider(self, name: str | None) -> str | None:
+        if name is not None:
+            self.settings.provider(name)
+        return name
+
+    def providers(self) -> ProviderList:
+        from mngr.registry import is_known, load_backend
+
+        rows = []
+        for entry in self.settings.providers.values():
+            unsupported: dict[str, str] = {}
+            if not entry.unavailable and is_known(entry.backend):
+                cls = load_backend(entry.backend)
+                unsupported = {str(k): v for k, v in cls.unsupported.items()}
+            rows.append(
+                ProviderInfo(
+                    name=entry.name,
+                    backend=entry.backend,
+                    default=entry.name == self.settings.default_provider,
+                    available=entry.unavailable is None,
+                    reason=entry.unavailable,
+                    unsupported=unsupported,
+                )
+            )
+        return ProviderList(providers=rows)
+
+    def list_hosts(self, providers: list[str] | None) -> HostList:
+        result = self.engine.list_hosts(providers or None)
+        return HostList(hosts=result.hosts, errors=result.errors)
+
+    def host(self, ref: str, provider: str | None) -> Host:
+        return self.engine.resolve_host(ref, self._provider(provider))
+
+    def create(self, body: CreateHostBody) -> Host:
+        provider = self._provider(body.provider) or self.settings.default_provider
+        backend = self.engine.backend(provider)
+        backend.require(Capability.CREATE)
+        try:
+            options = backend.create_options_model.model_validate(body.options)
+        except ValidationError as exc:
+            raise UsageError(f"options.{_validation_message(exc.errors())}") from None
+        snapshot = None
+        if body.from_snapshot:
+            backend.require(Capability.SNAPSHOT)
+            snapshot = self.engine.resolve_snapshot(body.from_snapshot, provider)
+        request = CreateRequest(
+            name=body.name,
+            host_id=new_host_id(),
+            created_at=utc_now(),
+            image=body.image,
+            tags=dict(body.tags),
+            from_snapshot=snapshot,
+            options=options,
+        )
+        return execute(backend.create_plan(request), backend)
+
+    def destroy(self, ref: str, provider: str | None, force: bool, purge: bool) -> Host:
+        host = self.host(ref, provider)
+        backend = self.engine.backend(host.provider)
+        execute(backend.destroy_plan(host, force=force, purge=purge), backend)
+        return host
+
+    def stop(self, ref: str, provider: str | None, snapshot: bool) -> Host:
+        host = self.host(ref, provider)
+        backend = self.engine.backend(host.provider)
+        backend.require(Capability.STOP_START)
+        execute(backend.stop_plan(host, snapshot=snapshot), backend)
+        return self._refreshed(host)
+
+    def start(self, ref: str, provider: str | None) -> Host:
+        host = self.host(ref, provider)
+        backend = self.engine.backend(host.provider)
+        backend.require(Capability.STOP_START)
+        execute(backend.start_plan(host), backend)
+        return self._refreshed(host)
+
+    def _refreshed(self, host: Host) -> Host:
+        try:
+            return self.engine.resolve_host(host.id, host.provider)
+        except MngrError:
+            return host  # the verb succeeded; only the re-read did not
+
+    def snapshot(self, ref: str, provider: str | None, name: str | None) -> Snapshot:
+        host = self.host(ref, provider)
+        backend = self.engine.backend(host.provider)
+        backend.require(Capability.SNAPSHOT)
+        stamp = utc_now().replace(":", "").replace("-", "").lower()
+        return execute(
+            backend.snapshot_create_plan(host, name or f"{host.name}-{stamp}"[:63]), backend
+        )
+
+    def list_snapshots(self, providers: list[str] | None, host: str | None) -> SnapshotList:
+        snaps, errors = self.engine.list_snapshots(providers or None)
+        if host is not None:
+            snaps = [s for s in snaps if host in (s.host, s.id)]
+        return SnapshotList(snapshots=snaps, errors=errors)
+
+    def delete_snapshot(self, ref: str, provider: str | None) -> Snapshot:
+        snap = self.engine.resolve_snapshot(ref, self._provider(provider))
+        backend = self.engine.backend(snap.provider)
+        execute(backend.snapshot_delete_plan(snap), backend)
+        return snap
+
+
+def create_app(settings: Settings, tokens: list[Token], *, jobs: int = 8) -> FastAPI:
+    service = Service(settings, jobs)
+    auth = Auth(tokens)
+    bearer = HTTPBearer(
+        auto_error=False,
+        description="A token from the server's --token-file ('ro:' lines are read-only).",
+    )
+
+    def reader(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Token:
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if creds is None or not creds.credentials:
+            raise ApiError(401, "unauthorised", "a bearer token is required", challenge)
+        token = auth.match(creds.credentials)
+        if token is None:
+            raise ApiError(401, "unauthorised", "the bearer token is not valid", challenge)
+        return token
+
+    def writer(token: Annotated[Token, Depends(reader)]) -> Token:
+        if token.read_only:
+            raise ApiError(403, "unauthorised", "this token is read-only")
+        return token
+
+    app = FastAPI(
+        title="mngr",
+        version=__version__,
+        description="Hosts through named provider instances: the API of `mngr serve`.",
+        openapi_url="/v1/openapi.json",
+        docs_url="/v1/docs",
+        redoc_url=None,
+        responses=ERROR_RESPONSES,
+    )
+    app.add_middleware(_BodyLimit)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.kind, exc.message, exc.headers)
+
+    @app.exception_handler(MngrError)
+    async def _mngr_error(request: Request, exc: MngrError) -> JSONResponse:
+        status = status_of(exc)
+        if status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return _error(status, exc.kind, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(422, "usage", _validation_message(list(exc.errors())))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not-found" if exc.status_code == 404 else "usage"
+        return _error(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return _error(500, "internal", "internal server error (see the server's log)")
+
+    Reader = Annotated[Token, Depends(reader)]
+    Writer = Annotated[Token, Depends(writer)]
+    HostRef = Annotated[
+        str, PathParam(pattern=HOST_REF_PATTERN, description="NAME, NAME.PROVIDER or host id.")
+    ]
+    SnapRef = Annotated[str, PathParam(pattern=NAME_PATTERN, description="Snapshot id or name.")]
+    OneProvider = Annotated[
+        str | None, Query(pattern=PROVIDER_PATTERN, description="Provider of the host.")
+    ]
+    Providers = Annotated[
+        list[str] | None,
+        Query(description="Only these providers (repeatable).", max_length=64),
+    ]
+
+    def _checked(providers: list[str] | None) -> list[str] | None:
+        for name in providers or []:
+            if not PROVIDER_NAME_RE.fullmatch(name):
+                raise UsageError(f"invalid provider name {name!r}")
+        return providers
+
+    @app.get("/v1/health", response_model=Health, tags=["meta"])
+    def health() -> Health:
+        return Health(status="ok", version=__version__)
+
+    @app.get("/v1/providers", response_model=ProviderList, tags=["providers"])
+    def list_providers(_: Reader) -> ProviderList:
+        return service.providers()
+
+    @app.get("/v1/hosts", response_model=HostList, tags=["hosts"])
+    def list_hosts(_: Reader, provider: Providers = None) -> HostList:
+        return service.list_hosts(_checked(provider))
+
+    @app.post("/v1/hosts", response_model=HostResult, status_code=201, tags=["hosts"])
+    def create_host(_: Writer, body: CreateHostBody) -> HostResult:
+        return HostResult(host=service.create(body))
+
+    @app.delete("/v1/hosts/{ref}", response_model=HostResult, tags=["hosts"])
+    def destroy_host(
+        _: Writer,
+        ref: HostRef,
+        provider: OneProvider = None,
+        force: bool = False,
+        purge: bool = False,
+    ) -> HostResult:
+        return HostResult(host=service.destroy(ref, provider, force, purge))
+
+    @app.post("/v1/hosts/{ref}/stop", response_model=HostResult, tags=["hosts"])
+    def stop_host(
+        _: Writer,
+        ref: HostRef,
+        provider: OneProvider = None,
+        body: Annotated[StopBody | None, Body()] = None,
+    ) -> HostResult:
+        return HostResult(host=service.stop(ref, provider, bool(body and body.snapshot)))
+
+    @app.post("/v1/hosts/{ref}/start", response_model=HostResult, tags=["hosts"])
+    def start_host(_: Writer, ref: HostRef, provider: OneProvider = None) -> HostResult:
+        return HostResult(host=service.start(ref, provider))
+
+    @app.post(
+        "/v1/hosts/{ref}/snapshots",
+        response_model=SnapshotResult,
+        status_code=201,
+        tags=["snapshots"],
+    )
+    def create_snapshot(
+        _: Writer,
+        ref: HostRef,
+        provider: OneProvider = None,
+        body: Annotated[SnapshotBody | None, Body()] = None,
+    ) -> SnapshotResult:
+        return SnapshotResult(snapshot=service.snapshot(ref, provider, body and body.name))
+
+    @app.get("/v1/snapshots", response_model=SnapshotList, tags=["snapshots"])
+    def list_snapshots(
+        _: Reader,
+        provider: Providers = None,
+        host: Annotated[
+            str | None, Query(pattern=NAME_PATTERN, description="Only snapshots of this host.")
+        ] = None,
+    ) -> SnapshotList:
+        return service.list_snapshots(_checked(provider), host)
+
+    @app.delete("/v1/snapshots/{ref}", response_model=SnapshotResult, tags=["snapshots"])
+    def delete_snapshot(_: Writer, ref: SnapRef, provider: OneProvider = None) -> SnapshotResult:
+        return SnapshotResult(snapshot=service.delete_snapshot(ref, provider))
+
+    return app
+
+
+# --- serving --------------------------------------------------------------------------------
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[IPV6]:PORT` -> (host, port). Port 0 picks a free port."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host:
+        raise UsageError(f"invalid --listen {listen!r}: use HOST:PORT (e.g. 127.0.0.1:8421)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise UsageError(f"invalid --listen {listen!r}: the port must be 0 to 65535")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    address = "127.0.0.1" if host == "localhost" else host
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+LOG_CONFIG: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    # Everything to stderr. Access lines hold the method, path and status: never headers.
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "default",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "loggers": {
+        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "uvicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        "mngr.server": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+    },
+}
+
+
+def serve(
+    settings: Settings,
+    *,
+    listen: str,
+    token_file: Path,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    insecure_http: bool = False,
+    providers: list[str] | None = None,
+    jobs: int = 8,
+) -> None:
+    """Check the flags, read the tokens, bind and serve until interrupted."""
+    import uvicorn
+
+    host, port = parse_listen(listen)
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key must be given together")
+    tls = tls_cert is not None
+    if not tls and not is_loopback(host) and not insecure_http:
+        raise UsageError(
+            f"refusing to serve plain HTTP on non-loopback address {host!r}: tokens would "
+            "cross the network in clear text; give --tls-cert and --tls-key, or "
+            "--insecure-http if a trusted proxy terminates TLS"
+        )
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{path}: TLS file not found")
+    tokens = load_tokens(token_file)
+    warning = token_file_warning(token_file)
+    if warning:
+        sys.stderr.write(f"warning: {warning}\n")
+    app = create_app(exposed_settings(settings, providers), tokens, jobs=jobs)
+    config = uvicorn.Config(
+        app,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+        log_config=LOG_CONFIG,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    try:
+        config.load()
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ConfigError(f"cannot load the TLS certificate or key: {exc}") from None
+    sock = _bind(host, port)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    sys.stderr.write(
+        f"mngr serve: listening on {'https' if tls else 'http'}://{shown}:{bound} "
+        f"(pid {os.getpid()})\n"
+    )
+    sys.stderr.flush()
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()

@@ -38,7 +38,7 @@ from mngr.errors import (
 )
 from mngr.plan import Context, Plan, Ref, Step
 from mngr.records import Host, HostState, Snapshot, utc_now
-from mngr.runner import CANCELLED, Command, Completed
+from mngr.runner import CANCELLED, Command, Completed, Runner
 
 TAG_HOST_ID = "mngr:host-id"
 TAG_HOST_NAME = "mngr:host-name"
@@ -113,36 +113,30 @@ class Ec2Tag(_Lenient):
     Value: str = ""
 
 
-class Ec2State(_Lenient):
-    Name: str = "unknown"
-
-
-class Ec2Placement(_Lenient):
-    AvailabilityZone: str | None = None
-
-
-class Ec2CpuOptions(_Lenient):
-    CoreCount: int | None = None
-    ThreadsPerCore: int | None = None
-
-
-class Ec2Instance(_Lenient):
-    InstanceId: str
-    ImageId: str | None = None
-    InstanceType: str | None = None
-    State: Ec2State = Field(default_factory=Ec2State)
-    StateReason: dict[str, Any] | None = None
+class _Tagged(_Lenient):
     Tags: list[Ec2Tag] = Field(default_factory=list)
-    PublicIpAddress: str | None = None
-    PrivateIpAddress: str | None = None
-    LaunchTime: str | None = None
-    InstanceLifecycle: str | None = None
-    Placement: Ec2Placement = Field(default_factory=Ec2Placement)
-    CpuOptions: Ec2CpuOptions | None = None
 
     @property
     def tags(self) -> dict[str, str]:
         return {t.Key: t.Value for t in self.Tags}
+
+
+class Ec2State(_Lenient):
+    Name: str = "unknown"
+
+
+class Ec2Instance(_Tagged):
+    InstanceId: str
+    ImageId: str | None = None
+    InstanceType: str | None = None
+    State: Ec2State = Field(default_factory=Ec2State)
+    StateReason: dict[str, Any] = Field(default_factory=dict)
+    PublicIpAddress: str | None = None
+    PrivateIpAddress: str | None = None
+    LaunchTime: str | None = None
+    InstanceLifecycle: str | None = None
+    Placement: dict[str, Any] = Field(default_factory=dict)
+    CpuOptions: dict[str, Any] = Field(default_factory=dict)
 
 
 class Ec2Reservation(_Lenient):
@@ -158,27 +152,17 @@ class RunInstances(_Lenient):
     Instances: list[Ec2Instance] = Field(default_factory=list)
 
 
-class Ec2Ebs(_Lenient):
-    SnapshotId: str | None = None
-
-
-class Ec2BlockDevice(_Lenient):
-    DeviceName: str | None = None
-    Ebs: Ec2Ebs | None = None
-
-
-class Ec2Image(_Lenient):
+class Ec2Image(_Tagged):
     ImageId: str
     Name: str | None = None
     State: str | None = None
     CreationDate: str | None = None
     RootDeviceName: str | None = None
-    BlockDeviceMappings: list[Ec2BlockDevice] = Field(default_factory=list)
-    Tags: list[Ec2Tag] = Field(default_factory=list)
+    BlockDeviceMappings: list[dict[str, Any]] = Field(default_factory=list)
 
     @property
-    def tags(self) -> dict[str, str]:
-        return {t.Key: t.Value for t in self.Tags}
+    def ebs_snapshots(self) -> list[str]:
+        return [d["Ebs"]["SnapshotId"] for d in self.BlockDeviceMappings if "Ebs" in d]
 
 
 class DescribeImages(_Lenient):
@@ -189,14 +173,8 @@ class CreateImage(_Lenient):
     ImageId: str
 
 
-class Ec2Region(_Lenient):
-    RegionName: str | None = None
-    Endpoint: str | None = None
-    OptInStatus: str | None = None
-
-
 class DescribeRegions(_Lenient):
-    Regions: list[Ec2Region] = Field(default_factory=list)
+    Regions: list[dict[str, Any]] = Field(default_factory=list)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -255,16 +233,9 @@ class AwsSpec:
     def argv(self, verb: str, *args: str) -> list[str]:
         c = self.config
         return [
-            c.binary,
-            "ec2",
-            verb,
-            *args,
-            *_flags(
-                ("--region", c.region),
-                ("--profile", c.profile),
-                ("--endpoint-url", c.endpoint_url),
-                ("--output", "json"),
-            ),
+            *(c.binary, "ec2", verb, *args),
+            *_flags(("--region", c.region), ("--profile", c.profile)),
+            *_flags(("--endpoint-url", c.endpoint_url), ("--output", "json")),
         ]
 
     # --- instances --------------------------------------------------------------------
@@ -296,44 +267,32 @@ class AwsSpec:
     def instance_argv(self, instance_id: str) -> list[str]:
         return self.argv("describe-instances", "--instance-ids", instance_id)
 
-    def host_tags(self, host_id: str, name: str, created_at: str, user: dict[str, str]) -> dict:
-        return {
-            TAG_HOST_ID: host_id,
-            TAG_HOST_NAME: name,
-            TAG_PROVIDER: self.provider,
-            TAG_CREATED_AT: created_at,
-            "Name": name,
-            **{USER_TAG_PREFIX + k: v for k, v in user.items()},
-        }
-
     def run_argv(self, launch: Launch) -> list[str]:
         c = self.config
         tags = _tag_list(
-            self.host_tags(launch.host_id, launch.name, launch.created_at, launch.tags)
+            {
+                TAG_HOST_ID: launch.host_id,
+                TAG_HOST_NAME: launch.name,
+                TAG_PROVIDER: self.provider,
+                TAG_CREATED_AT: launch.created_at,
+                "Name": launch.name,
+                **{USER_TAG_PREFIX + k: v for k, v in launch.tags.items()},
+            }
         )
         profile = None
         if c.iam_instance_profile:
             key = "Arn" if c.iam_instance_profile.startswith("arn:") else "Name"
             profile = _compact({key: c.iam_instance_profile})
+        tagged = [{"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume")]
         return self.argv(
             "run-instances",
-            "--image-id",
-            launch.image,
-            "--instance-type",
-            launch.instance_type,
-            "--count",
-            "1",
-            # The host id is the idempotency token: a retried call never makes a second one.
-            "--client-token",
-            launch.host_id,
-            "--tag-specifications",
-            _compact(
-                [
-                    {"ResourceType": "instance", "Tags": tags},
-                    {"ResourceType": "volume", "Tags": tags},
-                ]
-            ),
             *_flags(
+                ("--image-id", launch.image),
+                ("--instance-type", launch.instance_type),
+                ("--count", "1"),
+                # The host id is the idempotency token: a retried call never makes a second.
+                ("--client-token", launch.host_id),
+                ("--tag-specifications", _compact(tagged)),
                 ("--key-name", launch.key_name),
                 ("--subnet-id", launch.subnet_id),
                 ("--iam-instance-profile", profile),
@@ -368,13 +327,8 @@ class AwsSpec:
         return self.argv("describe-images", "--image-ids", image_id)
 
     def image_by_name_argv(self, snapshot_name: str) -> list[str]:
-        return self.argv(
-            "describe-images",
-            "--owners",
-            "self",
-            "--filters",
-            _filters(name=self.image_name(snapshot_name)),
-        )
+        by_name = _filters(name=self.image_name(snapshot_name))
+        return self.argv("describe-images", "--owners", "self", "--filters", by_name)
 
     def list_images_argv(self, host_id: str | None = None) -> list[str]:
         wanted = {"tag:" + TAG_PROVIDER: self.provider}
@@ -393,14 +347,15 @@ class AwsSpec:
         }
         return self.argv(
             "create-image",
-            "--instance-id",
-            _instance_id(host),
-            "--name",
-            self.image_name(snapshot_name),
-            "--description",
-            f"mngr snapshot {snapshot_name} of host {host.name}",
-            "--tag-specifications",
-            _compact([{"ResourceType": "image", "Tags": _tag_list(tags)}]),
+            *_flags(
+                ("--instance-id", _instance_id(host)),
+                ("--name", self.image_name(snapshot_name)),
+                ("--description", f"mngr snapshot {snapshot_name} of host {host.name}"),
+                (
+                    "--tag-specifications",
+                    _compact([{"ResourceType": "image", "Tags": _tag_list(tags)}]),
+                ),
+            ),
         )
 
     def deregister_argv(self, image_id: str) -> list[str]:
@@ -458,7 +413,7 @@ class AwsSpec:
         if not regions:
             raise NotFoundError(f"region {self.config.region!r} is not offered by this endpoint")
         r = regions[0]
-        return {"region": r.RegionName, "endpoint": r.Endpoint, "opt_in": r.OptInStatus}
+        return {"region": r.get("RegionName"), "endpoint": r.get("Endpoint")}
 
     def root_volume_mapping(self, stdout: str, image_id: str, disk_gb: int) -> str:
         """Block-device mapping that resizes the image's root volume (deleted with the host)."""
@@ -478,7 +433,7 @@ class AwsSpec:
             "instance_id": instance.InstanceId,
             "instance_type": instance.InstanceType,
             "region": self.config.region,
-            "availability_zone": instance.Placement.AvailabilityZone,
+            "availability_zone": instance.Placement.get("AvailabilityZone"),
             "public_ip": instance.PublicIpAddress,
             "private_ip": instance.PrivateIpAddress,
             "lifecycle": instance.InstanceLifecycle or "on-demand",
@@ -486,12 +441,7 @@ class AwsSpec:
         ip = instance.PublicIpAddress or instance.PrivateIpAddress
         if ip:
             address["ssh"] = f"{self.config.ssh_user}@{ip}"
-        cpu = instance.CpuOptions
-        cpus = (
-            cpu.CoreCount * cpu.ThreadsPerCore
-            if cpu and cpu.CoreCount and cpu.ThreadsPerCore
-            else None
-        )
+        cores, threads = (instance.CpuOptions.get(k) for k in ("CoreCount", "ThreadsPerCore"))
         return Host(
             id=tags[TAG_HOST_ID],
             name=tags.get(TAG_HOST_NAME) or tags.get("Name") or instance.InstanceId,
@@ -505,7 +455,7 @@ class AwsSpec:
                 for k, v in tags.items()
                 if k.startswith(USER_TAG_PREFIX)
             },
-            resources={"cpus": cpus},
+            resources={"cpus": cores * threads if cores and threads else None},
             address={k: v for k, v in address.items() if v is not None},
             native_id=instance.InstanceId,
         )
@@ -596,7 +546,7 @@ class AwsBackend(Backend):
     # Pauses between polls while waiting for a state; the last one repeats.
     poll_delays_s: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 10.0)
 
-    def __init__(self, config: ProviderConfig, runner: Any) -> None:
+    def __init__(self, config: ProviderConfig, runner: Runner) -> None:
         super().__init__(config, runner)
         self.spec = AwsSpec(self.config, self.name)
 
@@ -791,17 +741,11 @@ class AwsBackend(Backend):
         key = f"ebs_snapshots:{image_id}"
 
         def record(out: str, ctx: Context) -> None:
-            ctx[key] = [
-                d.Ebs.SnapshotId
-                for image in self.spec.parse_images(out)
-                for d in image.BlockDeviceMappings
-                if d.Ebs and d.Ebs.SnapshotId
-            ]
+            ctx[key] = [snap for i in self.spec.parse_images(out) for snap in i.ebs_snapshots]
 
         def delete_ebs(ctx: Context) -> None:
-            for ebs_id in ctx.get(key, []):  # a cleanup: never cut short half-way
-                argv = self.spec.delete_snapshot_argv(ebs_id)
-                self._delete(argv)
+            for ebs_id in ctx.get(key, []):
+                self._delete(self.spec.delete_snapshot_argv(ebs_id))
 
         each = shlex.join(self.spec.delete_snapshot_argv("<id>"))
         return [
@@ -887,7 +831,7 @@ class AwsBackend(Backend):
             mine = next((i for i in instances if i.InstanceId == instance_id), None)
             if mine is None:  # not visible yet (EC2 is eventually consistent)
                 return False
-            _refuse_dead(mine, "running")
+            _refuse_dead(mine)
             ctx["instance"] = mine
             return mine.State.Name == "running"
 
@@ -900,7 +844,7 @@ class AwsBackend(Backend):
             )
             if not instances:
                 return False
-            _refuse_dead(instances[0], want)
+            _refuse_dead(instances[0])
             return instances[0].State.Name == want
 
         return Step(
@@ -969,9 +913,10 @@ class AwsBackend(Backend):
             )
 
 
-def _refuse_dead(instance: Ec2Instance, want: str) -> None:
-    if instance.State.Name in ("shutting-down", "terminated") and want != "terminated":
-        reason = (instance.StateReason or {}).get("Message") or "no reason given"
+def _refuse_dead(instance: Ec2Instance) -> None:
+    """An instance we wait for that is being terminated will never get there."""
+    if instance.State.Name in ("shutting-down", "terminated"):
+        reason = instance.StateReason.get("Message") or "no reason given"
         raise MngrError(f"instance {instance.InstanceId} is {instance.State.Name}: {reason}")
 
 

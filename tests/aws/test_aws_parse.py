@@ -70,7 +70,7 @@ def test_snapshots_are_the_provider_images(spec) -> None:
     assert snap.id == json.loads(fixture("create-image.json"))["ImageId"]
     assert (snap.name, snap.host, snap.provider) == ("web-2-snap", "web-2", "capture")
     assert snap.created_at == "2026-01-02T04:00:00Z"
-    [ebs] = [d.Ebs.SnapshotId for d in images[0].BlockDeviceMappings if d.Ebs]
+    [ebs] = images[0].ebs_snapshots
     assert ebs.startswith("snap-")
 
 
@@ -91,8 +91,15 @@ def test_check_reports_the_region(spec) -> None:
     assert spec.parse_region(fixture("describe-regions.json")) == {
         "region": "us-east-1",
         "endpoint": "ec2.us-east-1.amazonaws.com",
-        "opt_in": "opt-in-not-required",
     }
+
+
+def test_cpus_come_from_the_cpu_options_when_given(spec) -> None:
+    doc = json.loads(fixture("run-instances.json"))
+    doc["Instances"][0]["CpuOptions"] = {"CoreCount": 2, "ThreadsPerCore": 2}
+    host = spec.host_of(spec.parse_launched(json.dumps(doc)))
+    assert host is not None and host.resources.cpus == 4
+    assert spec.host_of(spec.parse_launched(fixture("run-instances.json"))).resources.cpus is None
 
 
 def test_unknown_fields_are_ignored(spec) -> None:

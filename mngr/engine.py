@@ -180,7 +180,10 @@ class Engine:
         snaps: list[Snapshot] = []
         errors: list[ProviderErrorRow] = []
         for outcome in outcomes:
-            if outcome.error is not None:
+            if isinstance(outcome.error, PartialListError):
+                snaps.extend(outcome.error.hosts)  # type: ignore[arg-type]  # its snapshots
+                errors += [error_row(outcome.item, e) for e in outcome.error.errors]
+            elif outcome.error is not None:
                 errors.append(error_row(outcome.item, outcome.error))
             else:
                 snaps.extend(outcome.value)

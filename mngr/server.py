@@ -134,7 +134,7 @@ def load_tokens(path: Path) -> list[Token]:
         if not line or line.startswith("#"):
             continue
         read_only = line.startswith(READ_ONLY_PREFIX)
-        secret = line.removeprefix(READ_ONLY_PREFIX).removeprefix(READ_WRITE_PREFIX)
+        secret = line.removeprefix(READ_ONLY_PREFIX if read_only else READ_WRITE_PREFIX)
         if len(secret) < MIN_TOKEN_LENGTH:
             raise ConfigError(
                 f"{path}:{number}: token is shorter than {MIN_TOKEN_LENGTH} characters"

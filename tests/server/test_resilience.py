@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -54,22 +55,29 @@ def test_server_frozen_mid_list_times_out_without_blocking_others(
 
 
 def test_remote_provider_failures_are_error_rows_beside_the_other_hosts(
-    serve, client_settings, mngr, tmp_path
+    serve, client_settings, mngr
 ) -> None:
-    broken = tmp_path / "broken-root"
-    (broken / "bad" / ".mngr").mkdir(parents=True)
-    (broken / "bad" / ".mngr" / "host.json").write_text("{not json")
     server = serve(
         "--provider", "local", "--provider", "broken",
-        settings=f'[providers.broken]\nbackend = "local"\nroot = "{broken}"\n',
+        settings='[providers.broken]\nbackend = "docker"\nbinary = "/nonexistent/docker"\n',
     )  # fmt: skip
     client_settings(team=server)
     assert mngr("host", "create", "ok", "-p", "team").exit_code == 0
+    assert mngr("host", "snapshot", "create", "ok", "-p", "team", "-n", "s1").exit_code == 0
     code, doc = hosts_of(mngr, "-p", "team")
     assert code == 6
     assert [h["name"] for h in doc["hosts"]] == ["ok"]
     [row] = doc["errors"]
-    assert row["provider"] == "team" and "remote provider 'broken'" in row["message"]
+    assert row["provider"] == "team" and row["kind"] == "vendor-missing"
+    assert "remote provider 'broken'" in row["message"]
+    # Snapshots too: the healthy remote provider's are listed and can be used.
+    listed = mngr("host", "snapshot", "list", "-p", "team", "--format", "json")
+    assert listed.exit_code == 6
+    doc = json.loads(listed.stdout)
+    assert [s["name"] for s in doc["snapshots"]] == ["s1"]
+    assert [e["kind"] for e in doc["errors"]] == ["vendor-missing"]
+    restored = mngr("host", "create", "again", "-p", "team", "--from-snapshot", "s1")
+    assert restored.exit_code == 0, restored.stderr
 
 
 def test_two_concurrent_creates_of_one_name_end_with_one_host(server) -> None:

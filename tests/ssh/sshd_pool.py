@@ -92,6 +92,9 @@ class Sshd:
                     "StrictModes no",
                     "MaxStartups 100",
                     "MaxSessions 100",
+                    # Debian's bash sources ~/.bashrc for ssh commands unless nested; this
+                    # box's root .bashrc (pyenv init) costs ~200 ms a session, not ours.
+                    "SetEnv SHLVL=1",
                     "",
                 ]
             )

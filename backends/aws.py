@@ -572,8 +572,7 @@ class AwsBackend(Backend):
     def classify(self, error: VendorCommandError) -> MngrError:
         for text, kind, hint in ERROR_RULES:
             if text in error.stderr:
-                message = f"provider {self.provider!r}: {error.message}"
-                return kind(f"{message} ({hint})" if hint else message)
+                return kind(f"{error.message} ({hint})" if hint else error.message)
         return error
 
     # --- hosts ------------------------------------------------------------------------

@@ -16,10 +16,12 @@ from mngr import paths
 from mngr.backend import Backend
 from mngr.config import Settings
 from mngr.errors import (
+    ConfigError,
     InterruptedByUser,
     MngrError,
     NotFoundError,
     PartialListError,
+    UnauthorisedError,
     UnreachableError,
     UsageError,
     VendorMissingError,
@@ -100,6 +102,12 @@ def fan_out(
     for index in pending:
         outcomes[index].error = UnreachableError(f"did not answer within {deadline_s:g}s")
     return outcomes
+
+
+# Error rows whose cause keeps its own exit code when a verb cannot resolve a host.
+_ROW_ERRORS: dict[str, type[MngrError]] = {
+    e.kind: e for e in (UnauthorisedError, VendorMissingError, ConfigError)
+}
 
 
 @dataclass
@@ -226,7 +234,9 @@ class Engine:
             relevant = [e for e in listing.errors if want is None or e.provider == want]
             if relevant:
                 first = relevant[0]
-                raise UnreachableError(
+                # Keep what made the provider fail (e.g. not authorised: exit 5), not just that.
+                error = _ROW_ERRORS.get(first.kind, UnreachableError)
+                raise error(
                     f"cannot tell whether host {ref!r} exists: provider {first.provider!r}: "
                     f"{first.message}"
                 )

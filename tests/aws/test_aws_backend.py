@@ -26,42 +26,9 @@ from mngr.errors import (
 )
 from mngr.plan import execute
 from mngr.records import Host, HostState, Snapshot
-from tests.aws.motoserver import FIXTURES
+from tests.aws.ec2_fakes import HOST_ID, STDERR, fixture, instance, listing
 
 pytestmark = pytest.mark.aws
-
-STDERR = json.loads((FIXTURES / "stderr.json").read_text(encoding="utf-8"))
-# Texts the local endpoint cannot produce, in the format the CLI prints every service error.
-STDERR.update(
-    {
-        "unauthorized-operation": {
-            "returncode": 255,
-            "stderr": "\nAn error occurred (UnauthorizedOperation) when calling the RunInstances "
-            "operation: You are not authorized to perform this operation. Encoded "
-            "authorization failure message: AbCdEf\n",
-        },
-        "expired-token": {
-            "returncode": 255,
-            "stderr": "\nAn error occurred (ExpiredToken) when calling the DescribeInstances "
-            "operation: The security token included in the request is expired\n",
-        },
-        "request-limit": {
-            "returncode": 255,
-            "stderr": "\nAn error occurred (RequestLimitExceeded) when calling the "
-            "DescribeInstances operation (reached max retries: 4): Request limit exceeded.\n",
-        },
-        "region-format": {
-            "returncode": 255,
-            "stderr": "\nProvided region_name 'us east' doesn't match a supported format.\n",
-        },
-    }
-)
-HOST_ID = "host-" + "b" * 32
-GLOBAL = ["--region", "us-east-1", "--output", "json"]
-
-
-def fixture(name: str) -> str:
-    return (FIXTURES / name).read_text(encoding="utf-8")
 
 
 def aws(verb: str, fp) -> list:
@@ -75,27 +42,6 @@ def failing(fp, verb: str, case: str, occurrences: int = 1):
         returncode=STDERR[case]["returncode"],
         occurrences=occurrences,
     )
-
-
-def instance(
-    name: str, state: str, instance_id: str, host_id: str = HOST_ID, provider: str = "cloud"
-) -> dict:
-    return {
-        "InstanceId": instance_id,
-        "State": {"Name": state},
-        "ImageId": "ami-1",
-        "PublicIpAddress": "54.0.0.1",
-        "Tags": [
-            {"Key": "mngr:host-id", "Value": host_id},
-            {"Key": "mngr:host-name", "Value": name},
-            {"Key": "mngr:provider", "Value": provider},
-            {"Key": "mngr:created-at", "Value": "2026-01-02T03:04:05Z"},
-        ],
-    }
-
-
-def listing(*instances: dict) -> str:
-    return json.dumps({"Reservations": [{"Instances": list(instances)}]})
 
 
 HOST = Host(

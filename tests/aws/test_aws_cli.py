@@ -7,7 +7,7 @@ import json
 import pytest
 from mngr_backends.aws import AwsConfig, AwsSpec
 
-from tests.aws.test_aws_backend import HOST_ID, STDERR, instance, listing
+from tests.aws.ec2_fakes import HOST_ID, STDERR, instance, listing
 
 pytestmark = pytest.mark.aws
 

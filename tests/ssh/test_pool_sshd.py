@@ -234,3 +234,18 @@ def test_connection_reuse_keeps_sockets_in_a_private_dir(sshd_pool, mngr, runtim
     assert sockets_dir.stat().st_mode & 0o777 == 0o700
     sockets = list(sockets_dir.iterdir())
     assert len(sockets) == 2 and all(len(str(s)) < 100 for s in sockets)
+
+
+def test_provider_check_counts_free_machines_and_names_a_dead_one(sshd_pool, mngr) -> None:  # noqa: ANN001
+    pool = sshd_pool(2)
+    assert mngr("host", "create", "web", "-p", "pool", "--machine", "m2").exit_code == 0
+    ok = mngr("provider", "check", "pool", "--format", "json")
+    assert ok.exit_code == 0, ok.stderr
+    [row] = json.loads(ok.stdout)["providers"]
+    assert row["details"] == {"machines": 2, "free": 1, "claimed": {"m2": "web"}}
+
+    pool.machines[0].stop()
+    bad = mngr("provider", "check", "pool", "--format", "json")
+    assert bad.exit_code == 1
+    [row] = json.loads(bad.stdout)["providers"]
+    assert row["ok"] is False and row["details"]["error"].startswith("machine 'm1'")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import statistics
 import subprocess
-import time
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +19,27 @@ class Measurement:
     peak_mib: float
     runs: int
     target: str = ""
+    cpu_ms: float = 0.0  # median user + system time: steadier than wall time on a busy machine
+
+
+# Each run starts from this small process, not from the bench's own (larger) Python: a
+# child's peak RSS includes the memory of the process it was forked from, so forking straight
+# from here would put a floor of this script's size under every figure.
+_TRAMPOLINE = """
+import os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    try:
+        os.execvp(sys.argv[1], sys.argv[1:])
+    finally:
+        os._exit(127)
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+code = os.waitstatus_to_exitcode(status)
+print(code, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
+"""
 
 
 def measure(
@@ -32,35 +53,38 @@ def measure(
 ) -> Measurement:
     walls: list[float] = []
     peaks: list[float] = []
+    cpus: list[float] = []
     full_env = {**os.environ, **(env or {})}
     for _ in range(runs):
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=full_env
+        proc = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, *argv],
+            capture_output=True,
+            env=full_env,
         )
-        _, status, usage = os.wait4(proc.pid, 0)
-        walls.append((time.perf_counter() - start) * 1000)
-        code = os.waitstatus_to_exitcode(status)
-        proc.returncode = code
+        code_text, wall_s, cpu_s, maxrss_kib = proc.stdout.split()
+        code = int(code_text)
         if code not in ok_codes:
-            err = proc.stderr.read().decode() if proc.stderr else ""
+            err = proc.stderr.decode(errors="replace")
             raise SystemExit(f"{label}: {' '.join(argv)} exited {code}: {err[-500:]}")
-        if proc.stderr:
-            proc.stderr.close()
-        peaks.append(usage.ru_maxrss / 1024)  # KiB on Linux
-    return Measurement(label, statistics.median(walls), max(peaks), runs, target)
+        walls.append(float(wall_s) * 1000)
+        cpus.append(float(cpu_s) * 1000)
+        peaks.append(int(maxrss_kib) / 1024)  # KiB on Linux
+    return Measurement(
+        label, statistics.median(walls), max(peaks), runs, target, statistics.median(cpus)
+    )
 
 
 def print_table(title: str, rows: list[Measurement]) -> str:
     lines = [
         f"### {title}",
         "",
-        "| what | median wall (ms) | peak RSS (MiB) | runs | target |",
-        "|---|---:|---:|---:|---|",
+        "| what | median wall (ms) | median CPU (ms) | peak RSS (MiB) | runs | target |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.label} | {r.median_ms:.0f} | {r.peak_mib:.1f} | {r.runs} | {r.target} |"
+            f"| {r.label} | {r.median_ms:.0f} | {r.cpu_ms:.0f} | {r.peak_mib:.1f} | {r.runs} "
+            f"| {r.target} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

@@ -692,7 +692,6 @@ def build(with_backend_flags: bool) -> typer.Typer:
 
 def run(argv: list[str]) -> int:
     """Entry point after the fast paths: run the Typer app, map errors to exit codes."""
-    from mngr import output
     from mngr.errors import EXIT_INTERRUPTED, EXIT_USAGE, MngrError
 
     # Backend flags import every backend; only `host create` (and its help) need them.
@@ -704,24 +703,30 @@ def run(argv: list[str]) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except MngrError as exc:
-        output.error(str(exc))
+        _report(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        output.error("interrupted")
+        _report("interrupted")
         return EXIT_INTERRUPTED
     except typer.Abort:
-        output.error("aborted")
+        _report("aborted")
         return 1
     except Exception as exc:  # click usage errors and anything unexpected
         usage = _click_usage_error(exc)
         if usage is not None:
             if usage:
-                output.error(usage)
+                _report(usage)
             return EXIT_USAGE
         if os.environ.get("MNGR_DEBUG"):
             raise
-        output.error(f"internal error: {exc!r} (set MNGR_DEBUG=1 for a traceback)")
+        _report(f"internal error: {exc!r} (set MNGR_DEBUG=1 for a traceback)")
         return 1
+
+
+def _report(text: str) -> None:
+    from mngr import output  # here, not atop run(): it imports the pydantic records
+
+    output.error(text)
 
 
 def _click_usage_error(exc: Exception) -> str | None:

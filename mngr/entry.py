@@ -3,7 +3,6 @@ imported (no Typer, no pydantic, no rich); everything else goes to the CLI."""
 
 from __future__ import annotations
 
-import signal
 import sys
 
 
@@ -22,6 +21,8 @@ def main() -> None:
         from mngr.completion import answer
 
         sys.exit(answer(argv[1:]))
+    import signal  # not above: it imports enum, a cost the fast paths need not pay
+
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         from mngr.cli import run

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TEST_IMAGE = "mngr-test-busybox:latest"
+# Resolved at import, before the tests hide docker from PATH (see tests/conftest.py).
+DOCKER = shutil.which("docker") or "docker"
 BUSYBOX = "/bin/busybox"
 DOCKERFILE = """\
 FROM scratch
@@ -41,7 +43,7 @@ class Engine:
 
     def docker(self, *args: str, check: bool = True, timeout: float = 120, **kw: object):
         return subprocess.run(
-            ["docker", "--host", self.host, *args],
+            [DOCKER, "--host", self.host, *args],
             capture_output=True,
             text=True,
             check=check,
@@ -93,7 +95,7 @@ class Engine:
 
 def missing() -> str | None:
     """Why no engine can be had here, or None."""
-    if shutil.which("docker") is None:
+    if shutil.which(DOCKER) is None:
         return "the docker CLI is not installed (Debian package docker.io)"
     if not os.path.exists(BUSYBOX):
         return f"{BUSYBOX} is missing (Debian package busybox-static)"

@@ -4,9 +4,9 @@
 # Install: save as ~/.local/share/bash-completion/completions/mngr, or `source` it.
 
 _mngr_complete() {
-    local out
-    out=$("${COMP_WORDS[0]}" __complete bash -- "${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null) ||
-        return 0
+    local cmd=${COMP_WORDS[0]} out
+    [[ $cmd == "~/"* ]] && cmd=$HOME/${cmd#"~/"}
+    out=$("$cmd" __complete bash -- "${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null) || return 0
     local -a lines=()
     [[ -n $out ]] && mapfile -t lines <<<"$out"
     if [[ ${lines[0]-} == "::files" ]]; then

@@ -6,7 +6,8 @@
 function __mngr_complete
     set -l tokens (commandline -opc)
     set -l current (commandline -ct)
-    set -l lines ($tokens[1] __complete fish -- $tokens[2..-1] $current 2>/dev/null)
+    set -l cmd (string replace -r '^~/' "$HOME/" -- $tokens[1])
+    set -l lines ($cmd __complete fish -- $tokens[2..-1] $current 2>/dev/null)
     if test "$lines[1]" = "::files"
         __fish_complete_path $lines[2]
     else

@@ -6,8 +6,9 @@
 
 _mngr() {
     local -a lines
-    lines=("${(@f)$("${words[1]}" __complete zsh -- "${(@Q)words[2,CURRENT-1]}" \
-        "${(Q)PREFIX}" 2>/dev/null)}")
+    local cmd=${words[1]/#\~\//$HOME/}
+    lines=("${(@f)$("$cmd" __complete zsh -- "${(@Q)words[2,CURRENT-1]}" "${(Q)PREFIX}" \
+        2>/dev/null)}")
     if [[ ${lines[1]-} == "::files" ]]; then
         compset -P '*='
         _files

@@ -367,9 +367,9 @@ _BASH = """\
 # Install: save as ~/.local/share/bash-completion/completions/mngr, or `source` it.
 
 _mngr_complete() {
-    local out
-    out=$("${COMP_WORDS[0]}" __complete bash -- "${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null) ||
-        return 0
+    local cmd=${COMP_WORDS[0]} out
+    [[ $cmd == "~/"* ]] && cmd=$HOME/${cmd#"~/"}
+    out=$("$cmd" __complete bash -- "${COMP_WORDS[@]:1:COMP_CWORD}" 2>/dev/null) || return 0
     local -a lines=()
     [[ -n $out ]] && mapfile -t lines <<<"$out"
     if [[ ${lines[0]-} == "::files" ]]; then
@@ -389,8 +389,9 @@ _ZSH = """\
 
 _mngr() {
     local -a lines
-    lines=("${(@f)$("${words[1]}" __complete zsh -- "${(@Q)words[2,CURRENT-1]}" \\
-        "${(Q)PREFIX}" 2>/dev/null)}")
+    local cmd=${words[1]/#\\~\\//$HOME/}
+    lines=("${(@f)$("$cmd" __complete zsh -- "${(@Q)words[2,CURRENT-1]}" "${(Q)PREFIX}" \\
+        2>/dev/null)}")
     if [[ ${lines[1]-} == "::files" ]]; then
         compset -P '*='
         _files
@@ -415,7 +416,8 @@ _FISH = """\
 function __mngr_complete
     set -l tokens (commandline -opc)
     set -l current (commandline -ct)
-    set -l lines ($tokens[1] __complete fish -- $tokens[2..-1] $current 2>/dev/null)
+    set -l cmd (string replace -r '^~/' "$HOME/" -- $tokens[1])
+    set -l lines ($cmd __complete fish -- $tokens[2..-1] $current 2>/dev/null)
     if test "$lines[1]" = "::files"
         __fish_complete_path $lines[2]
     else

@@ -34,7 +34,7 @@ def write_cache(names: dict[str, list[str]]) -> None:
 
 
 def test_commands_and_subcommands_complete_by_prefix() -> None:
-    assert values("") == ["completion", "config", "host", "provider"]
+    assert {"completion", "config", "host", "provider"} <= set(values(""))
     assert values("ho") == ["host"]
     assert set(values("host", "")) >= {"create", "list", "destroy", "snapshot", "exec"}
     assert values("host", "snapshot", "d") == ["delete"]
@@ -208,28 +208,41 @@ def test_completion_command_prints_the_committed_scripts(mngr_on_path: Path) -> 
         assert out == (REPO / "completions" / f"mngr.{shell}").read_text()
 
 
-def test_bash_script_completes_through_the_real_command(mngr_on_path: Path) -> None:
+def test_bash_script_completes_through_the_real_command(
+    mngr_on_path: Path, isolated_home: Path
+) -> None:
     make_local_host("web-1")
+    (isolated_home / "bin").mkdir()
+    (isolated_home / "bin" / "mngr").symlink_to(mngr_on_path)
     script = REPO / "completions" / "mngr.bash"
     probe = (
         f'source "{script}"\n'
         'c() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); COMPREPLY=(); _mngr_complete;'
         ' printf "%s," "${COMPREPLY[@]}"; echo; }\n'
         'c mngr ho\nc mngr host destroy ""\nc mngr host list --format = js\nc mngr --config /e\n'
+        'c "~/bin/mngr" ho\n'
     )
     out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines() == ["host,", "web-1,", "json,jsonl,", "/etc,"]
+    assert out.stdout.splitlines() == ["host,", "web-1,", "json,jsonl,", "/etc,", "host,"]
 
 
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
-def test_fish_script_completes_through_the_real_command(mngr_on_path: Path) -> None:
+def test_fish_script_completes_through_the_real_command(
+    mngr_on_path: Path, isolated_home: Path
+) -> None:
     make_local_host("web-1")
     script = REPO / "completions" / "mngr.fish"
-    probe = f'source "{script}"; complete -C "mngr host stop "; complete -C "mngr host li"'
+    (isolated_home / "bin").mkdir()
+    (isolated_home / "bin" / "mngr").symlink_to(mngr_on_path)
+    probe = (
+        f'source "{script}"; complete -C "mngr host stop "; complete -C "mngr host li";'
+        ' complete -C "~/bin/mngr host sto"'
+    )
     out = subprocess.run(["fish", "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == [
         "web-1\tlocal",
         "list\tList hosts of every provider (or the given ones)",
+        "stop\tStop hosts",
     ]
 
 
@@ -255,7 +268,9 @@ zpty -d z
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
-def test_zsh_script_completes_through_the_real_command(mngr_on_path: Path, tmp_path: Path) -> None:
+def test_zsh_script_completes_through_the_real_command(
+    mngr_on_path: Path, tmp_path: Path, isolated_home: Path
+) -> None:
     make_local_host("web-1")
     fpath = tmp_path / "zfunc"
     fpath.mkdir()
@@ -272,7 +287,10 @@ def test_zsh_script_completes_through_the_real_command(mngr_on_path: Path, tmp_p
         )
         return run.stdout.split()
 
+    (isolated_home / "bin").mkdir()
+    (isolated_home / "bin" / "mngr").symlink_to(mngr_on_path)
     assert tab("mngr host sto") == ["stop"]
+    assert tab("~/bin/mngr host sto") == ["stop"]
     assert tab("mngr host stop ") == ["web-1"]
     assert tab("mngr host list --format=j") == ["--format=json", "--format=jsonl"]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,7 @@ def main() -> None:
             print(f"  {name:<{width}}  {value:8.1f}")
     finally:
         pool.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,216 @@
+"""Integration: the docker backend against a real Docker engine (and a real sshd for the ssh
+transport), all started by the suite itself when none is running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.docker import dockerd
+from tests.docker.conftest import DockerEnv
+
+pytestmark = pytest.mark.docker
+
+
+def listed(mngr, *args: str) -> dict:
+    result = mngr("host", "list", "--format", "json", *args)
+    assert result.exit_code in (0, 6), result.stderr
+    return result.json()
+
+
+def by_name(doc: dict) -> dict[str, dict]:
+    return {h["name"]: h for h in doc["hosts"]}
+
+
+def wait_until(check, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return check()
+
+
+def test_lifecycle_of_four_hosts_leaves_no_container_or_image(docker_env: DockerEnv, mngr):
+    p = docker_env.provider
+    tag = "team=a,b=c d é"
+    created = mngr(
+        "--jobs", "3", "host", "create", "h1", "h2", "h3", "--provider", p, "--tag", tag,
+        "--env", "GREETING=hello, world", "--format", "json",
+    )  # fmt: skip
+    assert created.exit_code == 0, created.stderr
+    hosts = by_name(listed(mngr, "--provider", p))
+    assert sorted(hosts) == ["h1", "h2", "h3"]
+    assert {h["state"] for h in hosts.values()} == {"running"}
+    assert {json.dumps(h["tags"]) for h in hosts.values()} == {json.dumps({"team": "a,b=c d é"})}
+
+    for name in ("h1", "h2", "h3"):
+        cmd = f'test "$GREETING" = "hello, world" && test "$(hostname)" = {name} && exit 7'
+        assert mngr("host", "exec", name, "--provider", p, "--", "sh", "-c", cmd).exit_code == 7
+    marker = "echo kept > /marker"
+    assert mngr("host", "exec", "h1", "--provider", p, "--", "sh", "-c", marker).exit_code == 0
+
+    assert mngr("host", "stop", "h1", "h2", "h3", "--provider", p).exit_code == 0
+    assert {h["state"] for h in listed(mngr, "--provider", p)["hosts"]} == {"stopped"}
+    assert mngr("host", "exec", "h2", "--provider", p, "--", "true").exit_code == 1
+    assert mngr("host", "start", "h1", "h2", "h3", "--provider", p).exit_code == 0
+    assert {h["state"] for h in listed(mngr, "--provider", p)["hosts"]} == {"running"}
+
+    snap = mngr("host", "snapshot", "create", "h1", "--provider", p, "--name", "base", "-f", "json")
+    assert snap.exit_code == 0, snap.stderr
+    snaps = mngr("host", "snapshot", "list", "--provider", p, "--format", "json").json()
+    assert [(s["name"], s["host"]) for s in snaps["snapshots"]] == [("base", "h1")]
+
+    made = mngr("host", "create", "h4", "--provider", p, "--from-snapshot", "base")
+    assert made.exit_code == 0, made.stderr
+    kept = mngr("host", "exec", "h4", "--provider", p, "--", "grep", "-q", "kept", "/marker")
+    assert kept.exit_code == 0
+    h4 = by_name(listed(mngr, "--provider", p))["h4"]
+    assert h4["tags"] == {} and h4["image"].startswith("mngr-snapshot:snap-")
+    assert h4["id"] != by_name(listed(mngr, "--provider", p))["h1"]["id"]
+
+    assert mngr("host", "destroy", "h4", "--provider", p, "--yes", "--force").exit_code == 0
+    gone = mngr("host", "destroy", "h1", "h2", "h3", "--provider", p, "--yes", "--force", "--purge")
+    assert gone.exit_code == 0, gone.stderr
+    assert listed(mngr, "--provider", p)["hosts"] == []
+    assert docker_env.labelled("ps") == [] and docker_env.labelled("image ls") == []
+
+
+def test_destroy_keeps_snapshots_unless_purged_and_is_idempotent(docker_env: DockerEnv, mngr):
+    p = docker_env.provider
+    assert mngr("host", "create", "keep", "--provider", p).exit_code == 0
+    assert mngr("host", "stop", "keep", "--provider", p, "--snapshot").exit_code == 0
+    assert mngr("host", "destroy", "keep", "--provider", p, "--yes").exit_code == 0  # stopped
+    [snap] = mngr("host", "snapshot", "list", "keep", "--provider", p, "-f", "json").json()[
+        "snapshots"
+    ]
+    assert snap["name"].startswith("keep-stop-")
+    again = mngr("host", "destroy", "keep", "--provider", p, "--yes")
+    assert again.exit_code == 0 and "no such host" in again.stderr
+    assert mngr("host", "snapshot", "delete", snap["id"], "--yes").exit_code == 0
+    assert docker_env.labelled("image ls") == []
+
+
+def test_build_args_env_and_start_args_reach_docker(docker_env: DockerEnv, mngr, tmp_path):
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {dockerd.TEST_IMAGE}\nARG FLAVOUR=plain\nRUN echo $FLAVOUR > /flavour\n"
+    )
+    p = docker_env.provider
+    made = mngr(
+        "host", "create", "built", "--provider", p, "--build", str(tmp_path),
+        "-b", "FLAVOUR=spicy", "-b", "--no-cache", "-s", "--label=extra=yes",
+        "--env", "TOKEN=s3cr3t with spaces", "--memory", "64m", "--cpus", "0.5",
+    )  # fmt: skip
+    assert made.exit_code == 0, made.stderr
+    check = 'test "$(cat /flavour)" = spicy && test "$TOKEN" = "s3cr3t with spaces"'
+    assert mngr("host", "exec", "built", "--provider", p, "--", "sh", "-c", check).exit_code == 0
+    host = by_name(listed(mngr, "--provider", p))["built"]
+    assert host["resources"]["memory_gb"] == 64 / 1024 and host["resources"]["cpus"] == 0.5
+    labels = docker_env.engine.docker(
+        "inspect", "--format", "{{json .Config.Labels}}", "built." + p
+    )
+    assert json.loads(labels.stdout)["extra"] == "yes"
+    assert mngr("host", "destroy", "built", "--provider", p, "--yes", "--force").exit_code == 0
+    assert docker_env.labelled("image ls") == []  # the built image went with its host
+
+
+def test_two_concurrent_creates_of_one_name_give_one_host(docker_env: DockerEnv, mngr_process):
+    p = docker_env.provider
+    procs = [mngr_process("host", "create", "race", "--provider", p) for _ in range(2)]
+    results = [(proc.wait(60), proc.stderr.read()) for proc in procs]
+    assert sorted(code for code, _ in results) == [0, 1]
+    assert any(f"host 'race' already exists in provider '{p}'" in err for _, err in results)
+    assert len(docker_env.labelled("ps")) == 1
+
+
+def test_sigint_during_create_leaves_nothing(docker_env: DockerEnv, mngr_process, tmp_path):
+    (tmp_path / "Dockerfile").write_text(f"FROM {dockerd.TEST_IMAGE}\nRUN sleep 30\n")
+    engine = docker_env.engine
+    before = set(engine.docker("ps", "-aq").stdout.split())
+    proc = mngr_process(
+        "host", "create", "slow", "--provider", docker_env.provider, "--build", str(tmp_path)
+    )
+    # Interrupt once the build's RUN step is under way (a new container appears).
+    assert wait_until(lambda: set(engine.docker("ps", "-aq").stdout.split()) - before)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 130
+    assert wait_until(lambda: set(engine.docker("ps", "-aq").stdout.split()) <= before)
+    assert docker_env.labelled("ps") == [] and docker_env.labelled("image ls") == []
+
+
+def test_stopped_daemon_is_an_error_row_never_an_empty_list(docker_env: DockerEnv, mngr, tmp_path):
+    stale = socket.socket(socket.AF_UNIX)  # a socket left behind by a daemon that died
+    stale.bind(str(tmp_path / "stale.sock"))
+    docker_env.add_provider("gone", host=f"unix://{tmp_path}/nothing.sock")
+    docker_env.add_provider("stale", host=f"unix://{tmp_path}/stale.sock")
+    assert mngr("host", "create", "alive", "--provider", "local").exit_code == 0
+    result = mngr("host", "list", "--format", "json")
+    stale.close()
+    assert result.exit_code == 6
+    doc = result.json()
+    assert "alive" in by_name(doc)
+    rows = {(e["provider"], e["kind"]) for e in doc["errors"]}
+    assert {("gone", "unreachable"), ("stale", "unreachable")} <= rows
+    assert mngr("host", "stop", "x", "--provider", "gone").exit_code == 1
+
+
+def test_provider_check_reports_the_server(docker_env: DockerEnv, mngr):
+    result = mngr("provider", "check", docker_env.provider, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    [row] = result.json()["providers"]
+    assert row["details"]["reachable"] and row["details"]["server_version"]
+
+
+def test_exec_passes_stdin_through(docker_env: DockerEnv, mngr):
+    p = docker_env.provider
+    assert mngr("host", "create", "cat", "--provider", p).exit_code == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "mngr", "host", "exec", "cat", "--provider", p, "--", "cat"],
+        input="through stdin\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout == "through stdin\n"
+
+
+def test_the_builtin_local_docker_needs_no_settings(
+    docker_env: DockerEnv, mngr, monkeypatch, user_settings: Path
+):
+    user_settings.write_text("")  # no providers configured: only the built-ins
+    monkeypatch.setenv("DOCKER_HOST", docker_env.engine.host)
+    name = f"builtin-{docker_env.provider}"
+    try:
+        made = mngr("host", "create", name, "--image", dockerd.TEST_IMAGE, "-p", "local_docker")
+        assert made.exit_code == 0, made.stderr
+        assert name in by_name(listed(mngr, "--provider", "local_docker"))
+        assert mngr("host", "destroy", name, "--yes", "--force").exit_code == 0
+    finally:  # this may be a developer's real daemon: remove only what this test made
+        docker_env.engine.docker("rm", "--force", f"{name}.local_docker", check=False)
+
+
+def test_remote_docker_over_ssh(docker_env: DockerEnv, docker_sshd, mngr, monkeypatch):
+    monkeypatch.setenv("PATH", f"{docker_sshd.bin_dir}:{os.environ['PATH']}")  # our ssh keys
+    docker_env.add_provider("remote", host=docker_sshd.url(), image=dockerd.TEST_IMAGE)
+    check = mngr("provider", "check", "remote", "--format", "json")
+    assert check.exit_code == 0, check.stdout + check.stderr
+    assert check.json()["providers"][0]["details"]["docker_host"] == docker_sshd.url()
+    # The same host name in two provider instances on one daemon: each sees only its own.
+    for provider in ("remote", docker_env.provider):
+        made = mngr("host", "create", "twin", "--provider", provider, "--tag", f"via={provider}")
+        assert made.exit_code == 0, made.stderr
+    remote = listed(mngr, "--provider", "remote")["hosts"]
+    assert [(h["name"], h["tags"]) for h in remote] == [("twin", {"via": "remote"})]
+    ran = mngr("host", "exec", "twin.remote", "--", "sh", "-c", "exit 5")
+    assert ran.exit_code == 5
+    assert mngr("host", "destroy", "twin.remote", "--yes", "--force").exit_code == 0
+    assert docker_env.labelled("ps", "remote") == []
+    assert len(docker_env.labelled("ps")) == 1

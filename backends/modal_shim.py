@@ -413,7 +413,8 @@ def verb_exec(s: Session, args: argparse.Namespace) -> int:
     sandbox = s.modal.Sandbox.from_id(args.sandbox_id)
     if args.detach:
         argv = ["sh", "-c", f'nohup "$@" >>{DETACHED_LOG} 2>&1 </dev/null &', "sh", *argv]
-    process = sandbox.exec(*argv, pty=True) if args.tty else sandbox.exec(*argv, text=False)
+    # A pty's output is raw terminal bytes, not text (as `modal shell` runs it).
+    process = sandbox.exec(*argv, text=False, **({"pty": True} if args.tty else {}))
     if args.tty and hasattr(process, "attach"):
         process.attach()  # raw terminal both ways, as `modal shell` does
         return process.wait()

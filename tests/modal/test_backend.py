@@ -335,3 +335,9 @@ def test_snapshots_parse(fp) -> None:
     )
     [parsed] = backend().list_snapshots(running())
     assert parsed.id == snap["id"] and parsed.provider == "cloud" and parsed.native_id == "im-1"
+
+
+def test_shell_is_an_attached_exec_of_a_login_shell() -> None:
+    command = backend().shell_command(running(), tty=True)
+    assert command.argv[3] == "exec" and "--tty" in command.argv
+    assert command.argv[-3:-1] == ["sh", "-c"] and "bash -l" in command.argv[-1]

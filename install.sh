@@ -54,7 +54,7 @@ record() { # KIND PATH
 make_dir() { # create DIR and any missing parents, remembering each one created
     local dir="$1" missing=()
     while [[ ! -d $dir ]]; do
-        missing=("$dir" "${missing[@]}")
+        missing=("$dir" ${missing[@]+"${missing[@]}"})  # (bash 3.2: empty array + set -u)
         dir="$(dirname "$dir")"
     done
     ((${#missing[@]})) || return 0
@@ -71,13 +71,18 @@ if ((uninstall)); then
         exit 0
     fi
     # Reverse order: files and links first, then the directories that held them.
-    mapfile -t entries < <(tac "$manifest")
-    for entry in "${entries[@]}"; do
+    entries=()
+    while IFS= read -r line; do entries=("$line" ${entries[@]+"${entries[@]}"}); done <"$manifest"
+    for entry in ${entries[@]+"${entries[@]}"}; do
         kind="${entry%%$'\t'*}"
         path="${entry#*$'\t'}"
         case "$kind" in
-            venv)
-                if [[ -d $path ]]; then rm -rf -- "$path"; say "removed $path"; fi ;;
+            venv) # only ever the venv this script makes, and only if it is one
+                if [[ $path == "$venv" && -f $path/pyvenv.cfg ]]; then
+                    rm -rf -- "$path"
+                    say "removed $path"
+                fi
+                ;;
             link)
                 if [[ -L $path ]]; then rm -f -- "$path"; say "removed $path"; fi ;;
             file)
@@ -85,7 +90,7 @@ if ((uninstall)); then
         esac
     done
     rm -f -- "$manifest"
-    for entry in "${entries[@]}"; do
+    for entry in ${entries[@]+"${entries[@]}"}; do
         kind="${entry%%$'\t'*}"
         path="${entry#*$'\t'}"
         if [[ $kind == dir && -d $path ]]; then

@@ -1,0 +1,58 @@
+"""Parsing the shim's output (tests/fixtures/modal/) into mngr records, without processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mngr_backends.modal import ModalBackend, ModalConfig, shim_report
+
+from mngr.errors import UnauthorisedError, VendorCommandError
+from mngr.records import HostState
+from mngr.runner import Runner
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "modal"
+
+
+@pytest.fixture
+def backend() -> ModalBackend:
+    return ModalBackend(ModalConfig(name="cloud", backend="modal"), Runner())
+
+
+def read(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def test_list_gives_running_and_stopped_hosts(backend: ModalBackend) -> None:
+    data = backend._parse(read("list.json"), "list")
+    web, db = (backend._host(h) for h in data["hosts"])
+    assert web.state == HostState.RUNNING and web.native_id.startswith("sb-")
+    assert web.resources.cpus == 2.0 and web.resources.memory_gb == 4.0
+    assert web.resources.gpus == "T4" and web.tags == {"team": "ml"}
+    assert web.address == {"app": "mngr-cloud", "sandbox_id": web.native_id}
+    assert db.state == HostState.STOPPED and db.native_id is None and db.address == {}
+    assert db.image == "postgres:16" and db.snapshots == ["snap-" + "0" * 31 + "2"]
+    assert {h.provider for h in (web, db)} == {"cloud"} and web.backend == "modal"
+
+
+def test_create_stop_and_snapshot_outputs(backend: ModalBackend) -> None:
+    created = backend._host(backend._parse(read("create.json"), "create"))
+    assert created.name == "web" and created.state == HostState.RUNNING
+    stopped = backend._host(backend._parse(read("stop.json"), "stop"))
+    assert stopped.name == "db" and stopped.state == HostState.STOPPED
+    snap = backend._snapshot(backend._parse(read("snapshot.json"), "snapshot"))
+    assert snap.name == "base" and snap.host == "web" and snap.native_id.startswith("im-")
+
+
+def test_list_snapshots_output(backend: ModalBackend) -> None:
+    data = backend._parse(read("list-snapshots.json"), "list-snapshots")
+    names = [backend._snapshot(s).name for s in data["snapshots"]]
+    assert names == ["base", "db-stop-20260301t130000z"]
+
+
+def test_the_error_is_the_last_json_line_after_sdk_warnings(backend: ModalBackend) -> None:
+    stderr = read("error-token-missing.stderr")
+    assert shim_report(stderr)["kind"] == "unauthorised"
+    error = backend.classify(VendorCommandError(["py", "-m", "shim", "list"], 5, "", stderr))
+    assert isinstance(error, UnauthorisedError) and error.exit_code == 5
+    assert "Token missing" in str(error) and "modal token new" in str(error)

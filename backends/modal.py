@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, ProviderConfig
+from mngr.backend import Backend, CreateOptions, CreateRequest, ProviderConfig
 from mngr.errors import (
     ConflictError,
     MngrError,
@@ -118,12 +118,9 @@ class ModalBackend(Backend):
     name = "modal"
     config_model = ModalConfig
     create_options_model = ModalCreateOptions
-    # Everything is supported, stop/start through snapshots (see the module docstring).
+    # Everything is supported. Modal sandboxes cannot be stopped: stop is snapshot_filesystem
+    # then terminate, start a new sandbox from the latest snapshot (see the module docstring).
     unsupported = {}
-    notes = {
-        Capability.STOP_START: "Modal sandboxes cannot be stopped; mngr stops them by snapshot "
-        "and terminate, and starts a new sandbox from the latest snapshot"
-    }
 
     config: ModalConfig
 

@@ -39,6 +39,7 @@ class ProviderConfig(BaseModel):
     name: str
     backend: str
     timeout_s: float = 60.0
+    enabled: bool = True  # false: kept in settings, skipped by list and refused by verbs
 
 
 class CreateOptions(BaseModel):

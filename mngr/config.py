@@ -149,10 +149,18 @@ def providers_in_file(data: dict[str, Any], path: Path) -> tuple[dict[str, dict[
     return result, default
 
 
+# Built-in instances and the vendor binary each needs on PATH to exist.
+BUILTIN_TEMPLATES: dict[str, tuple[dict[str, Any], str | None]] = {
+    "local": ({"name": "local", "backend": "local"}, None),
+    "local_docker": ({"name": "local_docker", "backend": "docker"}, "docker"),
+}
+
+
 def builtin_providers() -> dict[str, dict[str, Any]]:
-    found = {"local": {"name": "local", "backend": "local"}}
-    if shutil.which("docker"):
-        found["local_docker"] = {"name": "local_docker", "backend": "docker"}
+    found = {}
+    for name, (raw, binary) in BUILTIN_TEMPLATES.items():
+        if binary is None or shutil.which(binary):
+            found[name] = dict(raw)
     return found
 
 
@@ -175,7 +183,17 @@ def load(explicit: Path | None = None, *, validate: bool = True) -> Settings:
             default, default_from = layer_default, str(layer.path)
         for name, raw in defined.items():
             entry = merged.get(name)
-            if entry is None:
+            if entry is None and name in BUILTIN_TEMPLATES and "backend" not in raw:
+                # settings for a built-in whose vendor CLI is not installed here
+                template, binary = BUILTIN_TEMPLATES[name]
+                merged[name] = ProviderEntry(
+                    name,
+                    {**template, **raw},
+                    [BUILTIN, str(layer.path)],
+                    builtin=True,
+                    unavailable=f"'{binary}' is not on PATH",
+                )
+            elif entry is None:
                 merged[name] = ProviderEntry(name, raw, [str(layer.path)])
             else:
                 entry.raw = {**entry.raw, **raw}

@@ -134,6 +134,8 @@ class Engine:
                 raise VendorMissingError(
                     f"provider {provider!r} is unavailable: {entry.unavailable}"
                 )
+            if not entry.config.enabled:
+                raise UsageError(f"provider {provider!r} is disabled (enabled = false in settings)")
             cls = load_backend(entry.backend)
             self._backends[provider] = cls(entry.config, self.runner)
         return self._backends[provider]
@@ -143,7 +145,11 @@ class Engine:
             for name in names:
                 self.settings.provider(name)  # raises "no provider named ..." early
             return list(dict.fromkeys(names))
-        return [n for n, e in self.settings.providers.items() if not e.unavailable]
+        return [
+            n
+            for n, e in self.settings.providers.items()
+            if not e.unavailable and e.raw.get("enabled", True) is not False
+        ]
 
     def deadline(self, providers: list[str]) -> float:
         timeouts = [

@@ -59,8 +59,13 @@ def isolated_home(
         ("XDG_CACHE_HOME", ".cache"),
     ):
         monkeypatch.setenv(var, str(home / sub))
-    for var in ("MNGR_CONFIG", "MNGR_DEBUG", "NO_COLOR"):
+    for var in ("MNGR_DEBUG", "NO_COLOR", "DOCKER_HOST", "DOCKER_CONTEXT"):
         monkeypatch.delenv(var, raising=False)
+    # The built-in local_docker exists whenever `docker` is on PATH; a test only meets it
+    # when it asks for it (unset MNGR_CONFIG), never through a daemon another test started.
+    quiet = tmp_path / "builtins-off.toml"
+    quiet.write_text("[providers.local_docker]\nenabled = false\n")
+    monkeypatch.setenv("MNGR_CONFIG", str(quiet))
     monkeypatch.setenv("PATH", path_without_docker)
     monkeypatch.chdir(work)
     from mngr.runner import CANCELLED

@@ -186,6 +186,7 @@ def test_the_builtin_local_docker_needs_no_settings(
     docker_env: DockerEnv, mngr, monkeypatch, user_settings: Path
 ):
     user_settings.write_text("")  # no providers configured: only the built-ins
+    monkeypatch.delenv("MNGR_CONFIG")  # the suite disables local_docker unless asked for
     monkeypatch.setenv("DOCKER_HOST", docker_env.engine.host)
     name = f"builtin-{docker_env.provider}"
     try:

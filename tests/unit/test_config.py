@@ -141,3 +141,25 @@ def test_wrong_value_type(user_settings: Path) -> None:
 def test_unknown_provider_lookup_suggests(user_settings: Path) -> None:
     with pytest.raises(NotFoundError, match="did you mean 'local'"):
         config.load().provider("locl")
+
+
+def test_settings_for_local_docker_without_docker_installed(
+    user_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(config.shutil, "which", lambda _name: None)
+    write(user_settings, "[providers.local_docker]\nenabled = false\n")
+    entry = config.load().providers["local_docker"]
+    assert entry.unavailable == "'docker' is not on PATH" and entry.backend == "docker"
+
+
+def test_disabled_provider_is_skipped_by_list_and_refused_by_verbs(
+    user_settings: Path, tmp_path: Path
+) -> None:
+    from mngr.engine import Engine
+    from mngr.errors import UsageError
+
+    write(user_settings, '[providers.off]\nbackend = "local"\nenabled = false\n')
+    engine = Engine(config.load())
+    assert "off" not in engine.usable_providers()
+    with pytest.raises(UsageError, match="disabled"):
+        engine.backend("off")

@@ -196,7 +196,8 @@ class ModalBackend(Backend):
                     f'for it or set python = "/path/to/python" for provider {self.provider!r}'
                 )
             return MngrError(f"modal shim {verb} failed (exit {error.returncode}): {last}")
-        kind, message = report.get("kind"), str(report.get("message", "no error text"))
+        kind = report.get("kind")
+        message = str(report.get("message") or "no error text").rstrip(".")
         fix = str(report.get("fix") or "")
         if kind == "unauthorised":
             if self.config.token_id_env:
@@ -208,7 +209,7 @@ class ModalBackend(Backend):
                 f"Modal refused provider {self.provider!r}: {message}; fix: {fix}"
             )
         if kind == "vendor-missing":
-            return VendorMissingError(f"{message}; fix: {fix} for provider {self.provider!r}")
+            return VendorMissingError(f"{message}; fix (provider {self.provider!r}): {fix}")
         if kind == "not-found":
             return NotFoundError(f"modal {verb}: {message}")
         if kind == "conflict":
@@ -231,7 +232,7 @@ class ModalBackend(Backend):
 
     # --- records ------------------------------------------------------------------------
 
-    def _host(self, data: Any) -> Host:
+    def _host(self, data: Any, verb: str = "list") -> Host:
         try:
             resources = {k: v for k, v in (data.get("resources") or {}).items() if v is not None}
             sandbox_id = data.get("sandbox_id")
@@ -251,9 +252,11 @@ class ModalBackend(Backend):
                 native_id=sandbox_id,
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise VendorOutputError(f"modal shim printed an unreadable host: {exc}") from None
+            raise VendorOutputError(
+                f"modal shim {verb} printed an unreadable host: {exc}"
+            ) from None
 
-    def _snapshot(self, data: Any) -> Snapshot:
+    def _snapshot(self, data: Any, verb: str = "list-snapshots") -> Snapshot:
         try:
             return Snapshot(
                 id=data["id"],
@@ -264,11 +267,13 @@ class ModalBackend(Backend):
                 native_id=data.get("image_id"),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise VendorOutputError(f"modal shim printed an unreadable snapshot: {exc}") from None
+            raise VendorOutputError(
+                f"modal shim {verb} printed an unreadable snapshot: {exc}"
+            ) from None
 
     def _store(self, key: str, verb: str, make: Any) -> Any:
         def parse(stdout: str, ctx: Context) -> None:
-            ctx[key] = make(self._parse(stdout, verb))
+            ctx[key] = make(self._parse(stdout, verb), verb)
 
         return parse
 

@@ -307,16 +307,18 @@ class ModalBackend(Backend):
             long=True,
         )
         terminate = self.shim("terminate", *options(host_id=request.host_id))
+        return self._host_plan(
+            f"create sandbox {request.name} in Modal app {self.app}",
+            create,
+            undo=Step(f"terminate sandbox of {request.name}", command=terminate),
+            undo_if_failed=True,  # a timed-out create may have made the sandbox
+        )
+
+    def _host_plan(self, description: str, command: Command, **step: Any) -> Plan:
+        """One shim call that prints the host it leaves behind."""
+        parse = self._store("host", command.argv[3], self._host)
         return Plan(
-            [
-                Step(
-                    f"create sandbox {request.name} in Modal app {self.app}",
-                    command=create,
-                    parse=self._store("host", "create", self._host),
-                    undo=Step(f"terminate sandbox of {request.name}", command=terminate),
-                    undo_if_failed=True,  # a timed-out create may have made the sandbox
-                )
-            ],
+            [Step(description, command=command, parse=parse, **step)],
             finish=lambda ctx: ctx["host"],
         )
 
@@ -335,31 +337,15 @@ class ModalBackend(Backend):
             *self._snapshot_options(host, snap_id, f"{host.name}-stop-{stamp}"),
             long=True,
         )
-        return Plan(
-            [
-                Step(
-                    f"snapshot the filesystem of {host.name}, then terminate its sandbox",
-                    command=command,
-                    parse=self._store("host", "stop", self._host),
-                )
-            ],
-            finish=lambda ctx: ctx["host"],
+        return self._host_plan(
+            f"snapshot the filesystem of {host.name}, then terminate its sandbox", command
         )
 
     def start_plan(self, host: Host) -> Plan:
         if host.state == HostState.RUNNING:
             return Plan([], finish=lambda ctx: host)  # already running: nothing to do
         command = self.shim("start", *options(host_id=host.id), long=True)
-        return Plan(
-            [
-                Step(
-                    f"create a sandbox for {host.name} from its latest snapshot",
-                    command=command,
-                    parse=self._store("host", "start", self._host),
-                )
-            ],
-            finish=lambda ctx: ctx["host"],
-        )
+        return self._host_plan(f"create a sandbox for {host.name} from its last snapshot", command)
 
     # --- snapshots ----------------------------------------------------------------------
 

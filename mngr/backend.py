@@ -46,7 +46,8 @@ class CreateOptions(BaseModel):
     """Provider-specific `host create` flags. Each field becomes `--field-name`.
 
     Field metadata (`json_schema_extra`): `flag` overrides the long flag, `short` adds a
-    short one (e.g. "-b").
+    short one (e.g. "-b"); `serve: False` makes `mngr serve` refuse the option from remote
+    callers (it acts on the server's own machine: mounts, build contexts, as-is vendor flags).
     """
 
     model_config = ConfigDict(extra="forbid")

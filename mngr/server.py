@@ -400,8 +400,16 @@ class Service:
         provider = self._provider(body.provider) or self.settings.default_provider
         backend = self.engine.backend(provider)
         backend.require(Capability.CREATE)
+        model = backend.create_options_model
+        for key in body.options:
+            extra = model.model_fields[key].json_schema_extra if key in model.model_fields else {}
+            if isinstance(extra, dict) and extra.get("serve") is False:
+                raise UsageError(
+                    f"options.{key}: backend {backend.name!r} does not take this option through "
+                    "mngr serve (it acts on the server's own machine)"
+                )
         try:
-            options = backend.create_options_model.model_validate(body.options)
+            options = model.model_validate(body.options)
         except ValidationError as exc:
             raise UsageError(f"options.{_validation_message(exc.errors())}") from None
         snapshot = None

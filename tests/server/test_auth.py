@@ -14,17 +14,17 @@ pytestmark = pytest.mark.server
 
 
 @pytest.mark.parametrize("token", [None, "", WRONG_TOKEN, RW_TOKEN + "x", RW_TOKEN[:-1]])
-def test_missing_or_wrong_token_is_401_json(server, token) -> None:
+def test_missing_or_wrong_token_is_401_json(shared_server, token) -> None:
     headers = {"Authorization": "Bearer "} if token == "" else None
-    answer = server.api("GET", "/v1/hosts", token=token or None, headers=headers)
+    answer = shared_server.api("GET", "/v1/hosts", token=token or None, headers=headers)
     assert answer.status == 401
     assert answer.body["error"]["kind"] == "unauthorised"
     assert answer.headers["www-authenticate"] == "Bearer"
 
 
-def test_health_and_openapi_need_no_token(server) -> None:
-    assert server.api("GET", "/v1/health", token=None).body["status"] == "ok"
-    doc = server.api("GET", "/v1/openapi.json", token=None).body
+def test_health_and_openapi_need_no_token(shared_server) -> None:
+    assert shared_server.api("GET", "/v1/health", token=None).body["status"] == "ok"
+    doc = shared_server.api("GET", "/v1/openapi.json", token=None).body
     assert doc["openapi"].startswith("3.") and "/v1/hosts" in doc["paths"]
 
 
@@ -144,7 +144,7 @@ def test_token_file_rules(server_deps, tmp_path: Path) -> None:
         load_tokens(tmp_path / "missing")
 
 
-def test_serve_refuses_a_bad_token_file(serve, server_deps, tmp_path: Path) -> None:
+def test_serve_refuses_a_bad_token_file(server_deps, tmp_path: Path) -> None:
     from tests.server.conftest import start_serve
 
     server = start_serve(tmp_path / "bad", tokens="tooshort\n", wait=False)
@@ -152,8 +152,8 @@ def test_serve_refuses_a_bad_token_file(serve, server_deps, tmp_path: Path) -> N
     assert "token is shorter than" in server.log() and "tooshort" not in server.log()
 
 
-def test_server_answers_are_json_with_the_schema_version(server) -> None:
-    answer = server.api("GET", "/v1/providers")
+def test_server_answers_are_json_with_the_schema_version(shared_server) -> None:
+    answer = shared_server.api("GET", "/v1/providers")
     assert answer.status == 200
     assert answer.body["schema_version"] == 1
     assert [p["name"] for p in answer.body["providers"]] == ["local"]

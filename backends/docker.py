@@ -48,6 +48,9 @@ HOST_NAME = "mngr.host-name"
 CREATED_AT = "mngr.created-at"
 TAGS = "mngr.tags"
 TAG_PREFIX = "mngr.tag."
+CPUS = "mngr.cpus"
+MEMORY = "mngr.memory"
+GPUS = "mngr.gpus"
 SNAPSHOT_ID = "mngr.snapshot-id"
 SNAPSHOT_NAME = "mngr.snapshot-name"
 
@@ -58,6 +61,15 @@ STOPPED_EXIT_CODES = {0, 137, 143, 255}
 HOST_SCHEMES = ("unix://", "tcp://", "ssh://")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MEMORY_RE = re.compile(r"^\d+(\.\d+)?\s?([kmgtp]i?b?|b)?$", re.IGNORECASE)
+# `docker ps` prints one JSON object a line holding just what a Host needs. Labels are read
+# one by one (`.Label "key"`): the `.Labels` column joins them with commas, ambiguously.
+PS_LABELS = (HOST_ID, HOST_NAME, CREATED_AT, TAGS, CPUS, MEMORY, GPUS)
+PS_FORMAT = (
+    '{"ID":{{json .ID}},"Names":{{json .Names}},"State":{{json .State}},'
+    '"Status":{{json .Status}},"Image":{{json .Image}},"Labels":{'
+    + ",".join(f'"{key}":{{{{json (.Label "{key}")}}}}' for key in PS_LABELS)
+    + "}}"
+)
 SHELL = "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"
 
 
@@ -152,46 +164,33 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-class _State(_Lenient):
-    status: str = Field("unknown", alias="Status")
-    exit_code: int = Field(0, alias="ExitCode")
-    oom_killed: bool = Field(False, alias="OOMKilled")
-
-
-class _Config(_Lenient):
+class _PsRow(_Lenient):
+    id: str = Field(alias="ID")
+    names: str = Field("", alias="Names")
+    state: str = Field("unknown", alias="State")
+    status: str = Field("", alias="Status")
     image: str | None = Field(None, alias="Image")
+    labels: dict[str, str] = Field(default_factory=dict, alias="Labels")
+
+
+class _ImageConfig(_Lenient):
     labels: dict[str, str] | None = Field(None, alias="Labels")
-
-
-class _DeviceRequest(_Lenient):
-    count: int = Field(0, alias="Count")
-    device_ids: list[str] | None = Field(None, alias="DeviceIDs")
-
-
-class _HostConfig(_Lenient):
-    nano_cpus: int | None = Field(None, alias="NanoCpus")
-    memory: int | None = Field(None, alias="Memory")
-    device_requests: list[_DeviceRequest] | None = Field(None, alias="DeviceRequests")
-
-
-class _Container(_Lenient):
-    id: str = Field(alias="Id")
-    name: str = Field("", alias="Name")
-    created: str | None = Field(None, alias="Created")
-    state: _State = Field(default_factory=_State, alias="State")
-    config: _Config = Field(default_factory=_Config, alias="Config")
-    host_config: _HostConfig = Field(default_factory=_HostConfig, alias="HostConfig")
 
 
 class _Image(_Lenient):
     id: str = Field(alias="Id")
     created: str | None = Field(None, alias="Created")
-    config: _Config = Field(default_factory=_Config, alias="Config")
+    config: _ImageConfig = Field(default_factory=_ImageConfig, alias="Config")
 
 
 def _parse_list(model: type[_Lenient], stdout: str, command: str) -> list[Any]:
+    """A JSON array (inspect), or one JSON object a line (a `--format` template)."""
     try:
-        items = json.loads(stdout or "[]")
+        text = stdout.strip()
+        if text.startswith("["):
+            items = json.loads(text)
+        else:
+            items = [json.loads(line) for line in text.splitlines() if line.strip()]
         if not isinstance(items, list):
             raise ValueError("expected a JSON array")
         return [model.model_validate(item) for item in items]
@@ -200,9 +199,10 @@ def _parse_list(model: type[_Lenient], stdout: str, command: str) -> list[Any]:
         raise VendorOutputError(f"could not read the output of `{command}`: {detail}") from None
 
 
-def _host_state(state: _State) -> HostState:
-    if state.status == "exited":
-        stopped = state.exit_code in STOPPED_EXIT_CODES and not state.oom_killed
+def _host_state(state: str, status: str) -> HostState:
+    if state == "exited":
+        code = re.match(r"Exited \((-?\d+)\)", status)
+        stopped = code is None or int(code.group(1)) in STOPPED_EXIT_CODES
         return HostState.STOPPED if stopped else HostState.FAILED
     return {
         "created": HostState.BUILDING,
@@ -211,15 +211,23 @@ def _host_state(state: _State) -> HostState:
         "paused": HostState.STOPPED,
         "removing": HostState.DESTROYED,
         "dead": HostState.FAILED,
-    }.get(state.status, HostState.UNKNOWN)
+    }.get(state, HostState.UNKNOWN)
 
 
-def _gpus(requests: list[_DeviceRequest] | None) -> int | str | None:
-    if not requests:
+def _memory_gb(size: str | None) -> float | None:
+    """A docker size (`512m`, `2g`, `1.5GiB`, bytes) in GiB; docker's units are binary."""
+    match = MEMORY_RE.match(size or "")
+    if match is None:
         return None
-    if any(r.count < 0 for r in requests):
-        return "all"
-    return sum(r.count or len(r.device_ids or []) for r in requests) or None
+    unit = (match.group(2) or "b")[0].lower()
+    number = float(match.group(0).rstrip("bBiIkKmMgGtTpP "))
+    return number * 1024 ** "bkmgtp".index(unit) / 2**30
+
+
+def _gpus(value: str | None) -> int | str | None:
+    if not value:
+        return None
+    return int(value) if value.isdigit() else value
 
 
 def _iso(created: str | None) -> str | None:
@@ -228,14 +236,15 @@ def _iso(created: str | None) -> str | None:
 
 
 def _tags(labels: dict[str, str]) -> dict[str, str]:
-    """User tags: the exact JSON label, else (a container made by hand) the per-tag labels."""
+    """User tags, from the one JSON label: exact, and never inherited from a snapshot image
+    (a committed image carries its host's mngr.tag.* labels along)."""
     try:
-        tags = json.loads(labels[TAGS])
-        if isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values()):
-            return tags
-    except (KeyError, ValueError):
-        pass
-    return {k[len(TAG_PREFIX) :]: v for k, v in labels.items() if k.startswith(TAG_PREFIX)}
+        tags = json.loads(labels.get(TAGS) or "{}")
+    except ValueError:
+        return {}
+    if isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values()):
+        return tags
+    return {}
 
 
 @dataclass(frozen=True)
@@ -259,8 +268,10 @@ class DockerSpec:
         # `.` is in neither host nor provider names, so the pair reads back unambiguously.
         return f"{host_name}.{self.config.name}"
 
-    def host_labels(self, request: CreateRequest) -> dict[str, str]:
+    def host_labels(self, request: CreateRequest, opts: DockerCreateOptions) -> dict[str, str]:
         tags = json.dumps(request.tags, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        cpus = None if opts.cpus is None else f"{opts.cpus:g}"
+        resources = {CPUS: cpus, MEMORY: opts.memory, GPUS: opts.gpus}
         return {
             KIND: "host",
             PROVIDER: self.config.name,
@@ -269,6 +280,8 @@ class DockerSpec:
             CREATED_AT: request.created_at,
             TAGS: tags,
             **{TAG_PREFIX + key: value for key, value in request.tags.items()},
+            # Always set, empty when not asked for: a snapshot image carries its host's labels.
+            **{key: value or "" for key, value in resources.items()},
         }
 
     # --- create -----------------------------------------------------------------------
@@ -309,7 +322,7 @@ class DockerSpec:
             self.container_name(request.name),
             "--hostname",
             request.name,
-            *_labels(self.host_labels(request)),
+            *_labels(self.host_labels(request, opts)),
             *_opt("--network", self.config.network),
             *_opt("--cpus", None if opts.cpus is None else f"{opts.cpus:g}"),
             *_opt("--memory", opts.memory),
@@ -336,16 +349,14 @@ class DockerSpec:
             *self.base,
             "ps",
             "--all",
-            "--quiet",
             "--no-trunc",
             "--filter",
             f"label={PROVIDER}={self.config.name}",
             "--filter",
             f"label={KIND}=host",
+            "--format",
+            PS_FORMAT,
         ]
-
-    def inspect_argv(self, ids: list[str]) -> list[str]:
-        return [*self.base, "inspect", "--type", "container", *ids]
 
     def rm_argv(self, container: str, *, force: bool) -> list[str]:
         return [*self.base, "rm", *(["--force"] if force else []), "--volumes", container]
@@ -422,31 +433,28 @@ class DockerSpec:
 
     def parse_hosts(self, stdout: str) -> list[Host]:
         hosts = []
-        for c in _parse_list(_Container, stdout, "docker inspect"):
-            labels = c.config.labels or {}
-            if HOST_ID not in labels or HOST_NAME not in labels:
+        for row in _parse_list(_PsRow, stdout, "docker ps"):
+            labels = row.labels
+            if not labels.get(HOST_ID) or not labels.get(HOST_NAME):
                 continue  # labelled by hand, not made by mngr
+            cpus = labels.get(CPUS)
             hosts.append(
                 Host(
                     id=labels[HOST_ID],
                     name=labels[HOST_NAME],
                     provider=self.config.name,
                     backend=DockerBackend.name,
-                    state=_host_state(c.state),
-                    image=c.config.image,
-                    created_at=labels.get(CREATED_AT) or _iso(c.created),
+                    state=_host_state(row.state, row.status),
+                    image=row.image,
+                    created_at=labels.get(CREATED_AT) or None,
                     tags=_tags(labels),
                     resources=Resources(
-                        cpus=c.host_config.nano_cpus / 1e9 if c.host_config.nano_cpus else None,
-                        memory_gb=c.host_config.memory / 2**30 if c.host_config.memory else None,
-                        gpus=_gpus(c.host_config.device_requests),
+                        cpus=float(cpus) if cpus else None,
+                        memory_gb=_memory_gb(labels.get(MEMORY)),
+                        gpus=_gpus(labels.get(GPUS)),
                     ),
-                    address={
-                        "container": c.name.lstrip("/"),
-                        "container_id": c.id,
-                        **self.endpoint,
-                    },
-                    native_id=c.id,
+                    address={"container": row.names, "container_id": row.id, **self.endpoint},
+                    native_id=row.id,
                 )
             )
         return hosts
@@ -579,7 +587,7 @@ class DockerBackend(Backend):
     # --- list -------------------------------------------------------------------------
 
     def _inspect_all(self, argv: list[str]) -> str:
-        """One inspect of many ids; one that vanished since `ls` drops out, not the rest."""
+        """One inspect of many ids; one removed since they were listed drops out, not the rest."""
         done = self.runner.run(self._cmd(argv), check=False)
         if done.returncode == 0:
             return done.stdout
@@ -589,10 +597,7 @@ class DockerBackend(Backend):
         raise error
 
     def list_hosts(self) -> list[Host]:
-        ids = self.spec.parse_ids(self.run(self._cmd(self.spec.ps_argv())).stdout)
-        if not ids:
-            return []
-        return self.spec.parse_hosts(self._inspect_all(self.spec.inspect_argv(ids)))
+        return self.spec.parse_hosts(self.run(self._cmd(self.spec.ps_argv())).stdout)
 
     # --- create -----------------------------------------------------------------------
 
@@ -662,7 +667,9 @@ class DockerBackend(Backend):
                 image=image,
                 created_at=request.created_at,
                 tags=dict(request.tags),
-                resources=Resources(cpus=opts.cpus, gpus=opts.gpus),
+                resources=Resources(
+                    cpus=opts.cpus, memory_gb=_memory_gb(opts.memory), gpus=_gpus(opts.gpus)
+                ),
                 address={
                     "container": name,
                     "container_id": ctx["container_id"],

@@ -31,9 +31,7 @@ def daemon_says(fp, case: str, argv: list[str] | None = None, occurrences: int =
 
 def hosts_listed(fp) -> None:
     """The daemon holds the captured hosts (web running, db stopped, ...)."""
-    fp.register(SPEC.ps_argv(), stdout=fixture_text("ps.txt"))
-    ids = SPEC.parse_ids(fixture_text("ps.txt"))
-    fp.register(SPEC.inspect_argv(ids), stdout=fixture_text("inspect_hosts.json"))
+    fp.register(SPEC.ps_argv(), stdout=fixture_text("ps.jsonl"))
 
 
 def test_list_shows_the_hosts_with_their_tags(fp, mngr) -> None:
@@ -129,7 +127,7 @@ def test_a_container_gone_under_a_verb_is_exit_3(fp, mngr) -> None:
 
 
 def fixture_id(name: str) -> str:
-    hosts = SPEC.parse_hosts(fixture_text("inspect_hosts.json"))
+    hosts = SPEC.parse_hosts(fixture_text("ps.jsonl"))
     return next(str(h.native_id) for h in hosts if h.name == name)
 
 

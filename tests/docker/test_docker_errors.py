@@ -125,31 +125,23 @@ def test_a_daemon_that_does_not_answer_times_out(tmp_path: Path) -> None:
 # --- list ---------------------------------------------------------------------------------
 
 
-def test_list_costs_two_calls_whatever_the_number_of_hosts(fp) -> None:
+def test_list_is_one_call_whatever_the_number_of_hosts(fp) -> None:
     b = backend()
-    ids = b.spec.parse_ids(fixture_text("ps.txt"))
-    fp.register(b.spec.ps_argv(), stdout=fixture_text("ps.txt"))
-    fp.register(b.spec.inspect_argv(ids), stdout=fixture_text("inspect_hosts.json"))
+    fp.register(b.spec.ps_argv(), stdout=fixture_text("ps.jsonl"))
     assert len(b.list_hosts()) == 5
+    fp.register(b.spec.ps_argv(), stdout="")
+    assert b.list_hosts() == []
     assert len(fp.calls) == 2
 
 
-def test_list_of_no_hosts_is_one_call(fp) -> None:
-    b = backend()
-    fp.register(b.spec.ps_argv(), stdout="")
-    assert b.list_hosts() == []
-    assert len(fp.calls) == 1
-
-
-def test_a_container_removed_between_ps_and_inspect_drops_out(fp) -> None:
+def test_a_snapshot_removed_between_ls_and_inspect_drops_out(fp) -> None:
     partial = json.loads(fixture_text("inspect_partial.json"))
     b = backend()
-    ids = ["1" * 64, "f" * 64]
-    fp.register(b.spec.ps_argv(), stdout="\n".join(ids) + "\n")
-    fp.register(
-        b.spec.inspect_argv(ids), **{k: partial[k] for k in ("returncode", "stdout", "stderr")}
-    )
-    assert [h.name for h in b.list_hosts()] == ["web"]
+    refs = ["sha256:" + "1" * 64, "mngr-snapshot:gone"]
+    fp.register(b.spec.images_argv(), stdout="\n".join(refs) + "\n")
+    fields = {k: partial[k] for k in ("returncode", "stdout", "stderr")}
+    fp.register(b.spec.image_inspect_argv(refs), **fields)
+    assert [s.name for s in b.list_snapshots()] == ["web-base"]
 
 
 # --- create -------------------------------------------------------------------------------

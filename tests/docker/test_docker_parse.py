@@ -15,12 +15,12 @@ SPEC = DockerSpec(DockerConfig(name="local_docker", backend="docker"))
 
 
 def hosts_by_name() -> dict:
-    return {h.name: h for h in SPEC.parse_hosts(fixture_text("inspect_hosts.json"))}
+    return {h.name: h for h in SPEC.parse_hosts(fixture_text("ps.jsonl"))}
 
 
 def test_ids_are_read_one_per_line() -> None:
-    ids = SPEC.parse_ids(fixture_text("ps.txt"))
-    assert len(ids) == 6 and all(len(i) == 64 for i in ids)
+    ids = SPEC.parse_ids(fixture_text("snapshot_images.txt") * 2)
+    assert len(ids) == 1 and ids[0].startswith("sha256:")
     assert SPEC.parse_ids("") == []
 
 
@@ -48,49 +48,39 @@ def test_tag_values_with_commas_equals_spaces_and_unicode_round_trip() -> None:
     assert hosts_by_name()["web"].tags == {"team": "a,b=c d", "owner": "zoë ☃", "empty": ""}
 
 
-def test_a_host_made_from_a_snapshot_does_not_inherit_the_old_hosts_tags() -> None:
-    # The committed image carries web's mngr.tag.* labels; the container's mngr.tags wins.
-    raw = {c["Name"]: c for c in json.loads(fixture_text("inspect_hosts.json"))}
-    assert "mngr.tag.team" in raw["/restored.local_docker"]["Config"]["Labels"]
-    assert hosts_by_name()["restored"].tags == {}
+def test_a_host_made_from_a_snapshot_inherits_neither_tags_nor_resources() -> None:
+    # The committed image carries web's labels along; the container's own labels win.
+    restored = hosts_by_name()["restored"]
+    assert restored.tags == {}
+    assert restored.resources.cpus is None and restored.resources.memory_gb is None
 
 
-def test_tags_fall_back_to_per_tag_labels_without_the_json_label() -> None:
-    doc = json.loads(fixture_text("inspect_hosts.json"))
-    web = next(c for c in doc if c["Name"] == "/web.local_docker")
-    del web["Config"]["Labels"]["mngr.tags"]
-    [host] = [h for h in SPEC.parse_hosts(json.dumps(doc)) if h.name == "web"]
-    assert host.tags == {"team": "a,b=c d", "owner": "zoë ☃", "empty": ""}
-
-
-def test_resources_are_read_from_the_host_config() -> None:
+def test_resources_are_read_from_their_labels() -> None:
     resources = hosts_by_name()["web"].resources
     assert resources.cpus == 1.5 and resources.memory_gb == 0.25 and resources.gpus is None
     assert hosts_by_name()["db"].resources.cpus is None
 
 
-def test_unknown_fields_and_missing_sections_do_not_break_parsing() -> None:
-    doc = [
-        {
-            "Id": "f" * 64,
-            "NewField": {"x": 1},
-            "Config": {"Labels": {"mngr.host-id": "host-1", "mngr.host-name": "h"}},
-        }
-    ]
-    [host] = SPEC.parse_hosts(json.dumps(doc))
-    assert host.state == HostState.UNKNOWN and host.tags == {}
+def test_unknown_fields_and_missing_labels_do_not_break_parsing() -> None:
+    row = {
+        "ID": "f" * 64,
+        "NewField": 1,
+        "Labels": {"mngr.host-id": "host-1", "mngr.host-name": "h"},
+    }
+    [host] = SPEC.parse_hosts(json.dumps(row))
+    assert host.state == HostState.UNKNOWN and host.tags == {} and host.created_at is None
 
 
-@pytest.mark.parametrize("text", ["<html>502</html>", '[{"Id": "x"', '{"Id": "x"}', "[1]"])
+@pytest.mark.parametrize("text", ["<html>502</html>", '{"ID": "x"', '{"Names": "x"}', "[1]"])
 def test_garbage_names_the_command_that_printed_it(text: str) -> None:
-    with pytest.raises(VendorOutputError, match="docker inspect"):
+    with pytest.raises(VendorOutputError, match="docker ps"):
         SPEC.parse_hosts(text)
 
 
-def test_partial_inspect_output_still_parses() -> None:
+def test_a_partial_image_inspect_still_parses() -> None:
     partial = json.loads(fixture_text("inspect_partial.json"))
-    assert partial["returncode"] == 1 and "No such" in partial["stderr"]
-    assert [h.name for h in SPEC.parse_hosts(partial["stdout"])] == ["web"]
+    assert partial["returncode"] == 1 and "No such image" in partial["stderr"]
+    assert [s.name for s in SPEC.parse_snapshots(partial["stdout"])] == ["web-base"]
 
 
 def test_snapshots_come_back_from_image_labels() -> None:

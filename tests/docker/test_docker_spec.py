@@ -61,6 +61,7 @@ def test_run_argv_names_labels_and_keeps_the_container_alive() -> None:
         "--label", "mngr.created-at=2025-01-01T10:00:00Z",
         "--label", 'mngr.tags={"team":"a,b=c d"}',
         "--label", "mngr.tag.team=a,b=c d",
+        "--label", "mngr.cpus=", "--label", "mngr.memory=", "--label", "mngr.gpus=",
         "--entrypoint", "sleep", "img:1", "infinity",
     ]  # fmt: skip
 
@@ -74,7 +75,10 @@ def test_run_argv_carries_resources_mounts_network_and_passthrough_in_order() ->
         start_arg=["--shm-size=1g", "--privileged"],
     )
     argv = spec(network="lab", start_args=["--pull=never"]).run_argv(request(), "img", opts)
-    tail = argv[argv.index("--label", argv.index("mngr.tags={}") - 1) + 2 :]
+    assert argv[argv.index("mngr.cpus=1.5") - 1 : argv.index("mngr.gpus=all") + 1] == [
+        "--label", "mngr.cpus=1.5", "--label", "mngr.memory=2g", "--label", "mngr.gpus=all",
+    ]  # fmt: skip
+    tail = argv[argv.index("mngr.gpus=all") + 1 :]
     assert tail == [
         "--network", "lab", "--cpus", "1.5", "--memory", "2g", "--gpus", "all",
         "--volume", "/src:/src:ro", "--volume", "cache:/cache",
@@ -110,13 +114,15 @@ def test_a_dockerfile_alone_builds_in_its_own_folder() -> None:
     assert argv[-3:] == ["--file", "deploy/Dockerfile.dev", "deploy"]
 
 
-def test_list_argv_filters_by_provider_and_kind() -> None:
-    s = spec(host="tcp://10.0.0.5:2376")
-    assert s.ps_argv() == [
-        "docker", "--host", "tcp://10.0.0.5:2376", "ps", "--all", "--quiet", "--no-trunc",
-        "--filter", "label=mngr.provider=dk", "--filter", "label=mngr.kind=host",
+def test_list_is_one_ps_filtered_by_provider_and_kind() -> None:
+    argv = spec(host="tcp://10.0.0.5:2376").ps_argv()
+    assert argv[:-1] == [
+        "docker", "--host", "tcp://10.0.0.5:2376", "ps", "--all", "--no-trunc",
+        "--filter", "label=mngr.provider=dk", "--filter", "label=mngr.kind=host", "--format",
     ]  # fmt: skip
-    assert s.inspect_argv(["a", "b"])[3:] == ["inspect", "--type", "container", "a", "b"]
+    # Each label is read by its own key: docker joins `.Labels` with commas, ambiguously.
+    assert '"mngr.tags":{{json (.Label "mngr.tags")}}' in argv[-1]
+    assert ".Labels" not in argv[-1]
 
 
 def test_lifecycle_argv() -> None:

@@ -32,11 +32,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
-from http.client import HTTPException
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -131,13 +128,6 @@ class MngrCreateOptions(CreateOptions):
     )
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect is an error: the request (and its token) goes only where `url` says."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        return None
-
-
 class MngrBackend(Backend):
     name = "mngr"
     config_model = MngrRemoteConfig
@@ -185,11 +175,14 @@ class MngrBackend(Backend):
             )
         return token
 
-    def _opener(self) -> urllib.request.OpenerDirector:
+    def _opener(self) -> Any:
+        import ssl
+        import urllib.request
+
         context = ssl.create_default_context(cafile=self._ca_file())
         handlers: list[urllib.request.BaseHandler] = [
             urllib.request.HTTPSHandler(context=context),
-            _NoRedirects(),
+            _no_redirects(),
         ]
         if _is_loopback(urllib.parse.urlsplit(self.config.url).hostname or ""):
             handlers.append(urllib.request.ProxyHandler({}))  # never send loopback to a proxy
@@ -213,6 +206,11 @@ class MngrBackend(Backend):
         timeout_s: float | None = None,
     ) -> Any:
         """One request -> its JSON answer; every failure becomes a specific MngrError."""
+        # Imported here: loading the settings (which loads this module) stays fast.
+        import urllib.error
+        import urllib.request
+        from http.client import HTTPException
+
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(url, data=data, method=method)
         request.add_header("Accept", "application/json")
@@ -239,6 +237,8 @@ class MngrBackend(Backend):
             ) from None
 
     def _unreachable(self, url: str, reason: Any, timeout: float) -> MngrError:
+        import ssl
+
         if isinstance(reason, TimeoutError):
             return VendorTimeoutError(f"{url} did not answer within {timeout:g}s")
         if isinstance(reason, ssl.SSLCertVerificationError):
@@ -249,7 +249,7 @@ class MngrBackend(Backend):
         text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
         return UnreachableError(f"cannot reach {url}: {text}")
 
-    def _http_error(self, method: str, url: str, exc: urllib.error.HTTPError) -> MngrError:
+    def _http_error(self, method: str, url: str, exc: Any) -> MngrError:
         try:
             detail = json.loads(exc.read() or b"{}").get("error") or {}
         except (ValueError, AttributeError, OSError):
@@ -461,6 +461,19 @@ class MngrBackend(Backend):
             "server_version": health.get("version") if isinstance(health, dict) else None,
             "providers": wanted or names,
         }
+
+
+@cache
+def _no_redirects() -> Any:
+    import urllib.request
+
+    class NoRedirects(urllib.request.HTTPRedirectHandler):
+        """A redirect is an error: the request (and its token) goes only where `url` says."""
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+            return None
+
+    return NoRedirects()
 
 
 def _is_loopback(host: str) -> bool:

@@ -317,27 +317,33 @@ def _validation_message(errors: list[Any]) -> str:
 
 
 class _BodyLimit:
-    """Refuse request bodies over MAX_BODY_BYTES before anything reads them."""
+    """Refuse request bodies over MAX_BODY_BYTES: by their Content-Length before anything
+    reads them, and while reading a chunked one."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            length = dict(scope.get("headers") or []).get(b"content-length")
-            too_big = False
-            if length is not None:
-                try:
-                    too_big = int(length) > MAX_BODY_BYTES
-                except ValueError:
-                    too_big = True
-            if too_big:
-                response = _error(
-                    413, "usage", f"request body is larger than {MAX_BODY_BYTES} bytes"
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = f"request body is larger than {MAX_BODY_BYTES} bytes"
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            await _error(413, "usage", too_big)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise StarletteHTTPException(413, too_big)
+            return message
+
+        await self.app(scope, counted, send)
 
 
 # --- the app --------------------------------------------------------------------------------

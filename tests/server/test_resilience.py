@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -202,3 +204,30 @@ def test_a_stopped_host_can_be_snapshotted_and_errors_never_500(server) -> None:
     assert server.api("DELETE", "/v1/hosts/h?purge=true").status == 200
     assert server.api("GET", "/v1/snapshots").body["snapshots"] == []
     assert RW_TOKEN not in server.log()
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_reading(shared_server) -> None:
+    def post_chunked(payload: bytes) -> tuple[int, dict]:
+        parts = urlsplit(shared_server.url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        chunks = (payload[i : i + 4096] for i in range(0, len(payload), 4096))
+        conn.request(
+            "POST",
+            "/v1/hosts",
+            body=chunks,
+            headers={
+                "Authorization": f"Bearer {RW_TOKEN}",
+                "Content-Type": "application/json",
+            },
+            encode_chunked=True,
+        )
+        response = conn.getresponse()
+        answer = response.status, json.loads(response.read())
+        conn.close()
+        return answer
+
+    big = json.dumps({"name": "chunky", "tags": {"k": "v" * 100_000}}).encode()
+    status, body = post_chunked(big)
+    assert status == 413 and "larger than" in body["error"]["message"]
+    status, body = post_chunked(json.dumps({"name": "chunky"}).encode())
+    assert status == 201 and body["host"]["name"] == "chunky"

@@ -5,13 +5,13 @@ One provider instance drives one Docker daemon through the `docker` CLI (`--host
 second host of one name; it runs `sleep infinity` under Docker's init, so `stop` is quick.
 
     container labels   mngr.kind=host, mngr.provider, mngr.host-id, mngr.host-name,
-                       mngr.created-at, mngr.tags (JSON, read back exactly) and one
-                       mngr.tag.<key> per tag (for `docker ps --filter`)
+                       mngr.created-at, mngr.cpus/memory/gpus, mngr.tags (all tags as
+                       JSON: read back exactly) and mngr.tag.<key> (for `docker ps --filter`)
     snapshots          `docker commit` -> mngr-snapshot:<snap-id>, mngr.kind=snapshot
     built images       `--build` -> mngr-build:<host-id>, mngr.kind=build
 
-`list` costs two docker calls whatever the number of hosts: `ps -q` for the ids, then one
-`inspect` of all of them (labels come back as a JSON map, so any value survives).
+`list` is one `docker ps` whatever the number of hosts: a template prints each container
+as a JSON line, reading every label by its key.
 """
 
 from __future__ import annotations
@@ -156,6 +156,11 @@ def _many(flag: str, values: list[str]) -> list[str]:
 
 def _labels(labels: dict[str, str]) -> list[str]:
     return _many("--label", [f"{key}={value}" for key, value in labels.items()])
+
+
+def _label_filters(labels: dict[str, str | None]) -> list[str]:
+    pairs = [f"label={key}={value}" for key, value in labels.items() if value is not None]
+    return _many("--filter", pairs)
 
 
 class _Lenient(BaseModel):
@@ -345,18 +350,8 @@ class DockerSpec:
     # --- the other verbs --------------------------------------------------------------
 
     def ps_argv(self) -> list[str]:
-        return [
-            *self.base,
-            "ps",
-            "--all",
-            "--no-trunc",
-            "--filter",
-            f"label={PROVIDER}={self.config.name}",
-            "--filter",
-            f"label={KIND}=host",
-            "--format",
-            PS_FORMAT,
-        ]
+        filters = _label_filters({PROVIDER: self.config.name, KIND: "host"})
+        return [*self.base, "ps", "--all", "--no-trunc", *filters, "--format", PS_FORMAT]
 
     def rm_argv(self, container: str, *, force: bool) -> list[str]:
         return [*self.base, "rm", *(["--force"] if force else []), "--volumes", container]
@@ -382,22 +377,14 @@ class DockerSpec:
             HOST_NAME: host.name,
             CREATED_AT: at,
         }
-        change = "LABEL " + " ".join(f"{k}={v}" for k, v in labels.items())
+        change = "LABEL " + " ".join(
+            f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in labels.items()
+        )
         return [*self.base, "commit", "--change", change, container, self.snapshot_ref(snap_id)]
 
     def images_argv(self, host_id: str | None = None) -> list[str]:
-        return [
-            *self.base,
-            "image",
-            "ls",
-            "--quiet",
-            "--no-trunc",
-            "--filter",
-            f"label={PROVIDER}={self.config.name}",
-            "--filter",
-            f"label={KIND}=snapshot",
-            *_opt("--filter", None if host_id is None else f"label={HOST_ID}={host_id}"),
-        ]
+        filters = _label_filters({PROVIDER: self.config.name, KIND: "snapshot", HOST_ID: host_id})
+        return [*self.base, "image", "ls", "--quiet", "--no-trunc", *filters]
 
     def image_inspect_argv(self, ids: list[str]) -> list[str]:
         return [*self.base, "image", "inspect", *ids]
@@ -586,16 +573,6 @@ class DockerBackend(Backend):
 
     # --- list -------------------------------------------------------------------------
 
-    def _inspect_all(self, argv: list[str]) -> str:
-        """One inspect of many ids; one removed since they were listed drops out, not the rest."""
-        done = self.runner.run(self._cmd(argv), check=False)
-        if done.returncode == 0:
-            return done.stdout
-        error = self.classify(VendorCommandError(argv, done.returncode, done.stdout, done.stderr))
-        if isinstance(error, NotFoundError) and done.stdout.lstrip().startswith("["):
-            return done.stdout
-        raise error
-
     def list_hosts(self) -> list[Host]:
         return self.spec.parse_hosts(self.run(self._cmd(self.spec.ps_argv())).stdout)
 
@@ -725,8 +702,9 @@ class DockerBackend(Backend):
         snap_id, created = new_snapshot_id(), utc_now()
         ref = self.spec.snapshot_ref(snap_id)
         argv = self.spec.commit_argv(self._container(host), host, snap_id, name, created)
+        # An interrupted commit may still finish on the daemon: remove what it made.
         step = Step(f"commit {host.name} to {ref}", command=self._cmd(argv, slow=True))
-        step.undo = self._rmi_step(ref)
+        step.undo, step.undo_if_failed = self._rmi_step(ref), True
         return Plan(
             [step],
             finish=lambda ctx: Snapshot(
@@ -739,12 +717,22 @@ class DockerBackend(Backend):
             ),
         )
 
+    def _inspect_images(self, argv: list[str]) -> str:
+        """One inspect of many images; one deleted since `ls` drops out, not the rest."""
+        done = self.runner.run(self._cmd(argv), check=False)
+        if done.returncode == 0:
+            return done.stdout
+        error = self.classify(VendorCommandError(argv, done.returncode, done.stdout, done.stderr))
+        if isinstance(error, NotFoundError) and done.stdout.lstrip().startswith("["):
+            return done.stdout
+        raise error
+
     def list_snapshots(self, host: Host | None = None) -> list[Snapshot]:
         argv = self.spec.images_argv(host.id if host else None)
         ids = self.spec.parse_ids(self.run(self._cmd(argv)).stdout)
         if not ids:
             return []
-        return self.spec.parse_snapshots(self._inspect_all(self.spec.image_inspect_argv(ids)))
+        return self.spec.parse_snapshots(self._inspect_images(self.spec.image_inspect_argv(ids)))
 
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
         return Plan([self._rmi_step(snapshot.native_id or self.spec.snapshot_ref(snapshot.id))])

@@ -139,9 +139,9 @@ def test_snapshot_argv_commit_labels_and_listing() -> None:
     s = spec()
     assert s.commit_argv("c1", host(), "snap-1", "base", "2025-02-02T00:00:00Z") == [
         "docker", "commit", "--change",
-        "LABEL mngr.kind=snapshot mngr.provider=dk mngr.snapshot-id=snap-1 "
-        f"mngr.snapshot-name=base mngr.host-id={HOST_ID} mngr.host-name=web "
-        "mngr.created-at=2025-02-02T00:00:00Z",
+        'LABEL mngr.kind="snapshot" mngr.provider="dk" mngr.snapshot-id="snap-1" '
+        f'mngr.snapshot-name="base" mngr.host-id="{HOST_ID}" mngr.host-name="web" '
+        'mngr.created-at="2025-02-02T00:00:00Z"',
         "c1", "mngr-snapshot:snap-1",
     ]  # fmt: skip
     assert s.images_argv(HOST_ID) == [
@@ -211,7 +211,7 @@ def test_destroy_removes_the_container_and_the_image_built_for_it() -> None:
 
 def test_stop_with_snapshot_commits_first() -> None:
     lines = DockerBackend(config(), Runner()).stop_plan(host(), snapshot=True).render()
-    assert lines[0].startswith("docker commit --change 'LABEL mngr.kind=snapshot")
+    assert lines[0].startswith("""docker commit --change 'LABEL mngr.kind="snapshot" """)
     assert lines[1] == "docker stop " + "c" * 64
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
 from tests.docker import dockerd
 from tests.docker.conftest import DockerEnv
 
@@ -169,17 +170,42 @@ def test_provider_check_reports_the_server(docker_env: DockerEnv, mngr):
     assert row["details"]["reachable"] and row["details"]["server_version"]
 
 
-def test_exec_passes_stdin_through(docker_env: DockerEnv, mngr):
+def test_exec_and_shell_pass_stdin_through_and_detach_returns_at_once(docker_env: DockerEnv, mngr):
     p = docker_env.provider
-    assert mngr("host", "create", "cat", "--provider", p).exit_code == 0
-    done = subprocess.run(
-        [sys.executable, "-m", "mngr", "host", "exec", "cat", "--provider", p, "--", "cat"],
-        input="through stdin\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    assert mngr("host", "create", "io", "--provider", p).exit_code == 0
+
+    def attached(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "mngr", "host", *args]
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60)
+
+    done = attached("exec", "io", "--provider", p, "--", "cat", stdin="through stdin\n")
     assert done.returncode == 0 and done.stdout == "through stdin\n"
+    done = attached("shell", "io", "--provider", p, stdin="echo $((40 + 2)); exit 4\n")
+    assert done.returncode == 4 and done.stdout == "42\n"
+    start = time.monotonic()
+    detached = mngr("host", "exec", "io", "--provider", p, "--detach", "--", "sleep", "30")
+    assert detached.exit_code == 0 and time.monotonic() - start < 10
+    ps = ["sh", "-c", '[ "$(pidof sleep | wc -w)" -eq 2 ]']  # the keep-alive and ours
+    assert mngr("host", "exec", "io", "--provider", p, "--", *ps).exit_code == 0
+
+
+def test_a_daemon_that_stops_is_an_error_row_not_an_empty_list(docker_env: DockerEnv, mngr):
+    require(os.geteuid() == 0, "starting a second dockerd needs root")
+    other = dockerd.start()
+    try:
+        other.build_test_image()
+        docker_env.add_provider("other", host=other.host, image=dockerd.TEST_IMAGE)
+        assert mngr("host", "create", "lonely", "--provider", "other").exit_code == 0
+        assert [h["name"] for h in listed(mngr, "--provider", "other")["hosts"]] == ["lonely"]
+    finally:
+        other.stop()
+    result = mngr("host", "list", "--provider", "other", "--provider", docker_env.provider)
+    assert result.exit_code == 6
+    assert "error: provider other: cannot reach the Docker daemon" in result.stderr
+    destroyed = mngr("host", "destroy", "lonely", "--provider", "other", "--yes")
+    assert destroyed.exit_code == 1 and "cannot tell whether host 'lonely' exists" in (
+        destroyed.stderr
+    )
 
 
 def test_the_builtin_local_docker_needs_no_settings(

@@ -433,24 +433,30 @@ class Service:
         )
         return execute(backend.create_plan(request), backend)
 
-    def destroy(self, ref: str, provider: str | None, force: bool, purge: bool) -> Host:
+    def _on_host(
+        self, ref: str, provider: str | None, capability: Capability | None, make_plan: Any
+    ) -> tuple[Host, Any]:
+        """Resolve the host, check the backend can, run the plan: (host, the plan's result)."""
         host = self.host(ref, provider)
         backend = self.engine.backend(host.provider)
-        execute(backend.destroy_plan(host, force=force, purge=purge), backend)
+        if capability is not None:
+            backend.require(capability)
+        return host, execute(make_plan(backend, host), backend)
+
+    def destroy(self, ref: str, provider: str | None, force: bool, purge: bool) -> Host:
+        host, _ = self._on_host(
+            ref, provider, None, lambda b, h: b.destroy_plan(h, force=force, purge=purge)
+        )
         return host
 
     def stop(self, ref: str, provider: str | None, snapshot: bool) -> Host:
-        host = self.host(ref, provider)
-        backend = self.engine.backend(host.provider)
-        backend.require(Capability.STOP_START)
-        execute(backend.stop_plan(host, snapshot=snapshot), backend)
+        host, _ = self._on_host(
+            ref, provider, Capability.STOP_START, lambda b, h: b.stop_plan(h, snapshot=snapshot)
+        )
         return self._refreshed(host)
 
     def start(self, ref: str, provider: str | None) -> Host:
-        host = self.host(ref, provider)
-        backend = self.engine.backend(host.provider)
-        backend.require(Capability.STOP_START)
-        execute(backend.start_plan(host), backend)
+        host, _ = self._on_host(ref, provider, Capability.STOP_START, lambda b, h: b.start_plan(h))
         return self._refreshed(host)
 
     def _refreshed(self, host: Host) -> Host:
@@ -460,13 +466,12 @@ class Service:
             return host  # the verb succeeded; only the re-read did not
 
     def snapshot(self, ref: str, provider: str | None, name: str | None) -> Snapshot:
-        host = self.host(ref, provider)
-        backend = self.engine.backend(host.provider)
-        backend.require(Capability.SNAPSHOT)
         stamp = utc_now().replace(":", "").replace("-", "").lower()
-        return execute(
-            backend.snapshot_create_plan(host, name or f"{host.name}-{stamp}"[:63]), backend
-        )
+
+        def plan(backend: Any, host: Host) -> Any:
+            return backend.snapshot_create_plan(host, name or f"{host.name}-{stamp}"[:63])
+
+        return self._on_host(ref, provider, Capability.SNAPSHOT, plan)[1]
 
     def list_snapshots(self, providers: list[str] | None, host: str | None) -> SnapshotList:
         snaps, errors = self.engine.list_snapshots(providers or None)
@@ -538,7 +543,7 @@ def create_app(settings: Settings, tokens: list[Token], *, jobs: int = 8) -> Fas
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        # Starlette re-raises it after this answer, so uvicorn logs the traceback.
         return _error(500, "internal", "internal server error (see the server's log)")
 
     Reader = Annotated[Token, Depends(reader)]
@@ -550,12 +555,11 @@ def create_app(settings: Settings, tokens: list[Token], *, jobs: int = 8) -> Fas
     OneProvider = Annotated[
         str | None, Query(pattern=PROVIDER_PATTERN, description="Provider of the host.")
     ]
-    Providers = Annotated[
-        list[str] | None,
-        Query(description="Only these providers (repeatable).", max_length=64),
-    ]
+    Providers = Annotated[list[str] | None, Query(description="Only these providers (repeatable).")]
 
     def _checked(providers: list[str] | None) -> list[str] | None:
+        if len(providers or []) > 64:
+            raise UsageError("at most 64 providers")
         for name in providers or []:
             if not PROVIDER_NAME_RE.fullmatch(name):
                 raise UsageError(f"invalid provider name {name!r}")

@@ -27,7 +27,7 @@ def new_snapshot_id() -> str:
 
 
 def check_host_name(name: str) -> str:
-    if not HOST_NAME_RE.match(name):
+    if not HOST_NAME_RE.fullmatch(name):
         raise UsageError(
             f"invalid host name {name!r}: use 1 to 63 lower-case letters, digits and '-', "
             "starting with a letter or digit"
@@ -36,7 +36,7 @@ def check_host_name(name: str) -> str:
 
 
 def check_provider_name(name: str) -> str:
-    if not PROVIDER_NAME_RE.match(name):
+    if not PROVIDER_NAME_RE.fullmatch(name):
         raise UsageError(
             f"invalid provider name {name!r}: use 1 to 63 lower-case letters, digits, '-' "
             "and '_', starting with a letter or digit"
@@ -45,7 +45,7 @@ def check_provider_name(name: str) -> str:
 
 
 def check_snapshot_name(name: str) -> str:
-    if not HOST_NAME_RE.match(name):
+    if not HOST_NAME_RE.fullmatch(name):
         raise UsageError(
             f"invalid snapshot name {name!r}: use 1 to 63 lower-case letters, digits and "
             "'-', starting with a letter or digit"
@@ -54,7 +54,7 @@ def check_snapshot_name(name: str) -> str:
 
 
 def check_tag(key: str, value: str) -> tuple[str, str]:
-    if not TAG_KEY_RE.match(key) or key.lower().startswith("mngr"):
+    if not TAG_KEY_RE.fullmatch(key) or key.lower().startswith("mngr"):
         raise UsageError(
             f"invalid tag key {key!r}: use letters, digits, '_', '.' and '-' (at most 63), "
             "not starting with 'mngr'"
@@ -81,7 +81,7 @@ def parse_tags(items: list[str] | None) -> dict[str, str]:
 
 def split_host_ref(ref: str) -> tuple[str, str | None]:
     """`NAME`, `NAME.PROVIDER` or `host-<hex>` -> (name or id, provider or None)."""
-    if HOST_ID_RE.match(ref):
+    if HOST_ID_RE.fullmatch(ref):
         return ref, None
     name, dot, provider = ref.partition(".")
     check_host_name(name)

@@ -40,3 +40,11 @@ def test_tag_value_keeps_equals_commas_spaces_and_unicode() -> None:
 def test_bad_tags_are_refused(text: str) -> None:
     with pytest.raises(UsageError):
         parse_tag(text)
+
+
+def test_a_trailing_newline_is_not_part_of_a_valid_name_or_tag_key() -> None:
+    from mngr.names import check_provider_name, check_tag
+
+    for check in (check_host_name, check_provider_name, lambda s: check_tag(s, "v")):
+        with pytest.raises(UsageError):
+            check("web\n")

@@ -7,7 +7,7 @@ from mngr_backends.docker import DockerBackend, DockerConfig, DockerCreateOption
 from pydantic import ValidationError
 
 from mngr.backend import CreateRequest
-from mngr.errors import UsageError
+from mngr.errors import MngrError, UsageError
 from mngr.records import Host, HostState, Snapshot
 from mngr.runner import Runner
 
@@ -217,7 +217,7 @@ def test_stop_with_snapshot_commits_first() -> None:
 
 def test_exec_on_a_stopped_host_says_to_start_it() -> None:
     backend = DockerBackend(config(), Runner())
-    with pytest.raises(Exception, match="start it first: mngr host start web.dk"):
+    with pytest.raises(MngrError, match="start it first: mngr host start web.dk"):
         backend.exec_command(host(state=HostState.STOPPED), ["true"])
 
 

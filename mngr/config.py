@@ -141,7 +141,7 @@ def providers_in_file(data: dict[str, Any], path: Path) -> tuple[dict[str, dict[
     else:
         raise ConfigError(f"{path}: 'providers' must be an array of tables or a table")
     for name in result:
-        if not PROVIDER_NAME_RE.match(name):
+        if not PROVIDER_NAME_RE.fullmatch(name):
             raise ConfigError(
                 f"{where(path, find_line(path, 'name', value=name))}: invalid provider name "
                 f"{name!r}: use lower-case letters, digits, '-' and '_'"

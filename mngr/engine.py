@@ -221,7 +221,7 @@ class Engine:
         found: list[tuple[str, Host | None]] = []
         for ref, key, ref_provider in parsed:
             want = ref_provider or provider
-            if HOST_ID_RE.match(key):
+            if HOST_ID_RE.fullmatch(key):
                 matches = [h for h in listing.hosts if h.id == key]
             else:
                 matches = [

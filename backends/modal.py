@@ -72,14 +72,14 @@ class ModalConfig(ProviderConfig):
     @field_validator("app", "environment")
     @classmethod
     def _modal_name(cls, value: str | None) -> str | None:
-        if value is not None and not MODAL_NAME_RE.match(value):
+        if value is not None and not MODAL_NAME_RE.fullmatch(value):
             raise ValueError("use at most 64 letters, digits, '-', '_' and '.'")
         return value
 
     @field_validator("token_id_env", "token_secret_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not ENV_NAME_RE.match(value):
+        if value is not None and not ENV_NAME_RE.fullmatch(value):
             raise ValueError("must be the name of an environment variable, not a token")
         return value
 
@@ -102,14 +102,14 @@ class ModalCreateOptions(CreateOptions):
     @field_validator("memory")
     @classmethod
     def _memory(cls, value: str | None) -> str | None:
-        if value is not None and not MEMORY_RE.match(value.strip()):
+        if value is not None and not MEMORY_RE.fullmatch(value.strip()):
             raise ValueError("use a size such as 512m, 2g or 1.5 (GiB)")
         return value
 
     def memory_mib(self) -> int | None:
         if self.memory is None:
             return None
-        match = MEMORY_RE.match(self.memory.strip())
+        match = MEMORY_RE.fullmatch(self.memory.strip())
         assert match is not None
         return max(1, round(float(match.group(1)) * MIB_PER_UNIT[match.group(2).lower()]))
 

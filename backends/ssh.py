@@ -61,7 +61,7 @@ SSH_FILE_FORBIDDEN = frozenset(" \t\r\n\"'%#")
 def _checked_host_dir(value: str) -> str:
     parts = [p for p in value.removeprefix("~/").split("/") if p]
     if (
-        not HOST_DIR_RE.match(value)
+        not HOST_DIR_RE.fullmatch(value)
         or not parts
         or any(p in (".", "..") or p.startswith("-") for p in parts)
     ):
@@ -93,21 +93,21 @@ class Machine(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not HOST_NAME_RE.match(value):
+        if not HOST_NAME_RE.fullmatch(value):
             raise ValueError("use 1 to 63 lower-case letters, digits and '-'")
         return value
 
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        if not ADDRESS_RE.match(value):
+        if not ADDRESS_RE.fullmatch(value):
             raise ValueError("expected a host name or an IP address")
         return value
 
     @field_validator("user")
     @classmethod
     def _user(cls, value: str | None) -> str | None:
-        if value is not None and not USER_RE.match(value):
+        if value is not None and not USER_RE.fullmatch(value):
             raise ValueError("expected a user name (letters, digits, '_', '.', '-')")
         return value
 
@@ -341,7 +341,7 @@ class SshSpec:
         if not owner.strip():
             return None
         host_id, _, name = owner.strip().partition(" ")
-        if not HOST_ID_RE.match(host_id) or not HOST_NAME_RE.match(name):
+        if not HOST_ID_RE.fullmatch(host_id) or not HOST_NAME_RE.fullmatch(name):
             raise VendorOutputError(
                 f"machine {machine.name!r}: unreadable claim owner {owner.strip()[:80]!r} in "
                 f"{self.host_dir(machine)}/claim/owner"
@@ -429,7 +429,7 @@ class HostKeyError(MngrError):
 
 
 def _id(host_id: str) -> str:
-    if not HOST_ID_RE.match(host_id):
+    if not HOST_ID_RE.fullmatch(host_id):
         raise UsageError(f"invalid host id {host_id!r}")
     return host_id
 
@@ -597,6 +597,7 @@ class SshBackend(Backend):
     ) -> Machine:
         """Try each machine in turn; `mkdir` on the machine decides races."""
         refusals: list[str] = []
+        failures: list[MngrError] = []
         for machine in candidates:
             ctx["machine"] = machine  # an interrupt here leaves the undo a machine to check
             done = self.runner.run(
@@ -619,8 +620,13 @@ class SshBackend(Backend):
             )
             if chosen:
                 raise error
+            failures.append(error)
             refusals.append(str(error))
-        raise MngrError(f"no free machine in provider {self.provider!r}: " + "; ".join(refusals))
+        message = f"no free machine in provider {self.provider!r}: " + "; ".join(refusals)
+        kinds = {type(error) for error in failures}
+        if len(failures) == len(candidates) and len(kinds) == 1:
+            raise kinds.pop()(message)  # every machine refused alike (not authorised: exit 5)
+        raise MngrError(message)
 
     def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
         machine = self._machine_of(host)

@@ -8,7 +8,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +105,17 @@ class DockerEnv:
     engine: dockerd.Engine
     provider: str  # backend docker, host = the engine
     settings: Path
+    extra: list[str] = field(default_factory=list)
 
-    def add_provider(self, name: str, **fields: str) -> None:
+    def add_provider(self, suffix: str, **fields: str) -> str:
+        """Another docker provider, named after this test's so cleaning up never touches
+        anyone else's containers on a shared daemon."""
+        name = f"{self.provider}-{suffix}"
         body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in fields.items())
         with self.settings.open("a") as f:
             f.write(f'\n[providers.{name}]\nbackend = "docker"\n{body}')
+        self.extra.append(name)
+        return name
 
     def labelled(self, kind: str, provider: str | None = None) -> list[str]:
         """Ids of containers (kind "ps") or images (kind "image ls") of a provider."""
@@ -124,12 +130,9 @@ def docker_env(
 ) -> Iterator[DockerEnv]:
     monkeypatch.setenv("PATH", REAL_PATH)  # the CLI finds docker on PATH, as a user's would
     env = DockerEnv(docker_engine, f"dk-{secrets.token_hex(3)}", user_settings)
-    env.add_provider(env.provider, host=docker_engine.host, image=dockerd.TEST_IMAGE)
-    providers = [env.provider]
+    with env.settings.open("a") as f:
+        f.write(f'[providers.{env.provider}]\nbackend = "docker"\nhost = "{docker_engine.host}"\n')
+        f.write(f'image = "{dockerd.TEST_IMAGE}"\n')
     yield env
-    with env.settings.open() as f:
-        providers += [
-            line.strip()[len("[providers.") : -1] for line in f if line.startswith("[providers.")
-        ]
-    for provider in dict.fromkeys(providers):
+    for provider in (env.provider, *env.extra):
         docker_engine.remove_labelled(provider)

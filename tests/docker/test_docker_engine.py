@@ -150,8 +150,8 @@ def test_sigint_during_create_leaves_nothing(docker_env: DockerEnv, mngr_process
 def test_stopped_daemon_is_an_error_row_never_an_empty_list(docker_env: DockerEnv, mngr, tmp_path):
     stale = socket.socket(socket.AF_UNIX)  # a socket left behind by a daemon that died
     stale.bind(str(tmp_path / "stale.sock"))
-    docker_env.add_provider("gone", host=f"unix://{tmp_path}/nothing.sock")
-    docker_env.add_provider("stale", host=f"unix://{tmp_path}/stale.sock")
+    gone = docker_env.add_provider("gone", host=f"unix://{tmp_path}/nothing.sock")
+    stale_one = docker_env.add_provider("stale", host=f"unix://{tmp_path}/stale.sock")
     assert mngr("host", "create", "alive", "--provider", "local").exit_code == 0
     result = mngr("host", "list", "--format", "json")
     stale.close()
@@ -159,8 +159,8 @@ def test_stopped_daemon_is_an_error_row_never_an_empty_list(docker_env: DockerEn
     doc = result.json()
     assert "alive" in by_name(doc)
     rows = {(e["provider"], e["kind"]) for e in doc["errors"]}
-    assert {("gone", "unreachable"), ("stale", "unreachable")} <= rows
-    assert mngr("host", "stop", "x", "--provider", "gone").exit_code == 1
+    assert {(gone, "unreachable"), (stale_one, "unreachable")} <= rows
+    assert mngr("host", "stop", "x", "--provider", gone).exit_code == 1
 
 
 def test_provider_check_reports_the_server(docker_env: DockerEnv, mngr):
@@ -194,15 +194,15 @@ def test_a_daemon_that_stops_is_an_error_row_not_an_empty_list(docker_env: Docke
     other = dockerd.start()
     try:
         other.build_test_image()
-        docker_env.add_provider("other", host=other.host, image=dockerd.TEST_IMAGE)
-        assert mngr("host", "create", "lonely", "--provider", "other").exit_code == 0
-        assert [h["name"] for h in listed(mngr, "--provider", "other")["hosts"]] == ["lonely"]
+        stopping = docker_env.add_provider("other", host=other.host, image=dockerd.TEST_IMAGE)
+        assert mngr("host", "create", "lonely", "--provider", stopping).exit_code == 0
+        assert [h["name"] for h in listed(mngr, "--provider", stopping)["hosts"]] == ["lonely"]
     finally:
         other.stop()
-    result = mngr("host", "list", "--provider", "other", "--provider", docker_env.provider)
+    result = mngr("host", "list", "--provider", stopping, "--provider", docker_env.provider)
     assert result.exit_code == 6
-    assert "error: provider other: cannot reach the Docker daemon" in result.stderr
-    destroyed = mngr("host", "destroy", "lonely", "--provider", "other", "--yes")
+    assert f"error: provider {stopping}: cannot reach the Docker daemon" in result.stderr
+    destroyed = mngr("host", "destroy", "lonely", "--provider", stopping, "--yes")
     assert destroyed.exit_code == 1 and "cannot tell whether host 'lonely' exists" in (
         destroyed.stderr
     )
@@ -226,18 +226,18 @@ def test_the_builtin_local_docker_needs_no_settings(
 
 def test_remote_docker_over_ssh(docker_env: DockerEnv, docker_sshd, mngr, monkeypatch):
     monkeypatch.setenv("PATH", f"{docker_sshd.bin_dir}:{os.environ['PATH']}")  # our ssh keys
-    docker_env.add_provider("remote", host=docker_sshd.url(), image=dockerd.TEST_IMAGE)
-    check = mngr("provider", "check", "remote", "--format", "json")
+    remote = docker_env.add_provider("ssh", host=docker_sshd.url(), image=dockerd.TEST_IMAGE)
+    check = mngr("provider", "check", remote, "--format", "json")
     assert check.exit_code == 0, check.stdout + check.stderr
     assert check.json()["providers"][0]["details"]["docker_host"] == docker_sshd.url()
     # The same host name in two provider instances on one daemon: each sees only its own.
-    for provider in ("remote", docker_env.provider):
+    for provider in (remote, docker_env.provider):
         made = mngr("host", "create", "twin", "--provider", provider, "--tag", f"via={provider}")
         assert made.exit_code == 0, made.stderr
-    remote = listed(mngr, "--provider", "remote")["hosts"]
-    assert [(h["name"], h["tags"]) for h in remote] == [("twin", {"via": "remote"})]
-    ran = mngr("host", "exec", "twin.remote", "--", "sh", "-c", "exit 5")
+    hosts = listed(mngr, "--provider", remote)["hosts"]
+    assert [(h["name"], h["tags"]) for h in hosts] == [("twin", {"via": remote})]
+    ran = mngr("host", "exec", f"twin.{remote}", "--", "sh", "-c", "exit 5")
     assert ran.exit_code == 5
-    assert mngr("host", "destroy", "twin.remote", "--yes", "--force").exit_code == 0
-    assert docker_env.labelled("ps", "remote") == []
+    assert mngr("host", "destroy", f"twin.{remote}", "--yes", "--force").exit_code == 0
+    assert docker_env.labelled("ps", remote) == []
     assert len(docker_env.labelled("ps")) == 1

@@ -21,33 +21,8 @@ def require(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
-REAL_PATH = os.environ.get("PATH", "")
-
-
-@pytest.fixture(scope="session")
-def path_without_docker(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """PATH with `docker` hidden. The built-in `local_docker` provider exists whenever docker
-    is on PATH, so without this every listing would depend on this machine's Docker daemon.
-    Folders holding `docker` are replaced by folders of links to everything else in them;
-    the docker tests put REAL_PATH back."""
-    folders = []
-    for index, folder in enumerate(REAL_PATH.split(os.pathsep)):
-        docker = os.path.join(folder or ".", "docker")
-        if not (os.path.isfile(docker) and os.access(docker, os.X_OK)):
-            folders.append(folder)
-            continue
-        shadow = tmp_path_factory.mktemp(f"path-without-docker-{index}")
-        for entry in os.scandir(folder):
-            if entry.name != "docker":
-                (shadow / entry.name).symlink_to(entry.path)
-        folders.append(str(shadow))
-    return os.pathsep.join(folders)
-
-
 @pytest.fixture(autouse=True)
-def isolated_home(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path_without_docker: str
-) -> Iterator[Path]:
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     home = tmp_path / "home"
     work = tmp_path / "work"
     home.mkdir()
@@ -66,7 +41,6 @@ def isolated_home(
     quiet = tmp_path / "builtins-off.toml"
     quiet.write_text("[providers.local_docker]\nenabled = false\n")
     monkeypatch.setenv("MNGR_CONFIG", str(quiet))
-    monkeypatch.setenv("PATH", path_without_docker)
     monkeypatch.chdir(work)
     from mngr.runner import CANCELLED
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REAL_PATH, require
+from tests.conftest import require
 from tests.docker import dockerd, sshd
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "docker"
@@ -125,10 +125,7 @@ class DockerEnv:
 
 
 @pytest.fixture
-def docker_env(
-    docker_engine: dockerd.Engine, user_settings: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[DockerEnv]:
-    monkeypatch.setenv("PATH", REAL_PATH)  # the CLI finds docker on PATH, as a user's would
+def docker_env(docker_engine: dockerd.Engine, user_settings: Path) -> Iterator[DockerEnv]:
     env = DockerEnv(docker_engine, f"dk-{secrets.token_hex(3)}", user_settings)
     with env.settings.open("a") as f:
         f.write(f'[providers.{env.provider}]\nbackend = "docker"\nhost = "{docker_engine.host}"\n')

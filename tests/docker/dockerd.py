@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TEST_IMAGE = "mngr-test-busybox:latest"
-# Resolved at import, before the tests hide docker from PATH (see tests/conftest.py).
 DOCKER = shutil.which("docker") or "docker"
 BUSYBOX = "/bin/busybox"
 DOCKERFILE = """\

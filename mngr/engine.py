@@ -98,7 +98,8 @@ def fan_out(
         end = time.monotonic() + UNDO_GRACE_S
         for thread in threads:
             thread.join(max(0.0, end - time.monotonic()))
-        raise
+        # A MngrError, not the KeyboardInterrupt Typer would turn into a silent exit 130.
+        raise InterruptedByUser("interrupted") from None
     for index in pending:
         outcomes[index].error = UnreachableError(f"did not answer within {deadline_s:g}s")
     return outcomes

@@ -111,7 +111,19 @@ class VendorCommandError(MngrError):
         self.stdout = stdout
         self.stderr = stderr
         detail = first_line(stderr) or "no error text"
-        super().__init__(f"{_short_argv(argv)} failed (exit {returncode}): {detail}")
+        super().__init__(f"{_short_argv(argv)} failed ({exit_status(returncode)}): {detail}")
+
+
+def exit_status(returncode: int) -> str:
+    """`exit 1`, or `killed by SIGKILL` for a process a signal ended (a negative code)."""
+    if returncode >= 0:
+        return f"exit {returncode}"
+    import signal
+
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
 
 
 def first_line(text: str) -> str:

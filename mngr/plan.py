@@ -11,7 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mngr.errors import ConflictError, InterruptedByUser, MngrError, NotFoundError
+from mngr.errors import (
+    ConflictError,
+    InterruptedByUser,
+    MngrError,
+    NotFoundError,
+    VendorMissingError,
+)
 from mngr.runner import CANCELLED, Command
 
 if TYPE_CHECKING:
@@ -73,7 +79,8 @@ def execute(plan: Plan, backend: Backend) -> Any:
             try:
                 _run_step(step, ctx, backend, cancellable=True)
             except BaseException as exc:
-                if step.undo_if_failed and not isinstance(exc, ConflictError):
+                # A conflict is someone else's; a vendor that is missing never started.
+                if step.undo_if_failed and not isinstance(exc, ConflictError | VendorMissingError):
                     done.append(step)
                 raise
             done.append(step)

@@ -35,6 +35,7 @@ from mngr.errors import (
     UsageError,
     VendorCommandError,
     VendorOutputError,
+    exit_status,
 )
 from mngr.names import new_snapshot_id
 from mngr.plan import Context, Plan, Step
@@ -568,7 +569,7 @@ class DockerBackend(Backend):
             return ConfigError(f"provider {self.config.name!r}: {detail}")
         if "Cannot connect to the Docker daemon" in text or "error during connect" in text:
             return UnreachableError(f"cannot reach the Docker daemon at {self._where()}: {detail}")
-        error.message = f"docker {verb} failed (exit {error.returncode}): {detail}"
+        error.message = f"docker {verb} failed ({exit_status(error.returncode)}): {detail}"
         return error
 
     # --- list -------------------------------------------------------------------------

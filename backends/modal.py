@@ -40,6 +40,8 @@ from mngr.errors import (
     VendorCommandError,
     VendorMissingError,
     VendorOutputError,
+    VendorTimeoutError,
+    exit_status,
 )
 from mngr.names import new_snapshot_id
 from mngr.plan import Context, Plan, Step
@@ -184,6 +186,10 @@ class ModalBackend(Backend):
                     f"{self.provider!r}"
                 ) from exc
             raise
+        except VendorTimeoutError as exc:  # the runner names the interpreter, not the shim
+            raise VendorTimeoutError(
+                f"modal shim {command.argv[3]} did not answer within {command.timeout_s:g}s"
+            ) from exc
 
     def classify(self, error: VendorCommandError) -> MngrError:
         verb = error.argv[3] if len(error.argv) > 3 else "?"
@@ -195,7 +201,8 @@ class ModalBackend(Backend):
                     f"{self.python} cannot run the Modal shim ({last}); install mngr[modal] "
                     f'for it or set python = "/path/to/python" for provider {self.provider!r}'
                 )
-            return MngrError(f"modal shim {verb} failed (exit {error.returncode}): {last}")
+            status = exit_status(error.returncode)
+            return MngrError(f"modal shim {verb} failed ({status}): {last or 'no error text'}")
         kind = report.get("kind")
         message = str(report.get("message") or "no error text").rstrip(".")
         fix = str(report.get("fix") or "")

@@ -40,6 +40,7 @@ from mngr.errors import (
     VendorCommandError,
     VendorMissingError,
     VendorOutputError,
+    exit_status,
     first_line,
 )
 from mngr.names import HOST_ID_RE, HOST_NAME_RE, check_host_name
@@ -382,6 +383,8 @@ class SshSpec:
         """ssh's own failures (exit 255) -> unreachable / unauthorised / host key errors."""
         where = f"machine {machine.name!r} ({machine.destination})" if machine else "machine"
         text = error.stderr
+        if error.returncode < 0:  # ssh itself was killed: nothing says how far it got
+            return UnreachableError(f"{where}: ssh was {exit_status(error.returncode)}")
         if error.returncode != 255:
             detail = first_line(text) or f"exit {error.returncode}"
             return MngrError(f"{where}: remote command failed: {detail}")

@@ -476,8 +476,10 @@ class AwsSpec:
 
 def _load(model: type[M], stdout: str, command: str) -> M:
     """Parse a vendor answer; a failure says which command printed what."""
+    if not stdout.strip():  # never an answer of `--output json`: not "no instances"
+        raise VendorOutputError(f"aws ec2 {command} printed nothing where JSON was expected")
     try:
-        return model.model_validate_json(stdout or "{}")
+        return model.model_validate_json(stdout)
     except ValidationError as exc:
         snippet = stdout.strip().replace("\n", " ")[:200]
         raise VendorOutputError(

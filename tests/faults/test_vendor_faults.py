@@ -95,6 +95,17 @@ def test_list_with_unreadable_or_killed_vendor_keeps_the_local_host(
         assert row["kind"] in ("error", "unreachable") and "killed by SIGKILL" in row["message"]
 
 
+@pytest.mark.parametrize("backend", ["aws", "modal", "mngr"])
+def test_list_with_empty_vendor_output_is_an_error_row_not_no_hosts(
+    vendor_for, mngr, backend: str
+) -> None:
+    """Nothing where JSON was due is bad output (`docker ps --format` and the ssh read script
+    print nothing for none, so there it is a valid empty answer)."""
+    vendor = vendor_for(backend)
+    vendor.answer(vendor.list_verb, ok(""))
+    assert list_beside_local(mngr, vendor)["errors"][0]["kind"] == "bad-output"
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_list_with_a_hung_vendor_times_out_and_keeps_the_local_host(
     vendor_for, mngr, backend: str

@@ -106,28 +106,38 @@ class DockerCreateOptions(CreateOptions):
         default_factory=list,
         description="KEY=VALUE in the container's environment (repeatable; sent on stdin).",
     )
+    # Options that reach the Docker host's own filesystem or raw docker flags are refused
+    # through `mngr serve` ("serve": False): a remote caller must not get root on the server.
     volume: list[str] = Field(
-        default_factory=list, description="Mount SRC:DEST[:OPTS] (repeatable; docker --volume)."
+        default_factory=list,
+        description="Mount SRC:DEST[:OPTS] (repeatable; docker --volume).",
+        json_schema_extra={"serve": False},
     )
-    build: str | None = Field(None, description="Build the image from this directory first.")
+    build: str | None = Field(
+        None,
+        description="Build the image from this directory first.",
+        json_schema_extra={"serve": False},
+    )
     dockerfile: str | None = Field(
-        None, description="Dockerfile to build (alone: its folder is the build context)."
+        None,
+        description="Dockerfile to build (alone: its folder is the build context).",
+        json_schema_extra={"serve": False},
     )
     build_arg: list[str] = Field(
         default_factory=list,
         description="KEY=VALUE build argument, or a '-'-flag passed to docker build as-is.",
-        json_schema_extra={"short": "-b"},
+        json_schema_extra={"short": "-b", "serve": False},
     )
     start_arg: list[str] = Field(
         default_factory=list,
         description="One extra docker run argument, as-is (repeatable; use --flag=value).",
-        json_schema_extra={"short": "-s"},
+        json_schema_extra={"short": "-s", "serve": False},
     )
 
     @field_validator("memory")
     @classmethod
     def _memory_size(cls, value: str | None) -> str | None:
-        if value is not None and not MEMORY_RE.match(value):
+        if value is not None and not MEMORY_RE.fullmatch(value):
             raise ValueError("expected a size such as 512m or 2g")
         return value
 
@@ -136,7 +146,7 @@ class DockerCreateOptions(CreateOptions):
     def _env_pairs(cls, items: list[str]) -> list[str]:
         for item in items:
             key, eq, value = item.partition("=")
-            if not eq or not ENV_KEY_RE.match(key):
+            if not eq or not ENV_KEY_RE.fullmatch(key):
                 raise ValueError(f"expected KEY=VALUE, got {item.split('=')[0]!r}...")
             if any(c in value for c in "\n\r\0"):
                 raise ValueError(f"the value of {key} must be one line")
@@ -222,7 +232,7 @@ def _host_state(state: str, status: str) -> HostState:
 
 def _memory_gb(size: str | None) -> float | None:
     """A docker size (`512m`, `2g`, `1.5GiB`, bytes) in GiB; docker's units are binary."""
-    match = MEMORY_RE.match(size or "")
+    match = MEMORY_RE.fullmatch(size or "")
     if match is None:
         return None
     unit = (match.group(2) or "b")[0].lower()

@@ -252,3 +252,14 @@ def test_create_options_refuse_bad_values(fields: dict, message: str) -> None:
 def test_memory_accepts_docker_sizes() -> None:
     for size in ("512m", "2g", "2GB", "1073741824", "1.5g", "64MiB"):
         assert DockerCreateOptions(memory=size).memory == size
+
+
+def test_options_that_touch_the_docker_host_are_not_served_remotely() -> None:
+    from mngr_backends.docker import DockerCreateOptions
+
+    def served(field: str) -> bool:
+        extra = DockerCreateOptions.model_fields[field].json_schema_extra
+        return not (isinstance(extra, dict) and extra.get("serve") is False)
+
+    assert not any(served(f) for f in ("volume", "build", "dockerfile", "build_arg", "start_arg"))
+    assert all(served(f) for f in ("cpus", "memory", "gpus", "env"))

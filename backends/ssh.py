@@ -40,13 +40,13 @@ from mngr.errors import (
     VendorCommandError,
     VendorMissingError,
     VendorOutputError,
+    did_you_mean,
     exit_status,
     first_line,
 )
 from mngr.names import HOST_ID_RE, HOST_NAME_RE, check_host_name
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState
-from mngr.registry import did_you_mean
 from mngr.runner import Command
 
 # --- configuration ------------------------------------------------------------------------

@@ -251,61 +251,23 @@ def providers(explicit: Path | None = None) -> dict[str, str]:
 
 
 def _provider_tables(explicit: Path | None) -> dict[str, dict[str, Any]]:
-    merged = builtin_providers()
-    for path in settings_files(explicit):
-        for name, raw in _raw_providers(_read_toml(path)).items():
+    """Raw provider tables across the settings layers; a broken file is skipped (a TAB
+    never fails), a valid one is read exactly as `mngr.config` reads it."""
+    from mngr import config
+    from mngr.errors import ConfigError
+
+    merged = config.builtin_providers()
+    for layer in config.layers(explicit):
+        if layer.path is None:
+            continue
+        try:
+            data = config.read_toml(layer.path, required=False)
+            defined, _ = config.providers_in_file(data or {}, layer.path)
+        except ConfigError:
+            continue
+        for name, raw in defined.items():
             merged[name] = {**merged.get(name, {}), **raw}
     return merged
-
-
-def builtin_providers() -> dict[str, dict[str, Any]]:
-    """As `mngr.config.builtin_providers` (`local`; `local_docker` when docker is on PATH)."""
-    found = {"local": {"name": "local", "backend": "local"}}
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        candidate = os.path.join(folder or ".", "docker")
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            found["local_docker"] = {"name": "local_docker", "backend": "docker"}
-            break
-    return found
-
-
-def settings_files(explicit: Path | None = None) -> list[Path]:
-    """The files of `mngr.config.layers()`, lowest first."""
-    files = [paths.user_settings()]
-    project = paths.project_dir()
-    if project is not None:
-        files += [project / paths.PROJECT_FILE, project / paths.LOCAL_FILE]
-    if os.environ.get("MNGR_CONFIG"):
-        files.append(Path(os.environ["MNGR_CONFIG"]))
-    if explicit is not None:
-        files.append(explicit)
-    return files
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    """A settings file's data; an absent or broken file counts as empty (TAB never fails)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return {}
-    import tomllib  # only when a file exists: it is most of the cost of a TAB
-
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        return {}
-
-
-def _raw_providers(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Both forms: `[[providers]]` with `name`, and `[providers.NAME]`; junk is skipped."""
-    section = data.get("providers")
-    if isinstance(section, list):
-        items = [(item.get("name"), item) for item in section if isinstance(item, dict)]
-    elif isinstance(section, dict):
-        items = [(name, item) for name, item in section.items() if isinstance(item, dict)]
-    else:
-        items = []
-    return {name: item for name, item in items if isinstance(name, str) and name}
 
 
 def hosts(explicit: Path | None = None, wanted: list[str] | None = None) -> list[tuple[str, str]]:

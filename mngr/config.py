@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,8 +53,7 @@ class Settings:
     layers: list[Layer]
 
     def provider(self, name: str) -> ProviderEntry:
-        from mngr.errors import NotFoundError
-        from mngr.registry import did_you_mean
+        from mngr.errors import NotFoundError, did_you_mean
 
         entry = self.providers.get(name)
         if entry is None:
@@ -95,6 +93,8 @@ def read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
         raise ConfigError(f"{path}: settings file is not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read settings file ({exc.strerror})") from None
+    import tomllib  # not on the start-up path of commands that read no settings
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -103,7 +103,7 @@ def read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
 
 def providers_in_file(data: dict[str, Any], path: Path) -> tuple[dict[str, dict[str, Any]], Any]:
     """The providers a file defines (name -> raw fields) and its `default_provider`."""
-    from mngr.registry import did_you_mean
+    from mngr.errors import did_you_mean
 
     for key in data:
         if key not in TOP_LEVEL_KEYS:
@@ -128,7 +128,15 @@ def providers_in_file(data: dict[str, Any], path: Path) -> tuple[dict[str, dict[
             if name in result:
                 line = find_line(path, "name", value=name, occurrence=2)
                 raise ConfigError(f"{where(path, line)}: provider {name!r} is defined twice")
-            result[name] = dict(item)
+            item = dict(item)
+            # TOML reads a `[providers.NAME]` written after `[[providers]]` as a sub-table of
+            # the last array entry; the two forms may be mixed, so lift it back out.
+            for key, value in list(item.items()):
+                if isinstance(value, dict) and "backend" in value:
+                    if key in result or key == name:
+                        raise ConfigError(f"{path}: provider {key!r} is defined twice")
+                    result[key] = {"name": key, **item.pop(key)}
+            result[name] = item
     elif isinstance(section, dict):
         for name, item in section.items():
             if not isinstance(item, dict):
@@ -213,7 +221,8 @@ def load(explicit: Path | None = None, *, validate: bool = True) -> Settings:
 def validate_entry(entry: ProviderEntry) -> None:
     from pydantic import ValidationError
 
-    from mngr.registry import did_you_mean, is_known, load_backend
+    from mngr.errors import did_you_mean
+    from mngr.registry import is_known, load_backend
 
     origin = Path(entry.sources[-1]) if entry.sources[-1] != BUILTIN else None
     backend = entry.raw.get("backend")

@@ -6,6 +6,7 @@ Every error the CLI prints is a MngrError: one line, no traceback, mapped to an 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -143,3 +144,16 @@ def _short_argv(argv: list[str]) -> str:
             break
         words.append(word)
     return shlex.join(words)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for a near miss, else the list of choices, else nothing."""
+    import difflib
+
+    options = sorted(choices)
+    close = difflib.get_close_matches(word, options, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    if options:
+        return f" (expected one of: {', '.join(options)})"
+    return ""

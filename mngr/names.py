@@ -6,7 +6,6 @@ Pure and dependency-free: used by the CLI, the server and the completion fast pa
 from __future__ import annotations
 
 import re
-import secrets
 
 from mngr.errors import UsageError
 
@@ -19,10 +18,14 @@ MAX_TAG_VALUE = 255
 
 
 def new_host_id() -> str:
+    import secrets
+
     return "host-" + secrets.token_hex(16)
 
 
 def new_snapshot_id() -> str:
+    import secrets
+
     return "snap-" + secrets.token_hex(16)
 
 

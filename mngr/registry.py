@@ -3,12 +3,11 @@ nothing here imports a backend module until a provider of that backend is used."
 
 from __future__ import annotations
 
-import difflib
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
-from mngr.errors import ConfigError
+from mngr.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
     from mngr.backend import Backend
@@ -50,12 +49,3 @@ def load_backend(name: str) -> type[Backend]:
     if ep is None:
         raise ConfigError(f"unknown backend {name!r}{did_you_mean(name, backend_names())}")
     return ep.load()
-
-
-def did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    if choices:
-        return f" (expected one of: {', '.join(sorted(choices))})"
-    return ""

@@ -78,7 +78,7 @@ def add_provider(name: str, backend: str, settings: list[str], scope: str = "use
         err = exc.errors()[0]
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
-            from mngr.registry import did_you_mean
+            from mngr.errors import did_you_mean
 
             fields = [f for f in model.model_fields if f not in ("name", "backend")]
             raise UsageError(

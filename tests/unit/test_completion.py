@@ -295,17 +295,14 @@ def test_zsh_script_completes_through_the_real_command(
     assert tab("mngr host list --format=j") == ["--format=json", "--format=jsonl"]
 
 
-def test_settings_files_are_those_of_the_config_layers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_providers_come_from_every_layer_in_both_forms(
+    user_settings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mngr import config
-
+    user_settings.write_text('[[providers]]\nname = "a"\nbackend = "local"\n')
     (tmp_path / "work" / ".mngr").mkdir()
-    (tmp_path / "work" / ".mngr" / "settings.toml").write_text("")
-    monkeypatch.setenv("MNGR_CONFIG", str(tmp_path / "env.toml"))
-    explicit = tmp_path / "flag.toml"
-    expected = [layer.path for layer in config.layers(explicit) if layer.path is not None]
-    assert completion.settings_files(explicit) == expected
-    assert completion.builtin_providers() == config.builtin_providers()
-    monkeypatch.setenv("PATH", str(tmp_path))  # no docker here
-    assert completion.builtin_providers() == config.builtin_providers()
+    (tmp_path / "work" / ".mngr" / "settings.toml").write_text('[providers.b]\nbackend = "aws"\n')
+    broken = tmp_path / "env.toml"
+    broken.write_text("[[providers]\n")  # a broken layer is skipped, never an error
+    monkeypatch.setenv("MNGR_CONFIG", str(broken))
+    found = completion.providers()
+    assert found["a"] == "local" and found["b"] == "aws" and found["local"] == "local"

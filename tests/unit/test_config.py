@@ -163,3 +163,14 @@ def test_disabled_provider_is_skipped_by_list_and_refused_by_verbs(
     assert "off" not in engine.usable_providers()
     with pytest.raises(UsageError, match="disabled"):
         engine.backend("off")
+
+
+def test_both_forms_mixed_in_one_file(user_settings: Path) -> None:
+    write(
+        user_settings,
+        '[[providers]]\nname = "a"\nbackend = "local"\n\n'
+        '[providers.b]\nbackend = "local"\nroot = "/tmp/b"\n',
+    )
+    settings = config.load()
+    assert settings.providers["a"].config.root is None
+    assert settings.providers["b"].config.root == "/tmp/b"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import time
 import urllib.parse
 from functools import cache
 from pathlib import Path
@@ -220,9 +221,10 @@ class MngrBackend(Backend):
         if auth:
             request.add_unredirected_header("Authorization", f"Bearer {self._token()}")
         timeout = timeout_s or self.config.timeout_s
+        deadline = time.monotonic() + timeout
         try:
             with self._opener().open(request, timeout=timeout) as response:
-                raw = response.read()
+                raw = _read_by(response, deadline)
         except urllib.error.HTTPError as exc:
             raise self._http_error(method, url, exc) from None
         except urllib.error.URLError as exc:
@@ -483,6 +485,17 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _read_by(response: Any, deadline: float) -> bytes:
+    """The whole body, or TimeoutError once the deadline has passed: the socket timeout
+    alone lets a server that trickles its answer hold the caller for ever."""
+    chunks = []
+    while chunk := response.read1(65536):
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            raise TimeoutError
+    return b"".join(chunks)
 
 
 def _rows(doc: Any, key: str, url: str) -> list[dict[str, Any]]:

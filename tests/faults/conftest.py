@@ -295,6 +295,12 @@ class HttpVendor(Vendor):
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if answer.get("trickle_s"):  # a byte at a time, each well inside the timeout
+                    for byte in body:
+                        if vendor.released.wait(answer["trickle_s"]):
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
                 self.wfile.write(body)
 
             do_GET = do_POST = do_DELETE = _any

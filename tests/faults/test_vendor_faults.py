@@ -118,6 +118,23 @@ def test_list_with_a_hung_vendor_times_out_and_keeps_the_local_host(
     assert doc["elapsed"] < HANG_BOUND_S
 
 
+@pytest.mark.parametrize("verb", ["list", "create"])
+def test_a_server_trickling_its_answer_times_out_like_one_that_hangs(
+    vendor_for, mngr, verb: str
+) -> None:
+    """Each byte comes inside the socket timeout; the whole answer never comes in time."""
+    vendor = vendor_for("mngr", timeout_s=HANG_TIMEOUT_S)
+    body = vendor.listed if verb == "list" else vendor.answers["create"][0]["out"]
+    vendor.answer(verb, {"status": 200, "out": body, "trickle_s": HANG_TIMEOUT_S / 4})
+    start = time.monotonic()
+    if verb == "list":
+        assert list_beside_local(mngr, vendor)["errors"][0]["kind"] == "timeout"
+    else:
+        result = mngr(*CREATE)
+        assert result.exit_code == 1 and "within 1s" in one_line_error(result)
+    assert time.monotonic() - start < HANG_BOUND_S
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_list_with_the_vendor_missing_keeps_the_local_host(
     vendor_for, mngr, user_settings: Path, backend: str

@@ -582,11 +582,17 @@ class AwsBackend(Backend):
     def list_hosts(self) -> list[Host]:
         hosts: list[Host] = []
         token: str | None = None
+        seen: set[str] = set()
         while True:
             instances, token = self.spec.parse_instances(self.call(self.spec.list_argv(token)))
             hosts += [h for h in map(self.spec.host_of, instances) if h is not None]
             if not token:
                 return hosts
+            if token in seen:  # an endpoint paging in a circle would be listed for ever
+                raise VendorOutputError(
+                    "aws ec2 describe-instances returned a NextToken it had already given"
+                )
+            seen.add(token)
 
     def create_plan(self, request: CreateRequest) -> Plan:
         options = request.options

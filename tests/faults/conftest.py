@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 
-from tests.cli.conftest import mngr  # noqa: F401 - the CLI in-process
 from tests.docker.conftest import docker_engine, docker_env  # noqa: F401 - a real engine
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

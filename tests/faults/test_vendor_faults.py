@@ -106,6 +106,15 @@ def test_list_with_empty_vendor_output_is_an_error_row_not_no_hosts(
     assert list_beside_local(mngr, vendor)["errors"][0]["kind"] == "bad-output"
 
 
+def test_aws_paging_in_a_circle_is_bad_output_not_an_endless_list(vendor_for, mngr) -> None:
+    vendor = vendor_for("aws")
+    page = {**json.loads(vendor.listed), "NextToken": "page-2"}
+    vendor.answer("describe-instances", ok(json.dumps(page)))  # every page says: one more
+    row = list_beside_local(mngr, vendor)["errors"][0]
+    assert row["kind"] == "bad-output" and "NextToken" in row["message"]
+    assert len(vendor.calls("describe-instances")) == 2
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_list_with_a_hung_vendor_times_out_and_keeps_the_local_host(
     vendor_for, mngr, backend: str

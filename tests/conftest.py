@@ -3,9 +3,12 @@ temporary folder, so no test reads or writes the developer's settings or data.""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +22,30 @@ def require(condition: bool, why: str) -> None:
     if IN_CI:
         pytest.fail(f"required test component missing in CI: {why}")
     pytest.skip(why)
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def mngr(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
+    """Run the CLI in-process, the way the console script does (after its fast paths)."""
+    from mngr.cli import run
+
+    def invoke(*args: str) -> Result:
+        capsys.readouterr()
+        code = run(list(args))
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return invoke
 
 
 @pytest.fixture(autouse=True)

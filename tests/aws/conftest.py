@@ -4,7 +4,6 @@ in-process CLI, and a real moto server driven by the real aws CLI."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +11,6 @@ import pytest
 
 from tests.aws.motoserver import CREDENTIALS, IMAGE, MotoServer, aws_binary, moto_available
 from tests.conftest import require
-
-
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def mngr(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    """Run the CLI in-process, the way the console script does (after its fast paths)."""
-    from mngr.cli import run
-
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        code = run(list(args))
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return invoke
 
 
 @pytest.fixture

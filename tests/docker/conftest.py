@@ -20,30 +20,6 @@ from tests.docker import dockerd, sshd
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "docker"
 
 
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-@pytest.fixture
-def mngr(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    """Run the CLI in-process, the way the console script does (after its fast paths)."""
-    from mngr.cli import run
-
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        code = run(list(args))
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return invoke
-
-
 @pytest.fixture
 def mngr_process() -> Callable[..., subprocess.Popen[str]]:
     """Start the CLI as its own process (for signals and attached stdio)."""

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,6 @@ TOKEN_ID = "ak-test-token-id"
 TOKEN_SECRET = "as-test-token-secret-3f9c"
 SHIM = [sys.executable, "-m", "mngr_backends.modal_shim"]
 COMMON = ["--app=mngr-cloud", "--dict=mngr-cloud-records"]
-
-
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
 
 
 class FakeModal:

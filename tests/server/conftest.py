@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import Result, require
 
 RW_TOKEN = "rw-test-token-5b1f0c9e7a3d"
 RO_TOKEN = "ro-test-token-9c2e4f1a8b7d"
@@ -36,13 +36,6 @@ LISTENING = re.compile(r"listening on (https?://\S+)")
 
 def server_deps_installed() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("fastapi", "uvicorn"))
-
-
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
 
 
 @dataclass
@@ -218,20 +211,6 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServePro
 @pytest.fixture
 def server(serve: Callable[..., ServeProcess]) -> ServeProcess:
     return serve()
-
-
-@pytest.fixture
-def mngr(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    """Run the CLI in-process, the way the console script does (after its fast paths)."""
-    from mngr.cli import run
-
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        code = run(list(args))
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return invoke
 
 
 @pytest.fixture

@@ -9,20 +9,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require
+from tests.conftest import Result, require
 from tests.ssh.sshd_pool import Pool, keygen, missing
-
-
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
 
 
 @pytest.fixture(autouse=True)
@@ -32,20 +24,6 @@ def runtime_dir(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(path))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def mngr(capsys: pytest.CaptureFixture[str]) -> Callable[..., Result]:
-    """Run the CLI in-process, the way the console script does."""
-    from mngr.cli import run
-
-    def invoke(*args: str) -> Result:
-        capsys.readouterr()
-        code = run(list(args))
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
-
-    return invoke
 
 
 @pytest.fixture

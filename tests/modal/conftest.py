@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import Result
+
 FAKE_SDK = Path(__file__).with_name("fake_sdk")
 TOKEN_ID = "ak-test-token-id"
 TOKEN_SECRET = "as-test-token-secret-3f9c"

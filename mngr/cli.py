@@ -15,6 +15,9 @@ FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json or j
 ProviderOpt = Annotated[
     str | None, typer.Option("--provider", "-p", help="Provider instance to use.")
 ]
+ProvidersOpt = Annotated[
+    list[str] | None, typer.Option("--provider", "-p", help="Only these providers (repeatable).")
+]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Print the vendor commands that would run; run none.")
@@ -215,9 +218,7 @@ def register_create(with_backend_flags: bool) -> None:
 
 @host_app.command("list")
 def host_list(
-    provider: Annotated[
-        list[str] | None, typer.Option("--provider", "-p", help="Only these providers.")
-    ] = None,
+    provider: ProvidersOpt = None,
     state: Annotated[str | None, typer.Option("--state", help="Only hosts in this state.")] = None,
     tag: Annotated[
         list[str] | None, typer.Option("--tag", "-t", help="Only hosts with KEY=VALUE.")
@@ -410,9 +411,7 @@ def snapshot_create(
 @snapshot_app.command("list")
 def snapshot_list(
     host: Annotated[str | None, typer.Argument(help="Only snapshots of this host.")] = None,
-    provider: Annotated[
-        list[str] | None, typer.Option("--provider", "-p", help="Only these providers.")
-    ] = None,
+    provider: ProvidersOpt = None,
     fmt: FormatOpt = "table",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print ids only.")] = False,
 ) -> None:

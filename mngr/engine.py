@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from mngr import paths
 from mngr.backend import Backend
-from mngr.config import Settings
+from mngr.config import BUILTIN, Settings
 from mngr.errors import (
     ConfigError,
     InterruptedByUser,
@@ -174,13 +174,23 @@ class Engine:
                 result.hosts.extend(outcome.error.hosts)  # type: ignore[arg-type]
                 result.errors += [error_row(outcome.item, e) for e in outcome.error.errors]
             elif outcome.error is not None:
-                result.errors.append(error_row(outcome.item, outcome.error))
+                result.errors.append(self._builtin_hint(error_row(outcome.item, outcome.error)))
             else:
                 result.hosts.extend(outcome.value)
         result.hosts.sort(key=lambda h: (h.provider, h.name))
         answered = [o.item for o in outcomes if o.error is None]
         _remember_host_names(answered, result.hosts, complete=not providers)
         return result
+
+    def _builtin_hint(self, row: ProviderErrorRow) -> ProviderErrorRow:
+        """A built-in provider the user never configured says how to switch it off."""
+        entry = self.settings.providers.get(row.provider)
+        if entry is not None and entry.sources == [BUILTIN] and row.kind in ("unreachable", "timeout"):
+            row.message += (
+                f" (to skip this built-in provider, set `enabled = false` under "
+                f"[providers.{row.provider}] in {paths.user_settings()})"
+            )
+        return row
 
     def list_snapshots(
         self, providers: list[str] | None = None, host: Host | None = None

@@ -125,3 +125,23 @@ def test_provider_check(fake_providers, mngr) -> None:
     rows = {r["name"]: r for r in json.loads(result.stdout)["providers"]}
     assert rows["p"]["ok"] and rows["p"]["details"] == {"user": "tester"}
     assert not rows["q"]["ok"] and result.exit_code == 1
+
+
+def test_unreachable_builtin_provider_says_how_to_switch_it_off(
+    fake_providers, mngr, monkeypatch, tmp_path: Path
+) -> None:
+    from mngr import config
+
+    fake_providers()
+    template = {
+        "name": "builtin_fake",
+        "backend": "fakecli",
+        "timeout_s": 1,
+        "state_dir": str(tmp_path / "b"),
+        "fault": "list:hang",
+    }
+    monkeypatch.setitem(config.BUILTIN_TEMPLATES, "builtin_fake", (template, None))
+    result = mngr("host", "list", "--format", "json")
+    assert result.exit_code == 6
+    [row] = result.json()["errors"]
+    assert row["kind"] == "timeout" and "enabled = false" in row["message"]

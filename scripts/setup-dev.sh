@@ -9,6 +9,7 @@ APT_PACKAGES=(
   openssh-server     # sshd on loopback for the ssh and remote-docker tests
   openssh-client
   busybox-static     # the static binary the local test image is built from
+  zsh fish           # the completion scripts are tested in each shell
 )
 
 if command -v apt-get >/dev/null 2>&1; then

@@ -13,6 +13,7 @@ import pytest
 
 from mngr import completion, paths
 from mngr.completion import complete
+from tests.conftest import require
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("typer", "click", "pydantic", "rich", "mngr_backends")
@@ -226,10 +227,10 @@ def test_bash_script_completes_through_the_real_command(
     assert out.stdout.splitlines() == ["host,", "web-1,", "json,jsonl,", "/etc,", "host,"]
 
 
-@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
 def test_fish_script_completes_through_the_real_command(
     mngr_on_path: Path, isolated_home: Path
 ) -> None:
+    require(shutil.which("fish") is not None, "fish is not installed")
     make_local_host("web-1")
     script = REPO / "completions" / "mngr.fish"
     (isolated_home / "bin").mkdir()
@@ -267,10 +268,10 @@ zpty -d z
 """
 
 
-@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
 def test_zsh_script_completes_through_the_real_command(
     mngr_on_path: Path, tmp_path: Path, isolated_home: Path
 ) -> None:
+    require(shutil.which("zsh") is not None, "zsh is not installed")
     make_local_host("web-1")
     fpath = tmp_path / "zfunc"
     fpath.mkdir()

@@ -46,7 +46,7 @@ def mngr_process() -> Callable[..., Result]:
 @pytest.fixture(scope="session")
 def client_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("ssh-keygen") is None:
-        pytest.skip("ssh-keygen is not installed")
+        require(False, "ssh-keygen is not installed")
     return keygen(tmp_path_factory.mktemp("ssh-client") / "id_ed25519")
 
 

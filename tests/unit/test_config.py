@@ -113,10 +113,18 @@ def test_settings_path_that_is_a_directory(tmp_path: Path) -> None:
         config.load(folder)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_settings_file(tmp_path: Path) -> None:
+def test_unreadable_settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path / "s.toml", "")
     path.chmod(0)
+    if os.geteuid() == 0:  # root reads any file: make the read fail as it would for a user
+        real = Path.read_text
+
+        def denied(self: Path, *args: object, **kwargs: object) -> str:
+            if self == path:
+                raise PermissionError(13, "Permission denied")
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "read_text", denied)
     with pytest.raises(ConfigError, match="permission denied"):
         config.load(path)
 

@@ -27,7 +27,8 @@ RUN_MNGR = [sys.executable, str(ROOT / "tests" / "support" / "run_mngr.py")]
 def settings(home: Path, providers: dict[str, dict[str, str]]) -> dict[str, str]:
     cfg = home / ".config" / "mngr"
     cfg.mkdir(parents=True, exist_ok=True)
-    lines = []
+    # The built-in local_docker (there whenever docker is on PATH) is not what is measured.
+    lines = ["[providers.local_docker]", "enabled = false", ""]
     for name, fields in providers.items():
         lines.append(f"[providers.{name}]")
         lines += [f'{k} = "{v}"' for k, v in fields.items()]

@@ -267,6 +267,28 @@ def test_create_with_a_hung_vendor_ends_within_its_timeout(vendor_for, mngr, bac
     assert "within 1s" in one_line_error(result)
 
 
+DELETE_VERBS = {
+    "docker": "rm",
+    "aws": "terminate-instances",
+    "ssh": "release",
+    "modal": "terminate",
+    "mngr": "destroy",
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_destroy_with_a_hung_vendor_ends_within_its_timeout(vendor_for, mngr, backend: str) -> None:
+    vendor = vendor_for(backend, timeout_s=HANG_TIMEOUT_S)
+    vendor.answer(vendor.list_verb, ok(vendor.listed))
+    vendor.answer(DELETE_VERBS[backend], HANG)
+    start = time.monotonic()
+    result = mngr(*DESTROY)
+    assert time.monotonic() - start < HANG_BOUND_S
+    assert result.exit_code == 1
+    assert "within 1s" in one_line_error(result)
+    assert len(vendor.calls(DELETE_VERBS[backend])) == 1
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_create_with_a_killed_vendor_is_an_error_not_a_crash(
     vendor_for, mngr, backend: str
@@ -461,3 +483,24 @@ def test_signal_during_a_create_of_several_hosts_undoes_each(
         assert sorted(c[-1] for c in vendor.calls("rm")) == [
             f"{n}.{PROVIDER}" for n in ("a", "b", "c")
         ]
+
+
+def test_ctrl_c_during_a_list_waiting_on_a_hung_vendor_exits_130_at_once(vendor_for) -> None:
+    vendor = vendor_for("docker", timeout_s=30)
+    vendor.answer("ps", HANG)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mngr", "host", "list"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(lambda: len(vendor.calls("ps")) == 1)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    finally:
+        proc.kill()
+    assert time.monotonic() - start < 5  # the hung docker is killed, not waited for
+    assert code == 130 and proc.stderr.read().strip() == "error: interrupted"

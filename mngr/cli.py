@@ -698,6 +698,10 @@ def run(argv: list[str]) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=argv, prog_name="mngr", standalone_mode=False)
+        if result == EXIT_INTERRUPTED:  # Typer turned a Ctrl-C into a bare exit code
+            from mngr import output
+
+            output.error("interrupted")
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code

@@ -185,7 +185,11 @@ class Engine:
     def _builtin_hint(self, row: ProviderErrorRow) -> ProviderErrorRow:
         """A built-in provider the user never configured says how to switch it off."""
         entry = self.settings.providers.get(row.provider)
-        if entry is not None and entry.sources == [BUILTIN] and row.kind in ("unreachable", "timeout"):
+        if (
+            entry is not None
+            and entry.sources == [BUILTIN]
+            and row.kind in ("unreachable", "timeout")
+        ):
             row.message += (
                 f" (to skip this built-in provider, set `enabled = false` under "
                 f"[providers.{row.provider}] in {paths.user_settings()})"

@@ -16,7 +16,9 @@ from mngr.errors import (
     InterruptedByUser,
     MngrError,
     NotFoundError,
+    UnreachableError,
     VendorMissingError,
+    VendorTimeoutError,
 )
 from mngr.runner import CANCELLED, Command
 
@@ -69,9 +71,15 @@ class PlanFailed(MngrError):
     """A step failed; carries what could not be undone, if anything."""
 
 
+def _never_reached(exc: BaseException) -> bool:
+    """The vendor could not reach its provider at all (not a timeout: that may have acted)."""
+    return isinstance(exc, UnreachableError) and not isinstance(exc, VendorTimeoutError)
+
+
 def execute(plan: Plan, backend: Backend) -> Any:
     ctx = plan.context
     done: list[Step] = []
+    unreached: Step | None = None  # a failed step whose provider was never reached
     try:
         for step in plan.steps:
             if CANCELLED.is_set():
@@ -82,17 +90,20 @@ def execute(plan: Plan, backend: Backend) -> Any:
                 # A conflict is someone else's; a vendor that is missing never started.
                 if step.undo_if_failed and not isinstance(exc, ConflictError | VendorMissingError):
                     done.append(step)
+                    unreached = step if _never_reached(exc) else None
                 raise
             done.append(step)
         return plan.finish(ctx) if plan.finish else None
     except BaseException as exc:
-        leftovers = _undo(done, ctx, backend)
+        leftovers = _undo(done, ctx, backend, unreached)
         if leftovers and isinstance(exc, MngrError):
             exc.message += "; could not undo: " + "; ".join(leftovers)
         raise
 
 
-def _undo(done: list[Step], ctx: Context, backend: Backend) -> list[str]:
+def _undo(
+    done: list[Step], ctx: Context, backend: Backend, unreached: Step | None = None
+) -> list[str]:
     leftovers: list[str] = []
     for step in reversed(done):
         if step.undo is None:
@@ -100,6 +111,8 @@ def _undo(done: list[Step], ctx: Context, backend: Backend) -> list[str]:
         try:
             _run_step(step.undo, ctx, backend, cancellable=False)
         except Exception as exc:  # keep undoing the rest; report what is left
+            if step is unreached and _never_reached(exc):
+                continue  # neither the step nor its undo reached the provider: nothing was made
             leftovers.append(f"{step.undo.description} ({exc})")
     return leftovers
 

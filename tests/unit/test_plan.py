@@ -89,3 +89,19 @@ def test_interrupt_during_a_step_runs_the_undo() -> None:
         execute(Plan([a, slow]), backend())
     assert log == ["allocated", "released"]
     assert time.monotonic() - start < 5
+
+
+def test_a_provider_never_reached_is_not_reported_as_a_leftover() -> None:
+    from mngr.errors import UnreachableError, VendorTimeoutError
+
+    for error, leftover in (
+        (UnreachableError("daemon down"), False),
+        (VendorTimeoutError("no answer"), True),
+    ):
+        log: list[str] = []
+        step = action(log, "run", fail=error)
+        step.undo, step.undo_if_failed = action(log, "rm", fail=UnreachableError("down")), True
+        with pytest.raises(UnreachableError) as exc:
+            execute(Plan([step]), backend())
+        assert log == ["run", "rm"]  # the undo is still tried
+        assert ("could not undo" in str(exc.value)) is leftover

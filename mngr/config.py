@@ -243,7 +243,9 @@ def validate_entry(entry: ProviderEntry) -> None:
     try:
         entry.config = model.model_validate(entry.raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # An unknown key first: `regoin` explains the missing `region`, not the other way round.
+        err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         key = str(err["loc"][0]) if err["loc"] else ""
         source = _source_of(entry, key) if key else origin
         line = find_line(source, key, provider=entry.name) if source and key else None

@@ -182,3 +182,9 @@ def test_both_forms_mixed_in_one_file(user_settings: Path) -> None:
     settings = config.load()
     assert settings.providers["a"].config.root is None
     assert settings.providers["b"].config.root == "/tmp/b"
+
+
+def test_a_misspelt_required_key_is_reported_as_the_misspelling(user_settings: Path) -> None:
+    write(user_settings, '[providers.cloud]\nbackend = "aws"\nregoin = "us-east-1"\n')
+    with pytest.raises(ConfigError, match=r"settings.toml:3: .*unknown key 'regoin'.*'region'"):
+        config.load()

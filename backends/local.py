@@ -295,6 +295,10 @@ class LocalBackend(Backend):
             raise MngrError("no command given (use: mngr host exec NAME -- CMD...)")
         if detach:
             argv = [sys.executable, "-m", "mngr_backends.local", "detach", str(folder), "--", *argv]
+        else:
+            # Through `sh -c 'exec "$@"'` (arguments stay arguments, never shell text) so an
+            # unknown command answers 127 "not found", as it would in a shell on the host.
+            argv = ["/bin/sh", "-c", 'exec "$@"', "mngr-exec", *argv]
         return Command(argv, cwd=str(folder))
 
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:

@@ -333,7 +333,8 @@ def _run_attached(command: Any) -> int:
 
     env = {**os.environ, **command.env} if command.env else None
     try:
-        return subprocess.call(command.argv, cwd=command.cwd, env=env)
+        code = subprocess.call(command.argv, cwd=command.cwd, env=env)
+        return 128 - code if code < 0 else code  # killed by signal N: 128 + N, as a shell says
     except FileNotFoundError:
         raise VendorMissingError(f"'{command.argv[0]}' was not found on PATH") from None
     except KeyboardInterrupt:

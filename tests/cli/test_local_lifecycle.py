@@ -172,3 +172,11 @@ def test_host_by_id_and_by_name_dot_provider(mngr) -> None:
     assert mngr("host", "exec", "x.local", "--", "true").exit_code == 0
     missing = mngr("host", "exec", "x.nope", "--", "true")
     assert missing.exit_code == 3 and "no provider named 'nope'" in missing.stderr
+
+
+def test_exec_of_an_unknown_command_and_a_killed_one_answer_as_a_shell(mngr) -> None:
+    mngr("host", "create", "sh1")
+    assert mngr("host", "exec", "sh1", "--", "no-such-command-here").exit_code == 127
+    assert mngr("host", "exec", "sh1", "--", "sh", "-c", "kill -9 $$").exit_code == 137
+    # arguments are never shell text
+    assert mngr("host", "exec", "sh1", "--", "test", "$(false)", "=", "$(false)").exit_code == 0

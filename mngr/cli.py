@@ -183,35 +183,22 @@ def host_create(
     _finish(outcomes, "create")
 
 
-def _with_backend_flags(fn: Any) -> Any:
-    """Give `host create` the flags of every installed backend (only when it is invoked)."""
-    from mngr import create_flags
-
-    sig = inspect.signature(fn, eval_str=True)
-    params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
-    params += create_flags.typer_parameters(create_flags.collect())
-
-    def wrapper(**kwargs: Any) -> Any:
-        return fn(**kwargs)
-
-    wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    wrapper.__doc__ = fn.__doc__
-    wrapper.__name__ = fn.__name__
-    return wrapper
-
-
 def register_create(with_backend_flags: bool) -> None:
+    """Register `host create`, with every installed backend's flags when asked: that imports
+    each backend module, so only `host create` itself (and its help) pays for it."""
+    sig = inspect.signature(host_create, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    if with_backend_flags:
+        from mngr import create_flags
+
+        params += create_flags.typer_parameters(create_flags.collect())
+
+    def callback(**kwargs: Any) -> Any:
+        return host_create(**kwargs)
+
+    callback.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    callback.__doc__ = host_create.__doc__
     host_app.registered_commands = [c for c in host_app.registered_commands if c.name != "create"]
-    callback = _with_backend_flags(host_create) if with_backend_flags else host_create
-    if not with_backend_flags:
-        sig = inspect.signature(host_create, eval_str=True)
-        params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
-
-        def callback(**kwargs: Any) -> Any:
-            return host_create(**kwargs)
-
-        callback.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-        callback.__doc__ = host_create.__doc__
     host_app.command("create")(callback)
     host_app.registered_commands.insert(0, host_app.registered_commands.pop())  # first in help
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from mngr.errors import MngrError, UnsupportedError, VendorCommandError
 from mngr.plan import Plan
@@ -38,7 +38,9 @@ class ProviderConfig(BaseModel):
 
     name: str
     backend: str
-    timeout_s: float = 60.0
+    # A vendor call's deadline: 0, a negative number, inf or nan would time every call out
+    # at once (or never), so only a positive finite number is accepted.
+    timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     enabled: bool = True  # false: kept in settings, skipped by list and refused by verbs
 
 

@@ -20,9 +20,11 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from mngr import paths
 from mngr.backend import Backend, CreateOptions, CreateRequest, ProviderConfig
-from mngr.errors import ConflictError, MngrError, NotFoundError
+from mngr.errors import ConflictError, MngrError, NotFoundError, PartialListError
 from mngr.names import check_host_name, new_snapshot_id
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState, Snapshot, utc_now
@@ -61,25 +63,39 @@ class LocalBackend(Backend):
     # --- records ----------------------------------------------------------------------
 
     def _read(self, folder: Path) -> Host | None:
+        record = folder / META / RECORD
         try:
-            data = json.loads((folder / META / RECORD).read_text(encoding="utf-8"))
+            data = json.loads(record.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None  # being created, or not ours
         except (OSError, ValueError) as exc:
-            raise MngrError(f"unreadable host record in {folder}: {exc}") from None
-        return Host(
-            id=data["id"],
-            name=data["name"],
-            provider=self.provider,
-            backend=self.name,
-            state=HostState(data.get("state", "unknown")),
-            image=data.get("image"),
-            created_at=data.get("created_at"),
-            tags=data.get("tags", {}),
-            address={"path": str(folder)},
-            snapshots=data.get("snapshots", []),
-            native_id=str(folder),
-        )
+            raise MngrError(f"unreadable host record {record}: {exc}") from None
+        try:
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            if data.get("name") != folder.name:
+                raise ValueError(f"its name {data.get('name')!r} is not the directory's")
+            return Host(
+                id=data["id"],
+                name=data["name"],
+                provider=self.provider,
+                backend=self.name,
+                state=HostState(data.get("state", "unknown")),
+                image=data.get("image"),
+                created_at=data.get("created_at"),
+                tags=data.get("tags", {}),
+                address={"path": str(folder)},
+                snapshots=data.get("snapshots", []),
+                native_id=str(folder),
+            )
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise MngrError(f"bad host record {record}: {where}: {err['msg']}") from None
+        except KeyError as exc:
+            raise MngrError(f"bad host record {record}: no {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise MngrError(f"bad host record {record}: {exc}") from None
 
     def _write(self, folder: Path, **changes: Any) -> None:
         record = folder / META / RECORD
@@ -90,15 +106,24 @@ class LocalBackend(Backend):
     # --- verbs ------------------------------------------------------------------------
 
     def list_hosts(self) -> list[Host]:
-        if not self.root.is_dir():
+        if not self.root.exists():
             return []
-        hosts = []
+        if not self.root.is_dir():
+            raise MngrError(f"{self.root} is not a directory (the local provider's host folder)")
+        hosts: list[Host] = []
+        errors: list[Exception] = []
         for folder in sorted(self.root.iterdir()):
             if folder.name.startswith(".") or not folder.is_dir() or folder.is_symlink():
                 continue
-            host = self._read(folder)
+            try:
+                host = self._read(folder)
+            except MngrError as exc:  # one damaged host hides none of the others
+                errors.append(exc)
+                continue
             if host is not None:
                 hosts.append(host)
+        if errors:
+            raise PartialListError(hosts, errors)
         return hosts
 
     def create_plan(self, request: CreateRequest) -> Plan:
@@ -106,10 +131,19 @@ class LocalBackend(Backend):
         snap = request.from_snapshot
 
         def make_dir(ctx: Context) -> None:
-            self.root.mkdir(parents=True, exist_ok=True)
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:
+                raise MngrError(f"{self.root} is not a directory") from None
             try:
                 folder.mkdir()  # atomic: of two concurrent creates, exactly one wins
             except FileExistsError:
+                if folder.is_dir() and not (folder / META / RECORD).exists():
+                    raise ConflictError(
+                        f"host {request.name!r} already exists in provider {self.provider!r} "
+                        f"but {folder} holds no host record (a create still running, or a "
+                        "damaged host: remove that directory by hand)"
+                    ) from None
                 raise ConflictError(
                     f"host {request.name!r} already exists in provider {self.provider!r}"
                 ) from None

@@ -16,3 +16,57 @@ def test_timeout_must_be_a_positive_finite_number(mngr, user_settings: Path, val
     assert result.exit_code == 2
     assert f"{user_settings}:3: provider 'x': timeout_s" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def local_dir(home: Path) -> Path:
+    return home / ".local" / "share" / "mngr" / "local" / "local"
+
+
+@pytest.mark.parametrize(
+    ("record", "expected"),
+    [
+        ("garbage", "unreadable host record"),
+        ("[]", "not a JSON object"),
+        ("{}", "its name None is not the directory's"),
+        ('{"name": "a"}', "no 'id'"),
+        ('{"id": "x", "name": "a", "state": "zzz"}', "'zzz' is not a valid HostState"),
+        ('{"id": "x", "name": "a", "tags": [1]}', "tags: Input should be a valid dictionary"),
+        ('{"id": "x", "name": "zz"}', "its name 'zz' is not the directory's"),
+    ],
+)
+def test_a_damaged_host_record_hides_no_other_host(
+    mngr, isolated_home: Path, record: str, expected: str
+) -> None:
+    # One bad record used to turn the whole provider into an error row (a raw KeyError or a
+    # multi-line pydantic dump): no host listed, and no verb could find any host of it.
+    assert mngr("host", "create", "a", "b").exit_code == 0
+    path = local_dir(isolated_home) / "a" / ".mngr" / "host.json"
+    path.write_text(record)
+    result = mngr("host", "list")
+    assert result.exit_code == 6
+    assert result.stdout.splitlines()[1].split()[0] == "b"
+    [line] = result.stderr.strip().splitlines()
+    assert "provider local: " in line and str(path) in line and expected in line
+    assert mngr("host", "destroy", "b", "--yes").exit_code == 0
+    refused = mngr("host", "destroy", "a", "--yes")
+    assert refused.exit_code == 1 and str(path) in refused.stderr
+    assert path.read_text() == record
+
+
+def test_host_directory_without_record_says_so_on_create(mngr, isolated_home: Path) -> None:
+    assert mngr("host", "create", "a").exit_code == 0
+    (local_dir(isolated_home) / "a" / ".mngr" / "host.json").unlink()
+    result = mngr("host", "create", "a")
+    assert result.exit_code == 1
+    assert "already exists" in result.stderr and "holds no host record" in result.stderr
+
+
+def test_local_root_that_is_a_file_is_an_error_not_no_hosts(mngr, isolated_home: Path) -> None:
+    root = local_dir(isolated_home)
+    root.parent.mkdir(parents=True)
+    root.write_text("x")
+    listed = mngr("host", "list")
+    assert listed.exit_code == 6 and f"{root} is not a directory" in listed.stderr
+    created = mngr("host", "create", "q")
+    assert created.exit_code == 1 and f"{root} is not a directory" in created.stderr
+    assert root.read_text() == "x"

@@ -97,9 +97,17 @@ class LocalBackend(Backend):
         except (TypeError, ValueError) as exc:
             raise MngrError(f"bad host record {record}: {exc}") from None
 
-    def _write(self, folder: Path, **changes: Any) -> None:
+    def _write(self, folder: Path, *, new: bool = False, **changes: Any) -> None:
         record = folder / META / RECORD
-        data = json.loads(record.read_text(encoding="utf-8")) if record.exists() else {}
+        if new:
+            data = {}
+        else:
+            try:
+                data = json.loads(record.read_text(encoding="utf-8"))
+            except FileNotFoundError:  # destroyed meanwhile: never leave a stub record behind
+                raise NotFoundError(f"host {folder.name!r} no longer exists ({record})") from None
+            except ValueError as exc:
+                raise MngrError(f"unreadable host record {record}: {exc}") from None
         data.update(changes)
         _atomic_write(record, json.dumps(data, indent=2, ensure_ascii=False))
 
@@ -160,6 +168,7 @@ class LocalBackend(Backend):
         def write_record(ctx: Context) -> None:
             self._write(
                 folder,
+                new=True,
                 id=request.host_id,
                 name=request.name,
                 state=HostState.RUNNING.value,

@@ -129,7 +129,13 @@ def _run_step(step: Step, ctx: Context, backend: Backend, *, cancellable: bool) 
         if step.parse is not None:
             step.parse(out.stdout, ctx)
     elif step.action is not None:
-        step.action(ctx)
+        try:
+            step.action(ctx)
+        except OSError as exc:  # a file vanished or is unwritable: say which, not a traceback
+            detail = exc.strerror or str(exc)
+            if exc.filename:
+                detail += f": {exc.filename}"
+            raise MngrError(f"{step.description}: {detail}") from exc
 
 
 def _resolve(command: Command, ctx: Context) -> Command:

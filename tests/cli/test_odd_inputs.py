@@ -70,3 +70,45 @@ def test_local_root_that_is_a_file_is_an_error_not_no_hosts(mngr, isolated_home:
     created = mngr("host", "create", "q")
     assert created.exit_code == 1 and f"{root} is not a directory" in created.stderr
     assert root.read_text() == "x"
+
+
+def _local_backend_and_host(mngr, name: str):  # noqa: ANN202
+    from mngr import config
+    from mngr.engine import Engine
+
+    assert mngr("host", "create", name).exit_code == 0
+    engine = Engine(config.load())
+    return engine.backend("local"), engine.resolve_host(name)
+
+
+def test_stop_of_a_host_destroyed_meanwhile_writes_no_stub_record(
+    mngr, isolated_home: Path
+) -> None:
+    import shutil
+
+    from mngr.errors import NotFoundError
+    from mngr.plan import execute
+
+    backend, host = _local_backend_and_host(mngr, "a")
+    plan = backend.stop_plan(host)
+    shutil.rmtree(local_dir(isolated_home) / "a")  # another mngr destroyed it
+    with pytest.raises(NotFoundError, match="host 'a' no longer exists"):
+        execute(plan, backend)
+    assert not (local_dir(isolated_home) / "a").exists()
+
+
+def test_snapshot_of_a_host_destroyed_meanwhile_is_one_clear_error(
+    mngr, isolated_home: Path
+) -> None:
+    import shutil
+
+    from mngr.errors import MngrError
+    from mngr.plan import execute
+
+    backend, host = _local_backend_and_host(mngr, "a")
+    plan = backend.snapshot_create_plan(host, "s")
+    shutil.rmtree(local_dir(isolated_home) / "a")
+    # Was "internal error: FileNotFoundError(2, 'No such file or directory')".
+    with pytest.raises(MngrError, match=r"^archive .*: No such file or directory: .*/a$"):
+        execute(plan, backend)
+    assert not list((local_dir(isolated_home) / ".snapshots").iterdir())

@@ -80,7 +80,7 @@ def layers(explicit: Path | None = None, cwd: Path | None = None) -> list[Layer]
 def read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
     """Parse one settings file; every failure names the file (and line when TOML gives one)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM some editors write is fine
     except FileNotFoundError:
         if required:
             raise ConfigError(f"{path}: settings file not found") from None
@@ -293,7 +293,7 @@ def find_line(
     if path is None:
         return None
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError):
         return None
     key_re = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*=\s*(.*)$")

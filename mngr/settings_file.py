@@ -12,9 +12,10 @@ from typing import Any
 
 import tomlkit
 from pydantic import ValidationError
+from tomlkit.items import AoT, Array, InlineTable
 
 from mngr import paths
-from mngr.errors import ConfigError, ConflictError, NotFoundError, UsageError
+from mngr.errors import ConfigError, ConflictError, MngrError, NotFoundError, UsageError
 from mngr.names import check_provider_name
 from mngr.registry import load_backend
 
@@ -45,26 +46,60 @@ def parse_setting(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _load(path: Path) -> tomlkit.TOMLDocument:
+BOM = "\ufeff"
+
+
+def _read(path: Path) -> str:
+    """The file's text as it is (BOM and line endings kept), or "" when there is none."""
     try:
-        return tomlkit.parse(path.read_text(encoding="utf-8"))
+        with open(path, encoding="utf-8", newline="") as handle:
+            return handle.read()
     except FileNotFoundError:
-        return tomlkit.document()
+        return ""
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, expected a TOML settings file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read settings file ({exc})") from None
+
+
+def _defined(path: Path, text: str) -> list[str]:
+    """The providers a settings text defines, read the way `mngr.config` reads it (both
+    forms, mixed too); a file it would refuse is refused here, before any edit."""
+    from mngr.config import providers_in_file
+
+    try:
+        data = tomllib.loads(text.removeprefix(BOM))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return list(providers_in_file(data, path)[0])
+
+
+def _load(path: Path) -> tuple[str, tomlkit.TOMLDocument, list[str]]:
+    text = _read(path)
+    names = _defined(path, text)
+    try:
+        doc = tomlkit.parse(text.removeprefix(BOM))
     except Exception as exc:  # tomlkit's parse errors carry line and column
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return text, doc, names
 
 
-def _names(doc: tomlkit.TOMLDocument) -> list[str]:
-    section = doc.get("providers")
-    if section is None:
-        return []
-    if isinstance(section, list):
-        return [str(item.get("name")) for item in section if isinstance(item, dict)]
-    return [str(key) for key in section]
+def _save(path: Path, original: str, doc: tomlkit.TOMLDocument, expected: list[str]) -> None:
+    """Write the edited document in the file's own style (BOM, CRLF), after checking that it
+    reads back as exactly the expected providers: a settings file is never left damaged."""
+    text = tomlkit.dumps(doc)
+    if "\r\n" in original:
+        text = text.replace("\r\n", "\n").replace("\n", "\r\n")
+    if original.startswith(BOM):
+        text = BOM + text
+    try:
+        written = _defined(path, text)
+    except ConfigError as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise MngrError(f"{path}: not changed: the edit would not read back ({reason})") from None
+    if sorted(written) != sorted(expected):
+        raise MngrError(f"{path}: not changed: the edit would not read back as intended")
+    atomic_write(path, text)
 
 
 def add_provider(name: str, backend: str, settings: list[str], scope: str = "user") -> Path:
@@ -85,39 +120,52 @@ def add_provider(name: str, backend: str, settings: list[str], scope: str = "use
                 f"unknown setting {key!r} for backend {backend!r}{did_you_mean(key, fields)}"
             ) from None
         raise UsageError(f"setting {key!r}: {err['msg']}") from None
-    doc = _load(path)
-    if name in _names(doc):
+    original, doc, names = _load(path)
+    if name in names:
         raise ConflictError(f"provider {name!r} already exists in {path}")
     section = doc.get("providers")
-    if isinstance(section, dict):
-        table = tomlkit.table()
-        table.update({"backend": backend, **values})
-        section[name] = table
-    else:
-        if section is None:
-            section = tomlkit.aot()
-            doc["providers"] = section
+    if section is None:
+        section = tomlkit.aot()
+        doc["providers"] = section
+    if isinstance(section, AoT):
         table = tomlkit.table()
         table.update({"name": name, "backend": backend, **values})
         section.append(table)
-    atomic_write(path, tomlkit.dumps(doc))
+    elif isinstance(section, Array):  # `providers = [{...}]`: add one more inline table
+        inline = tomlkit.inline_table()
+        inline.update({"name": name, "backend": backend, **values})
+        section.append(inline)
+    elif isinstance(section, InlineTable):
+        inline = tomlkit.inline_table()
+        inline.update({"backend": backend, **values})
+        section[name] = inline
+    else:
+        table = tomlkit.table()
+        table.update({"backend": backend, **values})
+        section[name] = table
+    _save(path, original, doc, [*names, name])
     return path
 
 
 def remove_provider(name: str, scope: str = "user") -> Path:
     path = scope_path(scope)
-    doc = _load(path)
-    if name not in _names(doc):
+    original, doc, names = _load(path)
+    if name not in names:
         raise NotFoundError(f"no provider {name!r} in {path}")
     section = doc["providers"]
     if isinstance(section, list):
-        index = next(i for i, t in enumerate(section) if t.get("name") == name)
-        del section[index]
+        for index, item in enumerate(section):
+            if item.get("name") == name:
+                del section[index]
+                break
+            if isinstance(item.get(name), dict):  # `[providers.NAME]` after `[[providers]]`
+                del item[name]
+                break
         if not section:
             del doc["providers"]
     else:
         del section[name]
-    atomic_write(path, tomlkit.dumps(doc))
+    _save(path, original, doc, [n for n in names if n != name])
     return path
 
 

@@ -112,3 +112,75 @@ def test_snapshot_of_a_host_destroyed_meanwhile_is_one_clear_error(
     with pytest.raises(MngrError, match=r"^archive .*: No such file or directory: .*/a$"):
         execute(plan, backend)
     assert not list((local_dir(isolated_home) / ".snapshots").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("text", "after_add"),
+    [
+        ("providers = []\n", 'providers = [{name = "n", backend = "local"}]\n'),
+        (
+            'providers = [{name = "a", backend = "local"}]  # mine\n',
+            'providers = [{name = "a", backend = "local"}, {name = "n", backend = "local"}]'
+            "  # mine\n",
+        ),
+        (
+            'providers = {a = {backend = "local"}}\n',
+            'providers = {a = {backend = "local"},n = {backend = "local"}}\n',
+        ),
+    ],
+)
+def test_provider_add_to_inline_providers_writes_valid_toml(
+    mngr, user_settings: Path, text: str, after_add: str
+) -> None:
+    # These used to be written as `providers = [name = "n"\nbackend = "local"\n]`: a settings
+    # file every later mngr command refused as invalid TOML.
+    user_settings.write_text(text)
+    assert mngr("provider", "add", "n", "--backend", "local").exit_code == 0
+    assert user_settings.read_text() == after_add
+    assert mngr("config", "show").exit_code == 0
+    assert mngr("provider", "remove", "n", "--yes").exit_code == 0
+    assert mngr("config", "show").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('providers = "x"\n', "'providers' must be an array of tables or a table"),
+        ("providers = [1, 2]\n", "providers entry 1 must be a table"),
+        ('bogus = 1\n[providers.a]\nbackend = "local"\n', "unknown key 'bogus'"),
+    ],
+)
+def test_provider_add_and_remove_refuse_a_file_mngr_would_refuse(
+    mngr, user_settings: Path, text: str, expected: str
+) -> None:
+    # `providers = "x"` was "internal error: AttributeError"; `[1, 2]` was made invalid TOML.
+    user_settings.write_text(text)
+    for args in (("add", "n", "--backend", "local"), ("remove", "a", "--yes")):
+        result = mngr("provider", *args)
+        assert result.exit_code == 2
+        assert str(user_settings) in result.stderr and expected in result.stderr
+        assert user_settings.read_text() == text
+
+
+def test_provider_remove_finds_a_table_after_an_array_entry(mngr, user_settings: Path) -> None:
+    # TOML files `[providers.b]` after `[[providers]]` under that entry; config reads it as
+    # provider b, so remove must find it too (it said "no provider 'b'").
+    head = '[[providers]]\nname = "a"\nbackend = "local"\n'
+    user_settings.write_text(head + '[providers.b]\nbackend = "local"\n')
+    assert mngr("provider", "remove", "b", "--yes").exit_code == 0
+    assert user_settings.read_text() == head
+    assert mngr("config", "show").exit_code == 0
+
+
+def test_provider_add_keeps_a_bom_and_crlf_line_endings(mngr, user_settings: Path) -> None:
+    original = '\ufeff# mine\r\n[providers.k]\r\nbackend = "local"\r\n'
+    user_settings.write_bytes(original.encode())
+    assert mngr("config", "show").exit_code == 0  # a BOM was "invalid TOML" at line 1
+    assert mngr("provider", "add", "n", "--backend", "local").exit_code == 0
+    data = user_settings.read_bytes().decode()
+    assert data.startswith(original) and "[providers.n]\r\n" in data
+    assert "\n" not in data.replace("\r\n", "")
+    assert mngr("provider", "remove", "n", "--yes").exit_code == 0
+    data = user_settings.read_bytes().decode()
+    assert data.startswith(original) and "providers.n" not in data
+    assert "\n" not in data.replace("\r\n", "")

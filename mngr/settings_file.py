@@ -170,9 +170,16 @@ def remove_provider(name: str, scope: str = "user") -> Path:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    linked = path.is_symlink()
+    if linked:  # a dotfiles link: write through it, and keep the link
+        path = Path(os.path.realpath(path))
+    try:
+        if not linked:  # never make the folders a dangling link points into
+            path.parent.mkdir(parents=True, exist_ok=True)
+        mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise MngrError(f"{path}: cannot write settings file ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -180,6 +187,8 @@ def atomic_write(path: Path, text: str) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise MngrError(f"{path}: cannot write settings file ({exc.strerror or exc})") from None
         raise

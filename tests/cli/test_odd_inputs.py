@@ -184,3 +184,41 @@ def test_provider_add_keeps_a_bom_and_crlf_line_endings(mngr, user_settings: Pat
     data = user_settings.read_bytes().decode()
     assert data.startswith(original) and "providers.n" not in data
     assert "\n" not in data.replace("\r\n", "")
+
+
+def test_provider_add_writes_through_a_symlinked_settings_file(
+    mngr, user_settings: Path, isolated_home: Path
+) -> None:
+    # The link (a dotfiles checkout) used to be replaced by a plain file.
+    target = isolated_home / "dotfiles" / "mngr.toml"
+    target.parent.mkdir()
+    target.write_text("# dotfiles\n")
+    user_settings.symlink_to(target)
+    assert mngr("provider", "add", "n", "--backend", "local").exit_code == 0
+    assert user_settings.is_symlink() and user_settings.resolve() == target
+    assert target.read_text().startswith("# dotfiles\n") and 'name = "n"' in target.read_text()
+
+
+def test_provider_add_through_a_dangling_link_makes_no_folders(
+    mngr, user_settings: Path, tmp_path: Path
+) -> None:
+    user_settings.symlink_to(tmp_path / "gone" / "mngr.toml")
+    result = mngr("provider", "add", "n", "--backend", "local")
+    assert result.exit_code == 1 and "cannot write settings file" in result.stderr
+    assert not (tmp_path / "gone").exists() and user_settings.is_symlink()
+
+
+def test_unwritable_settings_folder_is_one_line_not_an_internal_error(
+    mngr, user_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mngr import settings_file
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(settings_file.tempfile, "mkstemp", denied)
+    result = mngr("provider", "add", "n", "--backend", "local")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        f"error: {user_settings}: cannot write settings file (Permission denied)"
+    )

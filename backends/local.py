@@ -392,9 +392,13 @@ def _detach(folder: str, argv: list[str]) -> int:
     """`python -m mngr_backends.local detach DIR -- CMD...`: start CMD in its own process
     group, output to a log in the host, and record the group so `stop` can end it."""
     meta = Path(folder) / META
-    (meta / "pids").mkdir(parents=True, exist_ok=True)
-    (meta / "logs").mkdir(exist_ok=True)
-    log = open(meta / "logs" / "detached.log", "ab")  # noqa: SIM115 - handed to the child
+    try:
+        (meta / "pids").mkdir(parents=True, exist_ok=True)
+        (meta / "logs").mkdir(exist_ok=True)
+        log = open(meta / "logs" / "detached.log", "ab")  # noqa: SIM115 - handed to the child
+    except OSError as exc:
+        sys.stderr.write(f"error: cannot prepare {meta} for a detached command: {exc.strerror}\n")
+        return 1
     try:
         proc = subprocess.Popen(
             argv,

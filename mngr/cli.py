@@ -264,7 +264,8 @@ def _run_on_hosts(
         outcome.item = (backend, host.ref, host)
         if outcome.error is None:
             output.message(f"{verb}: {host.ref}")
-    _finish(outcomes, verb)
+    # "destroy a.local: ..." on failure: "destroyed a.local: ..." read as if it had been.
+    _finish(outcomes, {"destroyed": "destroy", "stopped": "stop", "started": "start"}[verb])
 
 
 @host_app.command("destroy")

@@ -222,3 +222,38 @@ def test_unwritable_settings_folder_is_one_line_not_an_internal_error(
     assert result.stderr.strip() == (
         f"error: {user_settings}: cannot write settings file (Permission denied)"
     )
+
+
+def test_failed_destroy_does_not_read_as_done(
+    mngr, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    assert mngr("host", "create", "a").exit_code == 0
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(30, "Read-only file system", "host.json")
+
+    monkeypatch.setattr(shutil, "rmtree", read_only)
+    result = mngr("host", "destroy", "a", "--yes")
+    assert result.exit_code == 1
+    # It said "error: destroyed a.local: remove directory ...".
+    assert result.stderr.startswith("error: destroy a.local: remove directory ")
+    assert "Read-only file system" in result.stderr
+
+
+def test_detach_into_an_unwritable_host_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / ".mngr").write_text("a file where the folder should be")
+    result = subprocess.run(
+        [sys.executable, "-m", "mngr_backends.local", "detach", str(host), "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot prepare ") and "Traceback" not in result.stderr

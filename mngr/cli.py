@@ -468,6 +468,25 @@ def _provider_row(entry: Any, engine: Any | None = None) -> dict[str, Any]:
     return row
 
 
+def _shown_settings(entry: Any) -> Any:
+    """A provider's settings for `config show` / `provider show`: a password written into a
+    URL (`tcp://user:PASS@host`, `https://key:SECRET@endpoint`) is never printed back."""
+    import re
+
+    values = entry.config.model_dump(mode="json") if entry.config else dict(entry.raw)
+
+    def redact(value: Any) -> Any:
+        if isinstance(value, str):
+            return re.sub(r"(://[^/:@\s]*):[^/@\s]*@", r"\1:***@", value)
+        if isinstance(value, list):
+            return [redact(v) for v in value]
+        if isinstance(value, dict):
+            return {k: redact(v) for k, v in value.items()}
+        return value
+
+    return redact(values)
+
+
 @provider_app.command("list")
 def provider_list(fmt: FormatOpt = "table") -> None:
     """List provider instances."""
@@ -492,7 +511,7 @@ def provider_show(
     settings = config.load(State.config)
     entry = settings.provider(name)
     row = _provider_row(entry)
-    row["settings"] = entry.config.model_dump(mode="json") if entry.config else entry.raw
+    row["settings"] = _shown_settings(entry)
     row["sources"] = entry.sources
     if fmt == "table":
         output.render_mapping(row)
@@ -573,7 +592,7 @@ def config_show(fmt: FormatOpt = "table") -> None:
     settings = config.load(State.config)
     rows = []
     for entry in settings.providers.values():
-        values = entry.config.model_dump(mode="json") if entry.config else dict(entry.raw)
+        values = _shown_settings(entry)
         rows.append(
             {
                 "name": entry.name,

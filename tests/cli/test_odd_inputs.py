@@ -257,3 +257,13 @@ def test_detach_into_an_unwritable_host_is_one_line_not_a_traceback(tmp_path: Pa
     )
     assert result.returncode == 1
     assert result.stderr.startswith("error: cannot prepare ") and "Traceback" not in result.stderr
+
+
+def test_config_show_never_prints_a_password_written_into_a_url(mngr, user_settings: Path) -> None:
+    user_settings.write_text(
+        '[providers.d]\nbackend = "docker"\nhost = "tcp://admin:s3cret@10.0.0.1:2376"\n'
+    )
+    for args in (("config", "show"), ("config", "show", "-f", "json"), ("provider", "show", "d")):
+        result = mngr(*args)
+        assert result.exit_code == 0
+        assert "s3cret" not in result.stdout and "tcp://admin:***@10.0.0.1:2376" in result.stdout

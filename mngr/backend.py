@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from mngr.errors import MngrError, UnsupportedError, VendorCommandError
 from mngr.plan import Plan
@@ -41,7 +41,9 @@ class ProviderConfig(BaseModel):
     # A vendor call's deadline: 0, a negative number, inf or nan would time every call out
     # at once (or never), so only a positive finite number is accepted.
     timeout_s: float = Field(60.0, gt=0, allow_inf_nan=False)
-    enabled: bool = True  # false: kept in settings, skipped by list and refused by verbs
+    # false: kept in settings, skipped by list and refused by verbs. Strict: "no" or 0 used to
+    # pass as false here but count as enabled where the raw settings are read.
+    enabled: StrictBool = True
 
 
 class CreateOptions(BaseModel):

@@ -456,10 +456,16 @@ def snapshot_delete(
 def _provider_row(entry: Any, engine: Any | None = None) -> dict[str, Any]:
     from mngr.registry import is_known, load_backend
 
+    if entry.unavailable:
+        status = f"unavailable: {entry.unavailable}"
+    elif entry.config is not None and not entry.config.enabled:
+        status = "disabled"
+    else:
+        status = "configured"
     row: dict[str, Any] = {
         "name": entry.name,
         "backend": entry.backend,
-        "status": f"unavailable: {entry.unavailable}" if entry.unavailable else "configured",
+        "status": status,
         "source": entry.sources[-1],
     }
     if is_known(entry.backend):

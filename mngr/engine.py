@@ -136,7 +136,17 @@ class Engine:
                     f"provider {provider!r} is unavailable: {entry.unavailable}"
                 )
             if not entry.config.enabled:
-                raise UsageError(f"provider {provider!r} is disabled (enabled = false in settings)")
+                from mngr.config import _source_of, find_line, where
+
+                source = _source_of(entry, "enabled")
+                line = find_line(source, "enabled", provider=provider) if source else None
+                default = (
+                    " (the default_provider)" if provider == self.settings.default_provider else ""
+                )
+                raise UsageError(
+                    f"provider {provider!r}{default} is disabled (enabled = false in "
+                    f"{where(source, line)})"
+                )
             cls = load_backend(entry.backend)
             self._backends[provider] = cls(entry.config, self.runner)
         return self._backends[provider]

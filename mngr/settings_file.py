@@ -152,6 +152,10 @@ def remove_provider(name: str, scope: str = "user") -> Path:
     original, doc, names = _load(path)
     if name not in names:
         raise NotFoundError(f"no provider {name!r} in {path}")
+    if doc.get("default_provider") == name:  # removing it would break every later command
+        raise UsageError(
+            f"provider {name!r} is the default_provider in {path}; change default_provider first"
+        )
     section = doc["providers"]
     if isinstance(section, list):
         for index, item in enumerate(section):

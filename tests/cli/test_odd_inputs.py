@@ -267,3 +267,38 @@ def test_config_show_never_prints_a_password_written_into_a_url(mngr, user_setti
         result = mngr(*args)
         assert result.exit_code == 0
         assert "s3cret" not in result.stdout and "tcp://admin:***@10.0.0.1:2376" in result.stdout
+
+
+def test_removing_the_default_provider_is_refused(mngr, user_settings: Path) -> None:
+    # It used to succeed and leave a file on which every command failed with exit 2.
+    text = 'default_provider = "x"\n[providers.x]\nbackend = "local"\n'
+    user_settings.write_text(text)
+    result = mngr("provider", "remove", "x", "--yes")
+    assert result.exit_code == 2
+    assert f"provider 'x' is the default_provider in {user_settings}" in result.stderr
+    assert user_settings.read_text() == text
+
+
+def test_a_disabled_default_provider_is_named_with_its_file(mngr, user_settings: Path) -> None:
+    user_settings.write_text(
+        'default_provider = "off"\n[providers.off]\nbackend = "local"\nenabled = false\n'
+    )
+    listed = mngr("provider", "list", "-f", "json").json()["providers"]
+    assert {p["name"]: p["status"] for p in listed}["off"] == "disabled"  # was "configured"
+    result = mngr("host", "create", "a")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: provider 'off' (the default_provider) is disabled "
+        f"(enabled = false in {user_settings}:4)"
+    )
+
+
+@pytest.mark.parametrize("value", ["0", '"no"', '"false"'])
+def test_enabled_must_be_a_toml_boolean(mngr, user_settings: Path, value: str) -> None:
+    # `enabled = 0` passed as false for verbs but counted as enabled by `list` (exit 6).
+    user_settings.write_text(f"[providers.local]\nenabled = {value}\n")
+    result = mngr("host", "list")
+    assert result.exit_code == 2
+    assert f"{user_settings}:2: provider 'local': enabled: Input should be a valid boolean" in (
+        result.stderr
+    )

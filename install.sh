@@ -32,8 +32,12 @@ fi
 export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 checkout="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-data_home="${XDG_DATA_HOME:-$HOME/.local/share}"
-config_home="${XDG_CONFIG_HOME:-$HOME/.config}"
+xdg_dir() { # VAR DEFAULT: a relative XDG value is ignored, as the spec (and mngr) say
+    local value="${!1:-}"
+    if [[ $value == /* ]]; then echo "$value"; else echo "$2"; fi
+}
+data_home="$(xdg_dir XDG_DATA_HOME "$HOME/.local/share")"
+config_home="$(xdg_dir XDG_CONFIG_HOME "$HOME/.config")"
 data_dir="$data_home/mngr"
 venv="$data_dir/venv"
 manifest="$data_dir/install-manifest"
@@ -190,12 +194,12 @@ if ((completion)); then
         bash)
             install_completion bash "$data_home/bash-completion/completions/mngr"
             say "note: bash-completion loads it in new shells; without bash-completion add" \
-                "'source $data_home/bash-completion/completions/mngr' to ~/.bashrc"
+                "'source \"$data_home/bash-completion/completions/mngr\"' to ~/.bashrc"
             ;;
         zsh)
             zfunc="$data_home/zsh/site-functions"
             install_completion zsh "$zfunc/_mngr"
-            say "note: add 'fpath=($zfunc \$fpath)' to ~/.zshrc before compinit runs"
+            say "note: add 'fpath=(\"$zfunc\" \$fpath)' to ~/.zshrc before compinit runs"
             ;;
         fish)
             install_completion fish "$config_home/fish/completions/mngr.fish"

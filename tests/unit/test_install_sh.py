@@ -117,3 +117,27 @@ def test_without_python_311_it_says_so_and_writes_nothing(tmp_path: Path) -> Non
 def test_unknown_argument_is_a_usage_error(tmp_path: Path) -> None:
     done = run_install(tmp_path, "--frobnicate")
     assert done.returncode == 2 and "unknown argument: --frobnicate" in done.stderr
+
+
+@pytest.mark.slow
+def test_relative_xdg_dirs_are_ignored_as_mngr_ignores_them(tmp_path: Path) -> None:
+    # XDG_DATA_HOME=rel put the venv under the working directory and linked
+    # ~/.local/bin/mngr -> rel/mngr/venv/bin/mngr: a dangling link.
+    home = tmp_path / "fresh-home"
+    home.mkdir()
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "MNGR_"))}
+    result = subprocess.run(
+        ["bash", str(INSTALL), "--no-completion"],
+        env={**base, "HOME": str(home), "MNGR_PYTHON": sys.executable, "XDG_DATA_HOME": "rel"},
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (work / "rel").exists()
+    link = home / ".local" / "bin" / "mngr"
+    assert link.resolve().is_relative_to(home / ".local" / "share" / "mngr" / "venv")
+    assert subprocess.run([link, "--version"], capture_output=True).returncode == 0

@@ -10,6 +10,7 @@ Layout of one provider instance (default `$XDG_DATA_HOME/mngr/local/<provider>/`
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,18 +100,34 @@ class LocalBackend(Backend):
             raise MngrError(f"bad host record {record}: {exc}") from None
 
     def _write(self, folder: Path, *, new: bool = False, **changes: Any) -> None:
+        self._update(folder, lambda data: data.update(changes), new=new)
+
+    def _update(
+        self, folder: Path, change: Callable[[dict[str, Any]], None], *, new: bool = False
+    ) -> None:
+        """Read-modify-write of the record, under a lock so that concurrent stop, start and
+        snapshot of one host (several mngr processes) never lose each other's update."""
         record = folder / META / RECORD
-        if new:
-            data = {}
-        else:
-            try:
-                data = json.loads(record.read_text(encoding="utf-8"))
-            except FileNotFoundError:  # destroyed meanwhile: never leave a stub record behind
-                raise NotFoundError(f"host {folder.name!r} no longer exists ({record})") from None
-            except ValueError as exc:
-                raise MngrError(f"unreadable host record {record}: {exc}") from None
-        data.update(changes)
-        _atomic_write(record, json.dumps(data, indent=2, ensure_ascii=False))
+        try:
+            lock = os.open(folder / META / "lock", os.O_CREAT | os.O_RDWR, 0o600)
+        except FileNotFoundError:  # destroyed meanwhile: never leave a stub record behind
+            raise NotFoundError(f"host {folder.name!r} no longer exists ({record})") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            data: dict[str, Any] = {}
+            if not new:
+                try:
+                    data = json.loads(record.read_text(encoding="utf-8"))
+                except FileNotFoundError:
+                    raise NotFoundError(
+                        f"host {folder.name!r} no longer exists ({record})"
+                    ) from None
+                except ValueError as exc:
+                    raise MngrError(f"unreadable host record {record}: {exc}") from None
+            change(data)
+            _atomic_write(record, json.dumps(data, indent=2, ensure_ascii=False))
+        finally:
+            os.close(lock)
 
     # --- verbs ------------------------------------------------------------------------
 
@@ -267,7 +285,7 @@ class LocalBackend(Backend):
                     }
                 ),
             )
-            self._write(folder, snapshots=[*host.snapshots, snap_id])
+            self._update(folder, lambda data: data.setdefault("snapshots", []).append(snap_id))
 
         def remove(ctx: Context) -> None:
             for path in (archive, meta, archive.with_suffix(".partial")):

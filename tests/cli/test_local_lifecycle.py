@@ -180,3 +180,26 @@ def test_exec_of_an_unknown_command_and_a_killed_one_answer_as_a_shell(mngr) -> 
     assert mngr("host", "exec", "sh1", "--", "sh", "-c", "kill -9 $$").exit_code == 137
     # arguments are never shell text
     assert mngr("host", "exec", "sh1", "--", "test", "$(false)", "=", "$(false)").exit_code == 0
+
+
+def test_concurrent_snapshots_of_one_host_all_land_in_its_record(isolated_home: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "mngr", "host", "create", "busy"], check=True, capture_output=True
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mngr", "host", "snapshot", "create", "busy", "--name", f"s{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(4)
+    ]
+    assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
+    listed = subprocess.run(
+        [sys.executable, "-m", "mngr", "host", "list", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    [host] = json.loads(listed.stdout)["hosts"]
+    assert len(host["snapshots"]) == 4

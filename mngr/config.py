@@ -204,6 +204,16 @@ def load(explicit: Path | None = None, *, validate: bool = True) -> Settings:
             elif entry is None:
                 merged[name] = ProviderEntry(name, raw, [str(layer.path)])
             else:
+                if (
+                    entry.sources[0] == BUILTIN
+                    and raw.get("backend", entry.backend) != entry.backend
+                ):
+                    line = find_line(layer.path, "backend", provider=name)
+                    raise ConfigError(
+                        f"{where(layer.path, line)}: {name!r} is a built-in provider of backend "
+                        f"{entry.backend!r}; give a provider of backend {raw['backend']!r} "
+                        "another name"
+                    )
                 entry.raw = {**entry.raw, **raw}
                 entry.sources.append(str(layer.path))
                 entry.builtin = False

@@ -188,3 +188,9 @@ def test_a_misspelt_required_key_is_reported_as_the_misspelling(user_settings: P
     write(user_settings, '[providers.cloud]\nbackend = "aws"\nregoin = "us-east-1"\n')
     with pytest.raises(ConfigError, match=r"settings.toml:3: .*unknown key 'regoin'.*'region'"):
         config.load()
+
+
+def test_a_built_in_cannot_change_its_backend(user_settings: Path) -> None:
+    write(user_settings, '[providers.local]\nbackend = "aws"\nregion = "x"\n')
+    with pytest.raises(ConfigError, match=r"settings.toml:2: 'local' is a built-in provider"):
+        config.load()

@@ -25,7 +25,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, ProviderConfig
 from mngr.engine import fan_out
@@ -190,13 +197,17 @@ RELEASE_SCRIPT = (
     'for f in claim/pids/*; do [ -f "$f" ] && kill -TERM "${f##*/}" 2>/dev/null; done; '
     'rm -rf -- "hosts/$3" && mv -- claim ".released-$2" && rm -rf -- ".released-$2"'
 )
-# $1 host_dir. Prints the owner line, then the record (if written yet); nothing if free.
+# $1 host_dir. Prints the owner line, then the record (if written yet); nothing if free;
+# NO_OWNER when `claim` exists without an owner (the claim script then refuses the machine).
+NO_OWNER = "?"
 READ_SCRIPT = (
-    '[ -e "$1" ] || exit 0; cd -- "$1" || exit 1; [ -f claim/owner ] || exit 0; '
+    '[ -e "$1" ] || exit 0; cd -- "$1" || exit 1; [ -e claim ] || exit 0; '
+    f'[ -s claim/owner ] || {{ echo "{NO_OWNER}"; exit 0; }}; '
     "cat claim/owner && cat claim/host.json 2>/dev/null; exit 0"
 )
 # $1 host_dir, $2 name, then the command's argv: run without any shell interpretation.
-EXEC_SCRIPT = 'cd -- "$1/hosts/$2" || exit 1; shift 2; exec "$@"'
+# Not `exec`: a command killed by signal N exits 128+N, as in a shell (ssh says 255).
+EXEC_SCRIPT = 'cd -- "$1/hosts/$2" || exit 1; shift 2; "$@"; exit $?'
 DETACH_SCRIPT = (
     'cd -- "$1" || exit 1; c=$(pwd)/claim; cd -- "hosts/$2" || exit 1; shift 2; '
     'mkdir -p -- "$c/pids" || exit 1; nohup "$@" >> "$c/detached.log" 2>&1 < /dev/null & '
@@ -341,6 +352,8 @@ class SshSpec:
         owner, _, rest = stdout.partition("\n")
         if not owner.strip():
             return None
+        if owner.strip() == NO_OWNER:
+            raise VendorOutputError(f"machine {machine.name!r}: {self.half_made(machine)}")
         host_id, _, name = owner.strip().partition(" ")
         if not HOST_ID_RE.fullmatch(host_id) or not HOST_NAME_RE.fullmatch(name):
             raise VendorOutputError(
@@ -356,16 +369,26 @@ class SshSpec:
             tags = record.get("tags") or {}
             if not isinstance(tags, dict):
                 raise ValueError("tags is not an object")
-            created_at = record.get("created_at")
+            fields = {"id": host_id, "name": name, "created_at": record.get("created_at")}
+            return self.host(machine, provider, {**fields, "tags": tags})
+        except ValidationError as exc:  # a tag or created_at that is not a string
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise VendorOutputError(
+                f"machine {machine.name!r}: unreadable host record "
+                f"{self.host_dir(machine)}/claim/host.json: {where}: {problem['msg']}"
+            ) from None
         except (ValueError, AttributeError) as exc:
             raise VendorOutputError(
                 f"machine {machine.name!r}: unreadable host record "
                 f"{self.host_dir(machine)}/claim/host.json: {exc}"
             ) from None
-        return self.host(
-            machine,
-            provider,
-            {"id": host_id, "name": name, "created_at": created_at, "tags": tags},
+
+    def half_made(self, machine: Machine) -> str:
+        return (
+            f"{self.host_dir(machine)}/claim exists without an owner (a create was interrupted "
+            "on the machine, or is claiming it right now); if no create is running, remove "
+            "that directory on the machine to free it"
         )
 
     def machine_of(self, argv: list[str]) -> Machine | None:
@@ -610,13 +633,16 @@ class SshBackend(Backend):
             if done.returncode == 0:
                 return machine
             if done.returncode == CLAIMED_EXIT:
-                owner = done.stdout.strip().partition(" ")[2] or "a host being created"
+                owner = done.stdout.strip().partition(" ")[2]
                 if chosen:
+                    where = f"machine {machine.name!r} of provider {self.provider!r}"
                     raise ConflictError(
-                        f"machine {machine.name!r} of provider {self.provider!r} is claimed "
-                        f"by host {owner!r}"
+                        f"{where} is claimed by host {owner!r}"
+                        if owner
+                        else f"{where}: {self.spec.half_made(machine)}"
                     )
-                refusals.append(f"machine {machine.name!r} is claimed by {owner!r}")
+                why = f"by {owner!r}" if owner else "without an owner (interrupted or starting)"
+                refusals.append(f"machine {machine.name!r} is claimed {why}")
                 continue
             error = self.classify(
                 VendorCommandError(done.argv, done.returncode, done.stdout, done.stderr)

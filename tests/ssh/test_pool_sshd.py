@@ -70,6 +70,8 @@ def test_exec_passes_the_exit_code_and_no_value_reaches_a_shell(
     assert mngr_process("host", "exec", "web", "--", "true").exit_code == 0
     missing = mngr_process("host", "exec", "web", "--", "no-such-command-here")
     assert missing.exit_code == 127
+    killed = mngr_process("host", "exec", "web", "--", "sh", "-c", "kill -9 $$")
+    assert killed.exit_code == 137, killed.stderr  # as in a shell; ssh alone says 255
 
 
 def test_shell_without_a_tty_reads_commands_from_stdin(sshd_pool, mngr, mngr_process) -> None:  # noqa: ANN001
@@ -249,3 +251,15 @@ def test_provider_check_counts_free_machines_and_names_a_dead_one(sshd_pool, mng
     assert bad.exit_code == 1
     [row] = json.loads(bad.stdout)["providers"]
     assert row["ok"] is False and row["details"]["error"].startswith("machine 'm1'")
+
+
+def test_a_half_made_claim_is_an_error_row_not_a_free_machine(sshd_pool, mngr) -> None:  # noqa: ANN001
+    pool = sshd_pool(2)
+    (pool.root / "remote" / "m1" / "claim").mkdir(parents=True)  # no owner: interrupted
+    doc = listed(mngr)
+    assert doc["exit_code"] == 6 and doc["hosts"] == []
+    assert "claim exists without an owner" in doc["errors"][0]["message"]
+    chosen = mngr("host", "create", "web", "-p", "pool", "--machine", "m1")
+    assert chosen.exit_code == 1 and "without an owner" in chosen.stderr
+    assert mngr("host", "create", "web", "-p", "pool").exit_code == 0  # m2 is free
+    assert machines_of(listed(mngr)) == {"web": "m2"}

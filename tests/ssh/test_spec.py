@@ -247,12 +247,35 @@ def test_record_parses_to_a_running_host_on_its_machine() -> None:
 
 
 @pytest.mark.parametrize(
-    "out", [f"{HOST_ID} web\n{{not json", "garbage\n", f"{HOST_ID} Bad;Name\n", f"{HOST_ID} w\n[]"]
+    "out",
+    [
+        f"{HOST_ID} web\n{{not json",
+        "garbage\n",
+        f"{HOST_ID} Bad;Name\n",
+        f"{HOST_ID} w\n[]",
+        f'{HOST_ID} w\n{{"tags": {{"a": 1}}}}',
+        f'{HOST_ID} w\n{{"created_at": 5}}',
+    ],
 )
 def test_unreadable_records_are_errors_naming_the_machine(out: str) -> None:
     s = spec()
-    with pytest.raises(VendorOutputError, match="machine 'm1'"):
+    with pytest.raises(VendorOutputError, match="machine 'm1'") as caught:
         s.parse_read(machine(s), "pool", out)
+    assert "\n" not in str(caught.value)  # one line, not a pydantic report
+
+
+def test_a_claim_without_owner_is_an_error_never_a_free_machine(tmp_path: Path) -> None:
+    """A claim directory left half-made (no owner file, or an empty one) refuses every claim:
+    list must say so instead of showing the machine free."""
+    s = spec()
+    (tmp_path / ".mngr" / "claim").mkdir(parents=True)
+    for owner in (None, ""):
+        if owner is not None:
+            (tmp_path / ".mngr" / "claim" / "owner").write_text(owner)
+        out = remote(tmp_path, READ_SCRIPT, ".mngr").stdout
+        with pytest.raises(VendorOutputError, match="claim exists without an owner"):
+            s.parse_read(machine(s), "pool", out)
+        assert remote(tmp_path, CLAIM_SCRIPT, ".mngr", HOST_ID, "web").returncode == CLAIMED_EXIT
 
 
 # --- the remote scripts, run by a local sh as the remote login shell would ----------------
@@ -317,3 +340,11 @@ def test_exec_script_runs_argv_in_the_host_dir_without_interpreting_it(tmp_path:
     (tmp_path / ".mngr" / "hosts" / "web").mkdir(parents=True)
     done = remote(tmp_path, EXEC_SCRIPT, ".mngr", "web", "sh", "-c", 'pwd; echo "$1"', "-", "$(id)")
     assert done.stdout.splitlines() == [str(tmp_path / ".mngr" / "hosts" / "web"), "$(id)"]
+
+
+def test_exec_script_exits_128_plus_n_for_a_killed_command(tmp_path: Path) -> None:
+    """sshd reports a signal (ssh then exits 255) when the script's own process dies by it,
+    so the script must outlive the command: run it as the process sshd started would."""
+    (tmp_path / ".mngr" / "hosts" / "web").mkdir(parents=True)
+    argv = ["sh", "-c", EXEC_SCRIPT, "mngr", ".mngr", "web", "sh", "-c", "kill -9 $$"]
+    assert subprocess.run(argv, cwd=tmp_path, capture_output=True).returncode == 137

@@ -571,6 +571,9 @@ class DockerBackend(Backend):
             return ConflictError(f"a host still uses this image (destroy it first): {detail}")
         if re.search(r"No such (container|object|image)", text):
             return NotFoundError(detail)
+        if re.search(r"removal of container \S+ is already in progress", text):
+            # Another destroy of this host got there first: for destroy, the host is gone.
+            return NotFoundError(f"another call is already removing the container: {detail}")
         if (
             "context" in text
             and re.search(r"does not exist|not found", text)

@@ -241,3 +241,36 @@ def test_remote_docker_over_ssh(docker_env: DockerEnv, docker_sshd, mngr, monkey
     assert mngr("host", "destroy", f"twin.{remote}", "--yes", "--force").exit_code == 0
     assert docker_env.labelled("ps", remote) == []
     assert len(docker_env.labelled("ps")) == 1
+
+
+def test_concurrent_destroys_of_one_host_all_succeed(docker_env: DockerEnv, mngr):
+    """What two `mngr serve` requests (or two terminals) destroying one host do: docker
+    answers all but one 'removal already in progress', which is no failure."""
+    import threading
+
+    from mngr_backends.docker import DockerBackend, DockerConfig
+
+    from mngr.plan import execute
+    from mngr.runner import Runner
+
+    assert mngr("host", "create", "web", "-p", docker_env.provider).exit_code == 0
+    config = DockerConfig(name=docker_env.provider, backend="docker", host=docker_env.engine.host)
+    backend = DockerBackend(config, Runner())
+    [host] = backend.list_hosts()
+    errors: list[BaseException] = []
+    start = threading.Barrier(6)
+
+    def destroy() -> None:
+        start.wait()
+        try:
+            execute(backend.destroy_plan(host, force=True), backend)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=destroy) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert docker_env.labelled("ps") == []

@@ -243,6 +243,15 @@ def test_destroy_of_a_container_already_gone_is_done(fp) -> None:
     execute(b.destroy_plan(a_host()), b)
 
 
+@pytest.mark.parametrize("case", cases("rm_in_progress"), ids=client_ids("rm_in_progress"))
+def test_destroy_racing_another_destroy_of_the_host_is_done(fp, case: dict) -> None:
+    """Concurrent destroys of one host (two `mngr serve` requests): docker tells all but one
+    that the removal is already in progress; that is no failure of destroy."""
+    b = backend()
+    register_failure(fp, b.spec.rm_argv(CID, force=True), case)
+    execute(b.destroy_plan(a_host(), force=True), b)
+
+
 @pytest.mark.parametrize("case", cases("rm_running"), ids=client_ids("rm_running"))
 def test_destroy_of_a_running_host_needs_force(fp, case: dict) -> None:
     b = backend()

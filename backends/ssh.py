@@ -190,12 +190,18 @@ WRITE_SCRIPT = (
     "claim/host.json"
 )
 # $1 host_dir, $2 host id, $3 name. Only ever touches hosts/$3 and the claim, and only
-# while the claim is this host's. The rename makes the release atomic.
+# while the claim is this host's. The rename makes the release atomic. A concurrent release
+# of the same host may take the claim away meanwhile: then this one is done too.
 RELEASE_SCRIPT = (
     '[ -d "$1" ] || exit 0; cd -- "$1" || exit 1; [ -f claim/owner ] || exit 0; '
     'read -r id name < claim/owner || exit 1; [ "$id" = "$2" ] || exit 0; '
     'for f in claim/pids/*; do [ -f "$f" ] && kill -TERM "${f##*/}" 2>/dev/null; done; '
-    'rm -rf -- "hosts/$3" && mv -- claim ".released-$2" && rm -rf -- ".released-$2"'
+    'rm -rf -- "hosts/$3" || exit 1; '
+    'ours() { read -r id name < claim/owner && [ "$id" = "$1" ]; } 2>/dev/null; '
+    'ours "$2" || exit 0; '
+    'err=$(mv -- claim ".released-$2" 2>&1) || '
+    '{ ours "$2" || exit 0; printf "%s\\n" "$err" >&2; exit 1; }; '
+    'rm -rf -- ".released-$2"'
 )
 # $1 host_dir. Prints the owner line, then the record (if written yet); nothing if free;
 # NO_OWNER when `claim` exists without an owner (the claim script then refuses the machine).

@@ -330,6 +330,32 @@ def test_release_removes_only_the_hosts_dir_and_the_claim(tmp_path: Path) -> Non
     assert remote(tmp_path, RELEASE_SCRIPT, ".mngr", HOST_ID, "web").returncode == 0  # again
 
 
+def test_concurrent_releases_of_one_host_all_succeed(tmp_path: Path) -> None:
+    """Two destroys of one host at once (two terminals, two `mngr serve` requests): the one
+    that finds the claim already released is done, not 'mv: cannot stat claim'."""
+    import threading
+
+    remote(tmp_path, CLAIM_SCRIPT, ".mngr", HOST_ID, "web")
+    base = tmp_path / ".mngr"
+    for i in range(200):  # a tree that takes a while to remove: the releases overlap
+        (base / "hosts" / "web" / f"d{i}" / "x").mkdir(parents=True)
+    results: list[subprocess.CompletedProcess] = []
+    start = threading.Barrier(4)
+
+    def release() -> None:
+        start.wait()
+        results.append(remote(tmp_path, RELEASE_SCRIPT, ".mngr", HOST_ID, "web"))
+
+    threads = [threading.Thread(target=release) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert [(r.returncode, r.stderr) for r in results] == [(0, "")] * 4
+    assert [p.name for p in base.iterdir()] == ["hosts"]
+    assert list((base / "hosts").iterdir()) == []
+
+
 def test_read_prints_nothing_for_a_missing_or_free_host_dir(tmp_path: Path) -> None:
     assert remote(tmp_path, READ_SCRIPT, ".mngr").stdout == ""
     (tmp_path / ".mngr").mkdir()

@@ -300,7 +300,7 @@ def status_of(error: MngrError) -> int:
     for cls, status in STATUS_OF:
         if isinstance(error, cls):
             return status
-    return 500
+    return 502  # any other MngrError is the provider's failure, not a bug of the server
 
 
 def _error(status: int, kind: str, message: str, headers: dict[str, str] | None = None):

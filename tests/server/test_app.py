@@ -41,7 +41,7 @@ RAISED = {
     "badoutput": (VendorOutputError, 502),
     "vendormissing": (VendorMissingError, 503),
     "interrupted": (InterruptedByUser, 503),
-    "plain": (MngrError, 500),
+    "plain": (MngrError, 502),
 }
 
 

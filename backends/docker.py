@@ -370,8 +370,9 @@ class DockerSpec:
     def stop_argv(self, container: str) -> list[str]:
         return [*self.base, "stop", container]
 
-    def start_argv(self, container: str) -> list[str]:
-        return [*self.base, "start", container]
+    def start_argv(self, container: str, *, paused: bool = False) -> list[str]:
+        # A container paused behind mngr's back is listed as stopped; `start` refuses it.
+        return [*self.base, "unpause" if paused else "start", container]
 
     def snapshot_ref(self, snap_id: str) -> str:
         return f"{SNAPSHOT_REPO}:{snap_id}"
@@ -451,7 +452,12 @@ class DockerSpec:
                         memory_gb=_memory_gb(labels.get(MEMORY)),
                         gpus=_gpus(labels.get(GPUS)),
                     ),
-                    address={"container": row.names, "container_id": row.id, **self.endpoint},
+                    address={
+                        "container": row.names,
+                        "container_id": row.id,
+                        "docker_state": row.state,
+                        **self.endpoint,
+                    },
                     native_id=row.id,
                 )
             )
@@ -706,9 +712,9 @@ class DockerBackend(Backend):
 
     def start_plan(self, host: Host) -> Plan:
         container = self._container(host)
-        return Plan(
-            [Step(f"start {container}", command=self._cmd(self.spec.start_argv(container)))]
-        )
+        paused = host.address.get("docker_state") == "paused"
+        argv = self.spec.start_argv(container, paused=paused)
+        return Plan([Step(f"start {container}", command=self._cmd(argv))])
 
     # --- snapshots --------------------------------------------------------------------
 

@@ -274,3 +274,14 @@ def test_concurrent_destroys_of_one_host_all_succeed(docker_env: DockerEnv, mngr
         thread.join(60)
     assert errors == []
     assert docker_env.labelled("ps") == []
+
+
+def test_a_container_paused_behind_mngrs_back_starts_again(docker_env: DockerEnv, mngr):
+    p = docker_env.provider
+    assert mngr("host", "create", "nap", "-p", p).exit_code == 0
+    docker_env.engine.docker("pause", f"nap.{p}")
+    assert by_name(listed(mngr, "--provider", p))["nap"]["state"] == "stopped"
+    started = mngr("host", "start", "nap", "-p", p)
+    assert started.exit_code == 0, started.stderr
+    assert by_name(listed(mngr, "--provider", p))["nap"]["state"] == "running"
+    assert mngr("host", "destroy", "nap", "-p", p, "--yes", "--force").exit_code == 0

@@ -263,3 +263,11 @@ def test_options_that_touch_the_docker_host_are_not_served_remotely() -> None:
 
     assert not any(served(f) for f in ("volume", "build", "dockerfile", "build_arg", "start_arg"))
     assert all(served(f) for f in ("cpus", "memory", "gpus", "env"))
+
+
+def test_a_paused_container_is_started_by_unpause() -> None:
+    from mngr_backends.docker import DockerConfig, DockerSpec
+
+    spec = DockerSpec(DockerConfig(name="d", backend="docker"))
+    assert spec.start_argv("web.d")[-2:] == ["start", "web.d"]
+    assert spec.start_argv("web.d", paused=True)[-2:] == ["unpause", "web.d"]

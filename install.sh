@@ -9,19 +9,35 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: install.sh [--no-completion] [--uninstall]"
+    echo "usage: install.sh [--no-completion] [--with server,modal] [--uninstall]"
 }
 
 completion=1
 uninstall=0
+extras=""
+expect_extras=0
 for arg in "$@"; do
+    if ((expect_extras)); then
+        extras=$arg
+        expect_extras=0
+        continue
+    fi
     case "$arg" in
         --no-completion) completion=0 ;;
+        --with) expect_extras=1 ;;
+        --with=*) extras=${arg#--with=} ;;
         --uninstall) uninstall=1 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; echo "install.sh: unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
+if ((expect_extras)); then
+    usage >&2; echo "install.sh: --with needs a list of extras, e.g. --with server" >&2; exit 2
+fi
+if [[ -n $extras && ! $extras =~ ^(server|modal)(,(server|modal))*$ ]]; then
+    echo "install.sh: unknown extras '$extras' (known: server, modal)" >&2
+    exit 2
+fi
 
 if [[ -z ${HOME:-} || ! -d $HOME ]]; then
     echo "install.sh: HOME is not set to an existing directory" >&2
@@ -153,7 +169,9 @@ tar -C "$checkout" -cf - --exclude=.git --exclude=build --exclude=dist --exclude
     tar -C "$source_copy" -xf -
 pip=("$venv/bin/python" -m pip --quiet)
 # pip always reinstalls from a directory, so a second run picks up the checkout's changes.
-"${pip[@]}" install "$source_copy" || die "pip could not install mngr from $checkout"
+target=$source_copy
+[[ -z $extras ]] || target="$source_copy[$extras]"
+"${pip[@]}" install "$target" || die "pip could not install mngr${extras:+[$extras]} from $checkout"
 say "installed $("$venv/bin/mngr" --version) from $checkout into $venv"
 
 # --- the command ------------------------------------------------------------------------------

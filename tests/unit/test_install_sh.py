@@ -141,3 +141,17 @@ def test_relative_xdg_dirs_are_ignored_as_mngr_ignores_them(tmp_path: Path) -> N
     link = home / ".local" / "bin" / "mngr"
     assert link.resolve().is_relative_to(home / ".local" / "share" / "mngr" / "venv")
     assert subprocess.run([link, "--version"], capture_output=True).returncode == 0
+
+
+def test_unknown_extras_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    done = subprocess.run(
+        [str(INSTALL), "--with", "gpu"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(home)},
+        timeout=30,
+    )
+    assert done.returncode == 2 and "unknown extras 'gpu'" in done.stderr
+    assert list(home.iterdir()) == []

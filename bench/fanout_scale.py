@@ -35,8 +35,12 @@ def settings(home: Path, providers: dict[str, dict[str, str]]) -> dict[str, str]
         lines.append("timeout_s = 30")
         lines.append("")
     (cfg / "settings.toml").write_text("\n".join(lines))
-    return {"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_DATA_HOME": str(home / "data"), "XDG_CACHE_HOME": str(home / "cache")}
+    return {
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CACHE_HOME": str(home / "cache"),
+    }
 
 
 def fanout(base: Path, runs: int) -> list[Measurement]:
@@ -46,12 +50,22 @@ def fanout(base: Path, runs: int) -> list[Measurement]:
     rows = []
     for count in (1, 4, 16):
         home = base / f"fanout{count}"
-        env = settings(home, {
-            f"p{i}": {"backend": "fakecli", "binary": str(vendor), "state_dir": str(home / "s")}
-            for i in range(count)
-        })
-        rows.append(measure(f"list, {count} providers x 1 s", [*RUN_MNGR, "host", "list"],
-                            runs=runs, env=env, target="close to 1 s"))
+        env = settings(
+            home,
+            {
+                f"p{i}": {"backend": "fakecli", "binary": str(vendor), "state_dir": str(home / "s")}
+                for i in range(count)
+            },
+        )
+        rows.append(
+            measure(
+                f"list, {count} providers x 1 s",
+                [*RUN_MNGR, "host", "list"],
+                runs=runs,
+                env=env,
+                target="close to 1 s",
+            )
+        )
     return rows
 
 
@@ -64,13 +78,19 @@ def scale(base: Path, runs: int) -> list[Measurement]:
     vendor = home / "cat-vendor"
     vendor.write_text(f"#!/bin/sh\nexec cat '{listing}'\n")
     vendor.chmod(0o755)
-    env = settings(home, {"big": {"backend": "fakecli", "binary": str(vendor),
-                                  "state_dir": str(home / "s")}})
+    env = settings(
+        home, {"big": {"backend": "fakecli", "binary": str(vendor), "state_dir": str(home / "s")}}
+    )
     return [
-        measure("list 10,000 hosts, table", [*RUN_MNGR, "host", "list", "-p", "big"],
-                runs=runs, env=env),
-        measure("list 10,000 hosts, json", [*RUN_MNGR, "host", "list", "-p", "big", "-f", "json"],
-                runs=runs, env=env),
+        measure(
+            "list 10,000 hosts, table", [*RUN_MNGR, "host", "list", "-p", "big"], runs=runs, env=env
+        ),
+        measure(
+            "list 10,000 hosts, json",
+            [*RUN_MNGR, "host", "list", "-p", "big", "-f", "json"],
+            runs=runs,
+            env=env,
+        ),
     ]
 
 

@@ -8,7 +8,8 @@ import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -98,3 +99,13 @@ def machine() -> str:
         f"{platform.node() or 'machine'}: {os.cpu_count()} cores, {platform.machine()}, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}"
     )
+
+
+def median_ms(fn: Callable[[], object], runs: int) -> float:
+    """Median wall time of an in-process call, in ms."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)

@@ -246,7 +246,11 @@ def _host_refs(found: list[tuple[str, str]], partial: str) -> list[Candidate]:
 
 def providers(explicit: Path | None = None) -> dict[str, str]:
     """Provider name -> backend, across the settings layers, read raw and leniently."""
-    found = {name: str(raw.get("backend", "")) for name, raw in _provider_tables(explicit).items()}
+    found = {
+        name: str(raw.get("backend", ""))
+        for name, raw in _provider_tables(explicit).items()
+        if raw.get("enabled", True) is not False  # a disabled provider is not offered
+    }
     return dict(sorted(found.items()))
 
 

@@ -29,6 +29,6 @@ def main() -> None:
 
         code = run(argv)
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
+        sys.stderr.write("error: interrupted\n")
         code = 130
     sys.exit(code)

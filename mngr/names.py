@@ -79,7 +79,13 @@ def parse_tag(text: str) -> tuple[str, str]:
 
 
 def parse_tags(items: list[str] | None) -> dict[str, str]:
-    return dict(parse_tag(item) for item in items or [])
+    tags: dict[str, str] = {}
+    for item in items or []:
+        key, value = parse_tag(item)
+        if key in tags and tags[key] != value:
+            raise UsageError(f"tag {key!r} is given twice with different values")
+        tags[key] = value
+    return tags
 
 
 def split_host_ref(ref: str) -> tuple[str, str | None]:

@@ -307,3 +307,8 @@ def test_providers_come_from_every_layer_in_both_forms(
     monkeypatch.setenv("MNGR_CONFIG", str(broken))
     found = completion.providers()
     assert found["a"] == "local" and found["b"] == "aws" and found["local"] == "local"
+
+
+def test_a_disabled_provider_is_not_offered(user_settings: Path) -> None:
+    user_settings.write_text('[providers.off]\nbackend = "local"\nenabled = false\n')
+    assert "off" not in completion.providers()

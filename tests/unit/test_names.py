@@ -48,3 +48,9 @@ def test_a_trailing_newline_is_not_part_of_a_valid_name_or_tag_key() -> None:
     for check in (check_host_name, check_provider_name, lambda s: check_tag(s, "v")):
         with pytest.raises(UsageError):
             check("web\n")
+
+
+def test_a_tag_given_twice_with_different_values_is_refused() -> None:
+    assert parse_tags(["a=1", "a=1"]) == {"a": "1"}
+    with pytest.raises(UsageError, match="given twice"):
+        parse_tags(["a=1", "a=2"])

@@ -77,9 +77,9 @@ def _finish(outcomes: list[Any], verb: str) -> None:
 
 
 def _print_plans(plans: list[Any]) -> None:
-    for plan in plans:
-        for line in plan.render():
-            sys.stdout.write(line + "\n")
+    from mngr import output
+
+    output.out("".join(line + "\n" for plan in plans for line in plan.render()))
 
 
 app = typer.Typer(

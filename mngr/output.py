@@ -22,6 +22,18 @@ def _colour(stream: Any) -> bool:
     return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
 
 
+def out(text: str) -> None:
+    """Write data to stdout. A reader that went away (`mngr host list | head -1`) is not an
+    error of ours: the rest of the output is dropped and the command ends as it would."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
+        os.close(devnull)
+
+
 def message(text: str) -> None:
     sys.stderr.write(safe(text) + "\n")
 
@@ -32,7 +44,7 @@ def error(text: str) -> None:
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    out(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
 def safe(text: str) -> str:
@@ -60,9 +72,9 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         return "  ".join(parts).rstrip()
 
     header = line([c.upper() for c in columns])
-    out = [_BOLD + header + _RESET if _colour(sys.stdout) else header]
-    out += [line(row) for row in cells]
-    sys.stdout.write("\n".join(out) + "\n")
+    lines = [_BOLD + header + _RESET if _colour(sys.stdout) else header]
+    lines += [line(row) for row in cells]
+    out("\n".join(lines) + "\n")
 
 
 def host_dicts(hosts: Iterable[Host]) -> list[dict[str, Any]]:
@@ -78,7 +90,7 @@ def render_hosts(
     hosts: list[Host], errors: list[ProviderErrorRow], fmt: str = "table", quiet: bool = False
 ) -> None:
     if quiet:
-        sys.stdout.write("".join(h.name + "\n" for h in hosts))
+        out("".join(h.name + "\n" for h in hosts))
     elif fmt == "json":
         emit_json(
             {
@@ -112,7 +124,7 @@ def render_snapshots(
     snaps: list[Snapshot], errors: list[ProviderErrorRow], fmt: str = "table", quiet: bool = False
 ) -> None:
     if quiet:
-        sys.stdout.write("".join(s.id + "\n" for s in snaps))
+        out("".join(s.id + "\n" for s in snaps))
     elif fmt == "json":
         emit_json(
             {
@@ -149,7 +161,7 @@ def render_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, key: s
 def render_mapping(values: dict[str, Any]) -> None:
     """`key: value` lines (e.g. `provider show`)."""
     for key, value in values.items():
-        sys.stdout.write(f"{key}: {safe(_cell(value))}\n")
+        out(f"{key}: {safe(_cell(value))}\n")
 
 
 def _cell(value: Any) -> str:

@@ -125,3 +125,15 @@ def test_version_and_help(isolated_home: Path) -> None:
     assert version.returncode == 0 and version.stdout.startswith("mngr ")
     helped = run_cli("host", "create", "--help")
     assert helped.returncode == 0 and "--from-snapshot" in helped.stdout
+
+
+def test_a_reader_that_goes_away_is_not_an_error(mngr, isolated_home: Path) -> None:
+    assert mngr("host", "create", *[f"h{i}" for i in range(300)]).exit_code == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mngr", "host", "list", "--format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.read(10)
+    proc.stdout.close()  # more than a pipe buffer is still to come
+    assert proc.wait(60) == 0
+    assert proc.stderr is not None and proc.stderr.read() == b""

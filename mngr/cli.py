@@ -503,7 +503,11 @@ def provider_list(fmt: FormatOpt = "table") -> None:
     rows = [_provider_row(e) for e in settings.providers.values()]
     for row in rows:
         row["default"] = row["name"] == settings.default_provider
-    output.render_rows(rows, ["name", "backend", "status", "default", "source"], fmt, "providers")
+    if fmt == "table":  # reasons in `provider show` and in the JSON
+        for row in rows:
+            row["cannot"] = list(row.get("unsupported", {})) or None
+    columns = ["name", "backend", "status", "default", "cannot", "source"]
+    output.render_rows(rows, columns, fmt, "providers")
 
 
 @provider_app.command("show")

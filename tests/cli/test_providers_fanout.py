@@ -150,6 +150,6 @@ def test_unreachable_builtin_provider_says_how_to_switch_it_off(
 def test_provider_list_and_show_say_what_a_backend_cannot_do(fake_providers, mngr) -> None:
     fake_providers(p=" ")
     table = mngr("provider", "list").stdout
-    assert "CANNOT" in table and "stop/start, snapshot, exec" in table
+    assert "CANNOT" in table and "snapshot, stop/start, exec" in table
     shown = mngr("provider", "show", "p", "--format", "json").json()["provider"]
     assert shown["unsupported"]["snapshot"] == "the fake vendor keeps no filesystem"

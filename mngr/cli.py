@@ -59,19 +59,18 @@ def _confirm(what: str, yes: bool) -> None:
         raise typer.Exit(1)
 
 
-def _finish(outcomes: list[Any], verb: str) -> None:
-    """Report per-item failures; exit with the first failure's code."""
+def _finish(outcomes: list[Any], labels: list[str], verb: str) -> None:
+    """Report per-item failures (`destroy a.local: ...`); exit with the first one's code."""
     from mngr import output
     from mngr.errors import MngrError
 
-    failed = [o for o in outcomes if o.error is not None]
-    for o in failed:
+    failed = [(o, label) for o, label in zip(outcomes, labels, strict=True) if o.error]
+    for o, label in failed:
         if isinstance(o.error, KeyboardInterrupt):
             raise o.error
-        label = o.item[1] if isinstance(o.item, tuple) and len(o.item) > 2 else ""
-        output.error(f"{verb} {label}: {o.error}".replace("  ", " "))
+        output.error(f"{verb} {label}: {o.error}")
     if failed:
-        first = failed[0].error
+        first = failed[0][0].error
         code = first.exit_code if isinstance(first, MngrError) else 1
         raise typer.Exit(code)
 
@@ -175,12 +174,10 @@ def host_create(
         _print_plans(plans)
         return
     outcomes = engine.run_plans([(backend, p) for p in plans])
-    for outcome, name in zip(outcomes, names, strict=True):
-        outcome.item = (backend, f"{name}.{provider}", None)
     created = [o.value for o in outcomes if o.error is None]
     if created:
         output.render_hosts(created, [], fmt)
-    _finish(outcomes, "create")
+    _finish(outcomes, [f"{name}.{provider}" for name in names], "create")
 
 
 def register_create(with_backend_flags: bool) -> None:
@@ -241,10 +238,13 @@ def _run_on_hosts(
     refs: list[str],
     provider: str | None,
     verb: str,
+    done: str,
     make_plan: Any,
     dry_run: bool,
     missing_ok: bool = False,
 ) -> None:
+    """Run one plan per host; `verb` names a failure (`destroy a.local: ...`), `done` a
+    success (`destroyed: a.local`)."""
     from mngr import output
 
     engine = _engine()
@@ -260,12 +260,10 @@ def _run_on_hosts(
         _print_plans([plan for _, plan, _ in work])
         return
     outcomes = engine.run_plans([(b, p) for b, p, _ in work])
-    for outcome, (backend, _, host) in zip(outcomes, work, strict=True):
-        outcome.item = (backend, host.ref, host)
+    for outcome, (_, _, host) in zip(outcomes, work, strict=True):
         if outcome.error is None:
-            output.message(f"{verb}: {host.ref}")
-    # "destroy a.local: ..." on failure: "destroyed a.local: ..." read as if it had been.
-    _finish(outcomes, {"destroyed": "destroy", "stopped": "stop", "started": "start"}[verb])
+            output.message(f"{done}: {host.ref}")
+    _finish(outcomes, [host.ref for _, _, host in work], verb)
 
 
 @host_app.command("destroy")
@@ -283,6 +281,7 @@ def host_destroy(
     _run_on_hosts(
         names,
         provider,
+        "destroy",
         "destroyed",
         lambda b, h: b.destroy_plan(h, force=force, purge=purge),
         dry_run,
@@ -299,7 +298,7 @@ def host_stop(
 ) -> None:
     """Stop hosts."""
     _run_on_hosts(
-        names, provider, "stopped", lambda b, h: b.stop_plan(h, snapshot=snapshot), dry_run
+        names, provider, "stop", "stopped", lambda b, h: b.stop_plan(h, snapshot=snapshot), dry_run
     )
 
 
@@ -310,7 +309,7 @@ def host_start(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Start stopped hosts."""
-    _run_on_hosts(names, provider, "started", lambda b, h: b.start_plan(h), dry_run)
+    _run_on_hosts(names, provider, "start", "started", lambda b, h: b.start_plan(h), dry_run)
 
 
 def _run_attached(command: Any) -> int:
@@ -443,17 +442,16 @@ def snapshot_delete(
         return
     _confirm(f"delete snapshot {', '.join(ids)}", yes)
     outcomes = engine.run_plans(plans)
-    for outcome, (backend, snap) in zip(outcomes, work, strict=True):
-        outcome.item = (backend, snap.id, None)
+    for outcome, snap in zip(outcomes, snaps, strict=True):
         if outcome.error is None:
             output.message(f"deleted: {snap.id} ({snap.name})")
-    _finish(outcomes, "delete")
+    _finish(outcomes, [snap.id for snap in snaps], "delete")
 
 
 # --- providers --------------------------------------------------------------------------
 
 
-def _provider_row(entry: Any, engine: Any | None = None) -> dict[str, Any]:
+def _provider_row(entry: Any) -> dict[str, Any]:
     from mngr.registry import is_known, load_backend
 
     if entry.unavailable:

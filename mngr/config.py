@@ -172,8 +172,8 @@ def builtin_providers() -> dict[str, dict[str, Any]]:
     return found
 
 
-def load(explicit: Path | None = None, *, validate: bool = True) -> Settings:
-    """Read every layer and merge it. With `validate`, each provider gets its config model."""
+def load(explicit: Path | None = None) -> Settings:
+    """Read every layer, merge it, and validate each provider against its config model."""
     all_layers = layers(explicit)
     merged: dict[str, ProviderEntry] = {
         name: ProviderEntry(name, raw, [BUILTIN], builtin=True)
@@ -222,9 +222,8 @@ def load(explicit: Path | None = None, *, validate: bool = True) -> Settings:
         raise ConfigError(
             f"{default_from}: default_provider {default!r} is not a configured provider"
         )
-    if validate:
-        for entry in merged.values():
-            validate_entry(entry)
+    for entry in merged.values():
+        validate_entry(entry)
     return settings
 
 

@@ -67,10 +67,6 @@ class Plan:
         return [step.render() for step in self.steps]
 
 
-class PlanFailed(MngrError):
-    """A step failed; carries what could not be undone, if anything."""
-
-
 def _never_reached(exc: BaseException) -> bool:
     """The vendor could not reach its provider at all (not a timeout: that may have acted)."""
     return isinstance(exc, UnreachableError) and not isinstance(exc, VendorTimeoutError)

@@ -524,7 +524,11 @@ ERROR_RULES: list[tuple[str, type[MngrError], str]] = [
     ("Connect timeout on endpoint URL", UnreachableError, "check 'region' and 'endpoint_url'"),
     ("Read timeout on endpoint URL", UnreachableError, ""),
     ("Provided region_name", UnreachableError, "check 'region'"),
-    ("could not be found", ConfigError, "check 'profile' and ~/.aws/config"),
+    (
+        "could not be found",
+        ConfigError,
+        "add it with `aws configure --profile NAME`, or change this provider's 'profile'",
+    ),
     ("(InvalidAMIID.Malformed)", UsageError, ""),
     (".NotFound)", NotFoundError, ""),
     ("(InvalidAMIID.Unavailable)", NotFoundError, ""),

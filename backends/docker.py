@@ -519,6 +519,10 @@ def telling_line(stderr: str, *, last: bool = False) -> str:
     if not lines:
         return "no error text"
     line = lines[-1] if last else lines[0]
+    # An ssh:// daemon that cannot be reached: ssh's own words say why, not docker's URL.
+    _, sep, ssh_said = line.partition(": stderr=")
+    if sep and ssh_said.strip():
+        return ssh_said.strip()[:300]
     for prefix in ("docker: ", "Error response from daemon: ", "Error: "):
         line = line.removeprefix(prefix)
     return line[:300]

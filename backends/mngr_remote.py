@@ -10,6 +10,8 @@
 
 The token is read (from the environment variable or the first non-comment line of the
 file) for each request; it is never in the settings file, argv, a dry-run or a message.
+Without either setting, requests carry no token; a server that wants one answers 401, and
+the error says where to set it.
 
 How remote hosts show: `provider` is the *local* instance name (`team`), so `NAME.team` and
 every verb route through this backend, and `backend` is `mngr`. The remote side is kept in
@@ -79,23 +81,28 @@ class MngrRemoteConfig(ProviderConfig):
     url: str
     # Declared only to refuse it with a clear message: a token never sits in settings.
     token: None = Field(None, exclude=True, repr=False)
-    token_env: str | None = None
-    token_file: str | None = Field(None, validate_default=True)
+    # Neither set: requests carry no token (a server on a trusted network may want none).
+    token_env: str | None = Field(None, min_length=1)
+    token_file: str | None = Field(None, min_length=1, validate_default=True)
     ca_file: str | None = None
     providers: list[str] | None = None
     timeout_s: float = Field(60.0, gt=0)
     action_timeout_s: float = Field(900.0, gt=0)
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self.token_env or self.token_file)
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("url must be http://HOST[:PORT] or https://HOST[:PORT]")
+            raise ValueError("must be http://HOST[:PORT] or https://HOST[:PORT]")
         if parts.username or parts.password:
-            raise ValueError("url must not hold credentials; use token_env or token_file")
+            raise ValueError("must not hold credentials; use token_env or token_file")
         if parts.query or parts.fragment:
-            raise ValueError("url must not have a query or fragment")
+            raise ValueError("must not have a query or fragment")
         return url.rstrip("/")
 
     @field_validator("token", mode="before")
@@ -106,9 +113,8 @@ class MngrRemoteConfig(ProviderConfig):
     @field_validator("token_file")
     @classmethod
     def _one_token_source(cls, token_file: str | None, info: Any) -> str | None:
-        has_env = bool(info.data.get("token_env"))
-        if has_env == bool(token_file):
-            raise ValueError("set exactly one of token_env or token_file (never the token itself)")
+        if info.data.get("token_env") and token_file:
+            raise ValueError("set token_env or token_file, not both")
         return token_file
 
     @field_validator("providers")
@@ -140,6 +146,12 @@ class MngrBackend(Backend):
 
     config: MngrRemoteConfig
 
+    @classmethod
+    def status_note(cls, config: ProviderConfig) -> str | None:
+        if isinstance(config, MngrRemoteConfig) and not config.has_token:
+            return "without a token"
+        return None
+
     # --- HTTP -------------------------------------------------------------------------
 
     def _url(self, path: str, **query: Any) -> str:
@@ -151,8 +163,10 @@ class MngrBackend(Backend):
         ]
         return self.config.url + path + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
 
-    def _token(self) -> str:
+    def _token(self) -> str | None:
         where: str
+        if not self.config.has_token:
+            return None
         if self.config.token_env:
             where = f"environment variable {self.config.token_env}"
             token = os.environ.get(self.config.token_env, "").strip()
@@ -217,8 +231,9 @@ class MngrBackend(Backend):
         request.add_header("User-Agent", f"mngr/{__version__}")
         if data is not None:
             request.add_header("Content-Type", "application/json")
-        if auth:
-            request.add_unredirected_header("Authorization", f"Bearer {self._token()}")
+        token = self._token() if auth else None
+        if token is not None:
+            request.add_unredirected_header("Authorization", f"Bearer {token}")
         timeout = timeout_s or self.config.timeout_s
         deadline = time.monotonic() + timeout
         try:
@@ -260,6 +275,13 @@ class MngrBackend(Backend):
         message = str(detail.get("message") or exc.reason or "no error text")
         kind = str(detail.get("kind") or "")
         where = f"{method} {url} (HTTP {exc.code})"
+        if exc.code == 401 and not self.config.has_token:
+            origin = f" in {self.origin}" if self.origin else ""
+            return UnauthorisedError(
+                f"{self.config.url} wants a token and provider {self.provider!r} has none: set "
+                f"token_env (an environment variable) or token_file (a file) under "
+                f"[providers.{self.provider}]{origin}"
+            )
         if exc.code in (401, 403):
             return UnauthorisedError(f"{where}: the server refused the token: {message}")
         if 300 <= exc.code < 400:

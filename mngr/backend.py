@@ -73,6 +73,8 @@ class Backend(ABC):
     config_model: ClassVar[type[ProviderConfig]] = ProviderConfig
     create_options_model: ClassVar[type[CreateOptions]] = CreateOptions
     unsupported: ClassVar[dict[Capability, str]] = {}
+    # The settings file this provider came from, to name in "set X in FILE" hints.
+    origin: str | None = None
 
     def __init__(self, config: ProviderConfig, runner: Runner) -> None:
         self.config = config
@@ -89,6 +91,12 @@ class Backend(ABC):
         reason = cls.unsupported.get(capability)
         if reason is not None:
             raise UnsupportedError(f"backend '{cls.name}' cannot {capability}: {reason}")
+
+    @classmethod
+    def status_note(cls, config: ProviderConfig) -> str | None:
+        """How this provider is set up, when a user should know ("without a token"):
+        `provider list` shows it after "configured"."""
+        return None
 
     # --- running vendor commands ------------------------------------------------------
 

@@ -468,6 +468,9 @@ def _provider_row(entry: Any) -> dict[str, Any]:
     }
     if is_known(entry.backend):
         cls = load_backend(entry.backend)
+        note = cls.status_note(entry.config) if entry.config is not None else None
+        if note and status == "configured":
+            row["status"] = f"configured {note}"
         row["unsupported"] = {str(k): v for k, v in cls.unsupported.items()}
     return row
 

@@ -98,7 +98,30 @@ def read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        raise ConfigError(_mixed_forms(path, text) or f"{path}: invalid TOML: {exc}") from None
+
+
+ONE_FORM = (
+    "use one form per file: all `[[providers]]` entries (each with name = ...), or all "
+    "`[providers.NAME]` tables"
+)
+
+
+def _mixed_forms(path: Path, text: str) -> str | None:
+    """TOML cannot read `[[providers]]` after `[providers.NAME]`: say so, not 'Cannot
+    overwrite a value'."""
+    lines = text.splitlines()
+    table = next((n for n, line in enumerate(lines, 1) if _TABLE_HEADER.match(line)), None)
+    array = next(
+        (n for n, line in enumerate(lines, 1) if _ARRAY_HEADER.match(line) and table and n > table),
+        None,
+    )
+    if table is None or array is None:
+        return None
+    return (
+        f"{path}:{array}: `[[providers]]` cannot follow `[providers.NAME]` (line {table}) in "
+        f"one file; {ONE_FORM}"
+    )
 
 
 def providers_in_file(data: dict[str, Any], path: Path) -> tuple[dict[str, dict[str, Any]], Any]:
@@ -132,10 +155,18 @@ def providers_in_file(data: dict[str, Any], path: Path) -> tuple[dict[str, dict[
             # TOML reads a `[providers.NAME]` written after `[[providers]]` as a sub-table of
             # the last array entry; the two forms may be mixed, so lift it back out.
             for key, value in list(item.items()):
-                if isinstance(value, dict) and "backend" in value:
-                    if key in result or key == name:
-                        raise ConfigError(f"{path}: provider {key!r} is defined twice")
-                    result[key] = {"name": key, **item.pop(key)}
+                if not isinstance(value, dict):
+                    continue
+                if "backend" not in value:
+                    line = find_line_of_header(path, f"providers.{key}")
+                    raise ConfigError(
+                        f"{where(path, line)}: [providers.{key}] follows a `[[providers]]` "
+                        f"entry, so TOML reads it as part of provider {name!r}; write it as its "
+                        f'own `[[providers]]` entry with name = "{key}", or {ONE_FORM}'
+                    )
+                if key in result or key == name:
+                    raise ConfigError(f"{path}: provider {key!r} is defined twice")
+                result[key] = {"name": key, **item.pop(key)}
             result[name] = item
     elif isinstance(section, dict):
         for name, item in section.items():
@@ -230,7 +261,7 @@ def load(explicit: Path | None = None) -> Settings:
 def validate_entry(entry: ProviderEntry) -> None:
     from pydantic import ValidationError
 
-    from mngr.errors import did_you_mean
+    from mngr.errors import did_you_mean, validation_message
     from mngr.registry import is_known, load_backend
 
     origin = Path(entry.sources[-1]) if entry.sources[-1] != BUILTIN else None
@@ -266,7 +297,7 @@ def validate_entry(entry: ProviderEntry) -> None:
         elif err["type"] == "missing":
             message = f"missing required key {key!r} for backend {backend!r}"
         else:
-            message = f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            message = validation_message(err)
         raise ConfigError(f"{where(source, line)}: provider {entry.name!r}: {message}") from None
 
 
@@ -288,6 +319,21 @@ def where(path: Path | None, line: int | None) -> str:
 
 
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?")
+_TABLE_HEADER = re.compile(r"^\s*\[\s*[\"']?providers[\"']?\s*\.")
+_ARRAY_HEADER = re.compile(r"^\s*\[\[\s*[\"']?providers[\"']?\s*\]\]")
+
+
+def find_line_of_header(path: Path, title: str) -> int | None:
+    """Line of the `[title]` header (quotes around parts ignored)."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    for number, line in enumerate(lines, 1):
+        header = _HEADER.match(line)
+        if header and header.group(1).replace('"', "").replace("'", "") == title:
+            return number
+    return None
 
 
 def find_line(

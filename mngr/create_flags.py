@@ -14,7 +14,7 @@ from typing import Any, get_args, get_origin
 from pydantic import ValidationError
 
 from mngr.backend import Backend, CreateOptions
-from mngr.errors import UsageError
+from mngr.errors import UsageError, validation_message
 from mngr.registry import backend_names, load_backend
 
 PREFIX = "bk_"
@@ -109,4 +109,4 @@ def options_for(backend: type[Backend], values: dict[str, Any]) -> CreateOptions
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else ""
         flag_name = next((f.long for f in flags.values() if f.field == name), name)
-        raise UsageError(f"{flag_name}: {err['msg']}") from None
+        raise UsageError(validation_message(err, flag_name)) from None

@@ -148,7 +148,9 @@ class Engine:
                     f"{where(source, line)})"
                 )
             cls = load_backend(entry.backend)
-            self._backends[provider] = cls(entry.config, self.runner)
+            backend = cls(entry.config, self.runner)
+            backend.origin = next((s for s in reversed(entry.sources) if s != BUILTIN), None)
+            self._backends[provider] = backend
         return self._backends[provider]
 
     def usable_providers(self, names: list[str] | None = None) -> list[str]:

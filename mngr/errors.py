@@ -6,7 +6,8 @@ Every error the CLI prints is a MngrError: one line, no traceback, mapped to an 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -157,3 +158,68 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     if options:
         return f" (expected one of: {', '.join(options)})"
     return ""
+
+
+def validation_problem(error: Mapping[str, Any]) -> str:
+    """What one pydantic error says is wrong, in mngr's words ("must be a number greater
+    than 0"), never the validator's ("Input should be...", "Value error, ...")."""
+    kind = str(error.get("type", ""))
+    ctx = error.get("ctx") or {}
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    fixed = {
+        "missing": "is required",
+        "extra_forbidden": "is not a known key",
+        "finite_number": "must be a finite number",
+        "bool_type": "must be true or false (a TOML boolean)",
+        "bool_parsing": "must be true or false",
+        "string_type": "must be a string",
+        "list_type": "must be a list",
+        "dict_type": "must be a table",
+        "model_type": "must be a table",
+        "int_type": "must be a whole number",
+        "int_parsing": "must be a whole number",
+        "int_from_float": "must be a whole number",
+        "float_type": "must be a number",
+        "float_parsing": "must be a number",
+        "none_required": "must not be set",
+    }
+    if kind in fixed:
+        return fixed[kind]
+    bounds = {
+        "greater_than": ("gt", "greater than"),
+        "greater_than_equal": ("ge", "at least"),
+        "less_than": ("lt", "less than"),
+        "less_than_equal": ("le", "at most"),
+        "string_too_short": ("min_length", "at least {} characters long"),
+        "string_too_long": ("max_length", "at most {} characters long"),
+        "too_short": ("min_length", "at least {} items long"),
+        "too_long": ("max_length", "at most {} items long"),
+    }
+    if kind in bounds:
+        key, words = bounds[kind]
+        limit = ctx.get(key)
+        shown = f"{limit:g}" if isinstance(limit, float) else str(limit)
+        return "must be " + (words.format(shown) if "{}" in words else f"{words} {shown}")
+    if kind in ("literal_error", "enum") and "expected" in ctx:
+        return f"must be one of {ctx['expected']}"
+    text = str(error.get("msg", "is not valid"))
+    for prefix, replacement in (("Value error, ", ""), ("Input should be", "must be")):
+        if text.startswith(prefix):
+            text = replacement + text[len(prefix) :]
+    return text
+
+
+def validation_key(error: Mapping[str, Any]) -> str:
+    """The dotted key an error is about (`machines.0.address`), or '' for the whole value."""
+    return ".".join(str(part) for part in error.get("loc", ()))
+
+
+def validation_message(error: Mapping[str, Any], key: str | None = None) -> str:
+    """`timeout_s must be greater than 0`, or `url: <validator's own sentence>`; `key`
+    replaces the dotted key (a flag name, say)."""
+    key = validation_key(error) if key is None else key
+    problem = validation_problem(error)
+    if not key:
+        return problem
+    return f"{key}{' ' if problem.startswith(('must ', 'is ')) else ': '}{problem}"

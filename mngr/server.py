@@ -64,6 +64,7 @@ from mngr.errors import (
     VendorMissingError,
     VendorOutputError,
     VendorTimeoutError,
+    validation_message,
 )
 from mngr.names import (
     HOST_NAME_RE,
@@ -313,7 +314,7 @@ def _validation_message(errors: list[Any]) -> str:
     first = errors[0] if errors else {}
     loc = [str(p) for p in first.get("loc", ())]
     where = ".".join(loc[1:] if loc[:1] == ["body"] and len(loc) > 1 else loc) or "request"
-    return f"{where}: {first.get('msg', 'invalid request')}"
+    return validation_message(first, where) if first else "invalid request"
 
 
 class _BodyLimit:

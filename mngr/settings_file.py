@@ -15,7 +15,14 @@ from pydantic import ValidationError
 from tomlkit.items import AoT, Array, InlineTable
 
 from mngr import paths
-from mngr.errors import ConfigError, ConflictError, MngrError, NotFoundError, UsageError
+from mngr.errors import (
+    ConfigError,
+    ConflictError,
+    MngrError,
+    NotFoundError,
+    UsageError,
+    validation_message,
+)
 from mngr.names import check_provider_name
 from mngr.registry import load_backend
 
@@ -119,7 +126,7 @@ def add_provider(name: str, backend: str, settings: list[str], scope: str = "use
             raise UsageError(
                 f"unknown setting {key!r} for backend {backend!r}{did_you_mean(key, fields)}"
             ) from None
-        raise UsageError(f"setting {key!r}: {err['msg']}") from None
+        raise UsageError(f"setting {validation_message(err)}") from None
     original, doc, names = _load(path)
     if name in names:
         raise ConflictError(f"provider {name!r} already exists in {path}")

@@ -299,6 +299,4 @@ def test_enabled_must_be_a_toml_boolean(mngr, user_settings: Path, value: str) -
     user_settings.write_text(f"[providers.local]\nenabled = {value}\n")
     result = mngr("host", "list")
     assert result.exit_code == 2
-    assert f"{user_settings}:2: provider 'local': enabled: Input should be a valid boolean" in (
-        result.stderr
-    )
+    assert f"{user_settings}:2: provider 'local': enabled must be true or false" in result.stderr

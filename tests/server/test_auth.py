@@ -103,8 +103,10 @@ def test_unset_token_env_is_a_configuration_error(team, mngr, monkeypatch) -> No
     ("keys", "message"),
     [
         ('url = "http://x"\ntoken = "abc"', "never put the token in a settings file"),
-        ('url = "http://x"', "exactly one of token_env or token_file"),
-        ('url = "http://x"\ntoken_env = "A"\ntoken_file = "/f"', "exactly one of"),
+        (
+            'url = "http://x"\ntoken_env = "A"\ntoken_file = "/f"',
+            "token_env or token_file, not both",
+        ),
         ('url = "ftp://x"\ntoken_env = "A"', "url must be http"),
         ('url = "https://me:secret@x"\ntoken_env = "A"', "must not hold credentials"),
         ('url = "http://x"\ntoken_env = "A"\nproviders = ["Bad"]', "invalid provider name"),
@@ -117,6 +119,29 @@ def test_bad_client_settings_are_refused(mngr, user_settings: Path, keys, messag
     assert result.exit_code == 2
     assert message in result.stderr and str(user_settings) in result.stderr
     assert "secret" not in result.stderr
+    assert "Value error" not in result.stderr and "Input should" not in result.stderr
+
+
+def test_a_server_that_wants_a_token_says_where_to_set_it(
+    server, mngr, user_settings: Path
+) -> None:
+    """A provider without token_env/token_file sends none; the 401 names the file to edit."""
+    user_settings.write_text(f'[providers.team]\nbackend = "mngr"\nurl = "{server.url}"\n')
+    listed = mngr("provider", "list")
+    assert listed.exit_code == 0
+    assert "configured without a token" in listed.stdout
+    shown = mngr("provider", "show", "team")
+    assert "configured without a token" in shown.stdout
+    for args in (("host", "create", "web", "-p", "team"), ("provider", "check", "team")):
+        result = mngr(*args)
+        said = result.stdout + result.stderr  # check: a row on stdout; create: stderr
+        assert result.exit_code == 5, said
+        assert "wants a token" in said
+        assert "token_env" in said and "token_file" in said
+        assert f"[providers.team] in {user_settings}" in said
+    code, doc = hosts_of(mngr, "-p", "team")
+    assert code == 6 and doc["errors"][0]["kind"] == "unauthorised"
+    assert "wants a token" in doc["errors"][0]["message"]
 
 
 def test_token_file_rules(server_deps, tmp_path: Path) -> None:

@@ -64,6 +64,8 @@ REGION_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 
 
 class AwsConfig(ProviderConfig):
+    needs_trust = frozenset({"endpoint_url", "binary", "identity_file", "accept_new_host_keys"})
+
     region: str = Field(pattern=REGION_PATTERN)
     profile: str | None = None
     endpoint_url: str | None = None  # any EC2-compatible endpoint

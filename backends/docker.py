@@ -36,6 +36,7 @@ from mngr.errors import (
     VendorCommandError,
     VendorOutputError,
     exit_status,
+    has_url_password,
 )
 from mngr.names import new_snapshot_id
 from mngr.plan import Context, Plan, Step
@@ -75,6 +76,8 @@ SHELL = "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"
 
 
 class DockerConfig(ProviderConfig):
+    needs_trust = frozenset({"host", "context", "binary", "start_args"})
+
     host: str | None = None  # docker --host: unix://PATH, tcp://HOST:PORT, ssh://USER@HOST[:PORT]
     context: str | None = None  # docker --context, instead of host
     binary: str = "docker"
@@ -544,6 +547,13 @@ class DockerBackend(Backend):
         self.spec = DockerSpec(self.config)
 
     def _cmd(self, argv: list[str], *, slow: bool = False, stdin: str | None = None) -> Command:
+        if not (self.config.host or self.config.context):
+            # docker would echo pieces of it in its own errors (`invalid port ":S3c"`).
+            if has_url_password(os.environ.get("DOCKER_HOST", "")):
+                raise ConfigError(
+                    "DOCKER_HOST holds a password inside a URL; mngr will not pass it on: "
+                    "use ssh:// with an ssh key, or tcp:// with TLS certificates"
+                )
         timeout = self.config.build_timeout_s if slow else self.config.timeout_s
         return Command(argv, timeout_s=timeout, stdin=stdin)
 

@@ -78,6 +78,8 @@ ERROR_OF_KIND: dict[str, type[MngrError]] = {
 
 
 class MngrRemoteConfig(ProviderConfig):
+    needs_trust = frozenset({"url", "token_env", "token_file", "ca_file"})
+
     url: str
     # Declared only to refuse it with a clear message: a token never sits in settings.
     token: None = Field(None, exclude=True, repr=False)

@@ -57,6 +57,8 @@ SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l;
 
 
 class ModalConfig(ProviderConfig):
+    needs_trust = frozenset({"token_id_env", "token_secret_env", "python"})
+
     # Per shim call. Unreachable, the SDK hangs about a minute; this turns it into an error.
     timeout_s: float = 30.0
     # For create/start (may build an image) and stop/snapshot (snapshots a filesystem).

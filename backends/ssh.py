@@ -137,6 +137,8 @@ class Machine(BaseModel):
 
 
 class SshConfig(ProviderConfig):
+    needs_trust = frozenset({"machines", "known_hosts", "accept_new", "binary"})
+
     machines: list[Machine] = Field(min_length=1)
     known_hosts: str | None = None  # default: the user's ~/.ssh/known_hosts
     accept_new: bool = False  # true: StrictHostKeyChecking=accept-new; checking is never off

@@ -36,6 +36,10 @@ class ProviderConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Keys that decide where a credential goes or which program runs: a project settings
+    # file (from a cloned repository, say) may set them only once the user trusts it.
+    needs_trust: ClassVar[frozenset[str]] = frozenset()
+
     name: str
     backend: str
     # A vendor call's deadline: 0, a negative number, inf or nan would time every call out

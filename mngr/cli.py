@@ -78,7 +78,7 @@ def _finish(outcomes: list[Any], labels: list[str], verb: str) -> None:
 def _print_plans(plans: list[Any]) -> None:
     from mngr import output
 
-    output.out("".join(line + "\n" for plan in plans for line in plan.render()))
+    output.out("".join(output.safe(line) + "\n" for plan in plans for line in plan.render()))
 
 
 app = typer.Typer(
@@ -478,20 +478,18 @@ def _provider_row(entry: Any) -> dict[str, Any]:
 def _shown_settings(entry: Any) -> Any:
     """A provider's settings for `config show` / `provider show`: a password written into a
     URL (`tcp://user:PASS@host`, `https://key:SECRET@endpoint`) is never printed back."""
-    import re
+    from mngr.errors import redact
 
-    values = entry.config.model_dump(mode="json") if entry.config else dict(entry.raw)
-
-    def redact(value: Any) -> Any:
+    def hide(value: Any) -> Any:
         if isinstance(value, str):
-            return re.sub(r"(://[^/:@\s]*):[^/@\s]*@", r"\1:***@", value)
+            return redact(value)
         if isinstance(value, list):
-            return [redact(v) for v in value]
+            return [hide(v) for v in value]
         if isinstance(value, dict):
-            return {k: redact(v) for k, v in value.items()}
+            return {k: hide(v) for k, v in value.items()}
         return value
 
-    return redact(values)
+    return hide(entry.config.model_dump(mode="json") if entry.config else dict(entry.raw))
 
 
 @provider_app.command("list")
@@ -600,7 +598,7 @@ def config_show(fmt: FormatOpt = "table") -> None:
     from mngr import config, output
 
     _check_format(fmt)
-    settings = config.load(State.config)
+    settings = config.load(State.config, check_trust=False)  # shows, reaches nothing
     rows = []
     for entry in settings.providers.values():
         values = _shown_settings(entry)
@@ -624,13 +622,68 @@ def config_show(fmt: FormatOpt = "table") -> None:
 @config_app.command("path")
 def config_path() -> None:
     """Print the settings files consulted, lowest layer first."""
-    from mngr import config
+    from mngr import config, output, trust
 
     for layer in config.layers(State.config):
         if layer.path is None:
             continue
         status = "exists" if layer.path.exists() else "absent"
-        typer.echo(f"{layer.label}\t{layer.path}\t{status}")
+        if status == "exists" and layer.label in trust.UNTRUSTED_LAYERS:
+            try:
+                digest = trust.digest(layer.path.read_bytes())
+                status += ", trusted" if trust.is_trusted(layer.path, digest) else ", untrusted"
+            except OSError:
+                status += ", unreadable"
+        output.out("\t".join(output.safe(str(v)) for v in (layer.label, layer.path, status)) + "\n")
+
+
+def _project_files(paths_given: list[Path] | None) -> list[Path]:
+    from mngr import paths
+
+    if paths_given:
+        return paths_given
+    project = paths.project_dir()
+    found = [project / name for name in (paths.PROJECT_FILE, paths.LOCAL_FILE)] if project else []
+    found = [path for path in found if path.exists()]
+    if not found:
+        raise UsageError(
+            f"no project settings here: no {paths.PROJECT_DIR}/{paths.PROJECT_FILE} or "
+            f"{paths.PROJECT_DIR}/{paths.LOCAL_FILE} in {Path.cwd()} or above"
+        )
+    return found
+
+
+@config_app.command("trust")
+def config_trust(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Settings files (default: this project's .mngr/ files)."),
+    ] = None,
+) -> None:
+    """Trust project settings files as they are now (path and content hash)."""
+    from mngr import config, output, trust
+
+    for path in _project_files(files):
+        if not path.is_file():
+            raise UsageError(f"{path}: not a settings file")
+        config.read_toml(path, required=True)  # a file mngr cannot read is not trusted
+        trust.trust(path)
+        output.message(f"trusted {path.resolve()} (until it changes)")
+
+
+@config_app.command("untrust")
+def config_untrust(
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Settings files (default: this project's .mngr/ files)."),
+    ] = None,
+) -> None:
+    """Stop trusting project settings files."""
+    from mngr import output, trust
+
+    for path in _project_files(files):
+        done = trust.untrust(path)
+        output.message(f"{'no longer trusted' if done else 'was not trusted'}: {path.resolve()}")
 
 
 # --- completion -------------------------------------------------------------------------

@@ -42,6 +42,9 @@ def answer(args: list[str]) -> int:
         if os.environ.get("MNGR_DEBUG"):
             raise
         return 1
+    # A name holding control characters (from a provider's labels) is never offered: it
+    # cannot be typed, and would reach the terminal raw.
+    lines = [line for line in lines if line.replace("\t", " ").isprintable()]
     if lines:
         sys.stdout.write("\n".join(lines) + "\n")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ class ProviderEntry:
     config: ProviderConfig | None = None
     unavailable: str | None = None  # why it cannot be used (e.g. backend not installed)
     builtin: bool = False
+    untrusted: dict[str, Path] = field(default_factory=dict)  # key -> untrusted file setting it
 
     @property
     def backend(self) -> str:
@@ -79,8 +81,15 @@ def layers(explicit: Path | None = None, cwd: Path | None = None) -> list[Layer]
 
 def read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
     """Parse one settings file; every failure names the file (and line when TOML gives one)."""
+    found = read_settings(path, required=required)
+    return None if found is None else found[0]
+
+
+def read_settings(path: Path, *, required: bool) -> tuple[dict[str, Any], bytes] | None:
+    """A settings file's TOML and the very bytes it was parsed from (for the trust check)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM some editors write is fine
+        raw = path.read_bytes()
+        text = raw.decode("utf-8-sig")  # -sig: a BOM some editors write is fine
     except FileNotFoundError:
         if required:
             raise ConfigError(f"{path}: settings file not found") from None
@@ -96,7 +105,7 @@ def read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
     import tomllib  # not on the start-up path of commands that read no settings
 
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text), raw
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(_mixed_forms(path, text) or f"{path}: invalid TOML: {exc}") from None
 
@@ -203,8 +212,13 @@ def builtin_providers() -> dict[str, dict[str, Any]]:
     return found
 
 
-def load(explicit: Path | None = None) -> Settings:
-    """Read every layer, merge it, and validate each provider against its config model."""
+def load(explicit: Path | None = None, *, check_trust: bool = True) -> Settings:
+    """Read every layer, merge it, and validate each provider against its config model.
+
+    `check_trust`: refuse a key that needs trust when an untrusted project file sets it
+    (off only for commands that show settings and reach nothing: `config show`)."""
+    from mngr import trust
+
     all_layers = layers(explicit)
     merged: dict[str, ProviderEntry] = {
         name: ProviderEntry(name, raw, [BUILTIN], builtin=True)
@@ -214,9 +228,13 @@ def load(explicit: Path | None = None) -> Settings:
     for layer in all_layers:
         if layer.path is None:
             continue
-        data = read_toml(layer.path, required=layer.required)
-        if data is None:
+        found = read_settings(layer.path, required=layer.required)
+        if found is None:
             continue
+        data, raw_bytes = found
+        trusted = layer.label not in trust.UNTRUSTED_LAYERS or trust.is_trusted(
+            layer.path, trust.digest(raw_bytes)
+        )
         defined, layer_default = providers_in_file(data, layer.path)
         if layer_default is not None:
             default, default_from = layer_default, str(layer.path)
@@ -248,6 +266,12 @@ def load(explicit: Path | None = None) -> Settings:
                 entry.raw = {**entry.raw, **raw}
                 entry.sources.append(str(layer.path))
                 entry.builtin = False
+            entry = merged[name]
+            for key in raw:
+                if trusted:
+                    entry.untrusted.pop(key, None)  # a trusted higher layer decides it
+                else:
+                    entry.untrusted[key] = layer.path
     settings = Settings(merged, default, all_layers)
     if default not in merged:
         raise ConfigError(
@@ -255,7 +279,23 @@ def load(explicit: Path | None = None) -> Settings:
         )
     for entry in merged.values():
         validate_entry(entry)
+        if check_trust:
+            check_trusted(entry)
     return settings
+
+
+def check_trusted(entry: ProviderEntry) -> None:
+    """Refuse a key needing trust that an untrusted project file sets, before any use."""
+    if entry.config is None:
+        return
+    for key, path in entry.untrusted.items():
+        if key in type(entry.config).needs_trust:
+            line = find_line(path, key, provider=entry.name)
+            raise ConfigError(
+                f"{where(path, line)}: provider {entry.name!r}: {key!r} may only be set by a "
+                f"settings file you trust (it decides where credentials go or what runs); "
+                f"read the file, then run `mngr config trust {shlex.quote(str(path))}`"
+            )
 
 
 def validate_entry(entry: ProviderEntry) -> None:
@@ -280,6 +320,7 @@ def validate_entry(entry: ProviderEntry) -> None:
             f"{backend!r}{did_you_mean(backend, backend_names())}"
         )
     model = load_backend(backend).config_model
+    _refuse_url_passwords(entry, origin)
     try:
         entry.config = model.model_validate(entry.raw)
     except ValidationError as exc:
@@ -299,6 +340,25 @@ def validate_entry(entry: ProviderEntry) -> None:
         else:
             message = validation_message(err)
         raise ConfigError(f"{where(source, line)}: provider {entry.name!r}: {message}") from None
+
+
+def _refuse_url_passwords(entry: ProviderEntry, origin: Path | None) -> None:
+    """A password written into any URL setting would reach argv (`ps`), messages and
+    dry runs: settings never hold secrets."""
+    import json
+
+    from mngr.errors import has_url_password
+
+    for key, value in entry.raw.items():
+        if has_url_password(json.dumps(value)):
+            source = _source_of(entry, key) or origin
+            line = find_line(source, key, provider=entry.name) if source else None
+            raise ConfigError(
+                f"{where(source, line)}: provider {entry.name!r}: {key!r} holds a password "
+                "inside a URL; settings never hold secrets: remove it and use token_env or "
+                "token_file where the backend has them, or the vendor's own credentials "
+                "(ssh keys, TLS certificates, AWS profiles)"
+            )
 
 
 def _source_of(entry: ProviderEntry, key: str) -> Path | None:

@@ -5,6 +5,7 @@ Every error the CLI prints is a MngrError: one line, no traceback, mapped to an 
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -19,15 +20,37 @@ EXIT_PARTIAL = 6
 EXIT_INTERRUPTED = 130
 
 
+# `scheme://user:PASSWORD@`: the password runs to the last `@` of the word, so one holding
+# `/` or `@` is caught too (over-matching a path with `@` in it only hides more).
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:@/]*):\S*@")
+
+
+def has_url_password(text: str) -> bool:
+    return "://" in text and _URL_PASSWORD.search(text) is not None
+
+
+def redact(text: str) -> str:
+    """Text with any password written into a URL replaced by `***`."""
+    return _URL_PASSWORD.sub(r"\1:***@", text) if "://" in text else text
+
+
 class MngrError(Exception):
-    """Base of every error shown to the user."""
+    """Base of every error shown to the user. A password inside a URL never reaches one."""
 
     exit_code = EXIT_ERROR
     kind = "error"
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
         self.message = message
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, text: str) -> None:
+        self._message = redact(text)
 
     def __str__(self) -> str:
         return self.message

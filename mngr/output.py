@@ -44,7 +44,25 @@ def error(text: str) -> None:
 
 
 def emit_json(obj: Any) -> None:
-    out(json.dumps(obj, ensure_ascii=False) + "\n")
+    out(json_text(obj) + "\n")
+
+
+def json_text(obj: Any) -> str:
+    """JSON whose every non-printable character is a `\\uXXXX` escape: json escapes only
+    U+0000-U+001F, so a C1 control (U+009B is CSI) or a bidi override would reach the
+    terminal raw."""
+    text = json.dumps(obj, ensure_ascii=False)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _json_escape(c) for c in text)
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # outside the BMP: a UTF-16 surrogate pair, as JSON spells it
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def safe(text: str) -> str:
@@ -52,6 +70,12 @@ def safe(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() or c == "\n" else "?" for c in text)
+
+
+def safe_line(text: str) -> str:
+    """One line of text: control characters and newlines replaced (a name with a newline
+    in it must not read as two names)."""
+    return safe(text).replace("\n", "?")
 
 
 def _width(text: str) -> int:
@@ -90,7 +114,7 @@ def render_hosts(
     hosts: list[Host], errors: list[ProviderErrorRow], fmt: str = "table", quiet: bool = False
 ) -> None:
     if quiet:
-        out("".join(h.name + "\n" for h in hosts))
+        out("".join(safe_line(h.name) + "\n" for h in hosts))
     elif fmt == "json":
         emit_json(
             {
@@ -124,7 +148,7 @@ def render_snapshots(
     snaps: list[Snapshot], errors: list[ProviderErrorRow], fmt: str = "table", quiet: bool = False
 ) -> None:
     if quiet:
-        out("".join(s.id + "\n" for s in snaps))
+        out("".join(safe_line(s.id) + "\n" for s in snaps))
     elif fmt == "json":
         emit_json(
             {
@@ -161,7 +185,7 @@ def render_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, key: s
 def render_mapping(values: dict[str, Any]) -> None:
     """`key: value` lines (e.g. `provider show`)."""
     for key, value in values.items():
-        out(f"{key}: {safe(_cell(value))}\n")
+        out(f"{key}: {safe_line(_cell(value))}\n")
 
 
 def _cell(value: Any) -> str:

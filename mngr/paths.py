@@ -29,6 +29,10 @@ def cache_home() -> Path:
     return _xdg("XDG_CACHE_HOME", ".cache") / "mngr"
 
 
+def state_home() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state") / "mngr"
+
+
 def user_settings() -> Path:
     return config_home() / "settings.toml"
 

@@ -117,14 +117,14 @@ def test_unreadable_settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     path = write(tmp_path / "s.toml", "")
     path.chmod(0)
     if os.geteuid() == 0:  # root reads any file: make the read fail as it would for a user
-        real = Path.read_text
+        real = Path.read_bytes
 
-        def denied(self: Path, *args: object, **kwargs: object) -> str:
+        def denied(self: Path) -> bytes:
             if self == path:
                 raise PermissionError(13, "Permission denied")
-            return real(self, *args, **kwargs)
+            return real(self)
 
-        monkeypatch.setattr(Path, "read_text", denied)
+        monkeypatch.setattr(Path, "read_bytes", denied)
     with pytest.raises(ConfigError, match="permission denied"):
         config.load(path)
 

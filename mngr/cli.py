@@ -31,11 +31,11 @@ class State:
     jobs: int = 8
 
 
-def _engine() -> Any:
+def _service() -> Any:
     from mngr import config
-    from mngr.engine import Engine
+    from mngr.service import Service
 
-    return Engine(config.load(State.config), jobs=State.jobs)
+    return Service(config.load(State.config), jobs=State.jobs)
 
 
 def _check_format(fmt: str) -> str:
@@ -75,10 +75,10 @@ def _finish(outcomes: list[Any], labels: list[str], verb: str) -> None:
         raise typer.Exit(code)
 
 
-def _print_plans(plans: list[Any]) -> None:
+def _print_batch(batch: Any) -> None:
     from mngr import output
 
-    output.out("".join(output.safe(line) + "\n" for plan in plans for line in plan.render()))
+    output.out("".join(output.safe(line) + "\n" for line in batch.render()))
 
 
 app = typer.Typer(
@@ -139,45 +139,30 @@ def host_create(
 ) -> None:
     """Create hosts."""
     from mngr import create_flags, output
-    from mngr.backend import Capability, CreateRequest
-    from mngr.names import check_host_name, new_host_id, parse_tags
-    from mngr.records import utc_now
+    from mngr.names import check_host_name, parse_tags
 
     _check_format(fmt)
     for name in names:
         check_host_name(name)
-    if len(set(names)) != len(names):
-        raise UsageError("the same host name is given twice")
     tags = parse_tags(tag)
-    engine = _engine()
-    provider = provider or engine.settings.default_provider
-    backend = engine.backend(provider)
-    backend.require(Capability.CREATE)
-    options = create_flags.options_for(type(backend), backend_flags)
-    snapshot = None
-    if from_snapshot:
-        backend.require(Capability.SNAPSHOT)
-        snapshot = engine.resolve_snapshot(from_snapshot, provider)
-    plans = []
-    for name in names:
-        request = CreateRequest(
-            name=name,
-            host_id=new_host_id(),
-            created_at=utc_now(),
-            image=image,
-            tags=tags,
-            from_snapshot=snapshot,
-            options=options,
-        )
-        plans.append(backend.create_plan(request))
+    service = _service()
+    backend = service.engine.backend(provider or service.settings.default_provider)
+    batch = service.prepare_create(
+        names,
+        provider=provider,
+        image=image,
+        tags=tags,
+        from_snapshot=from_snapshot,
+        options=create_flags.options_for(type(backend), backend_flags),
+    )
     if dry_run:
-        _print_plans(plans)
+        _print_batch(batch)
         return
-    outcomes = engine.run_plans([(backend, p) for p in plans])
+    outcomes = service.run(batch)
     created = [o.value for o in outcomes if o.error is None]
     if created:
         output.render_hosts(created, [], fmt)
-    _finish(outcomes, [f"{name}.{provider}" for name in names], "create")
+    _finish(outcomes, [job.label for job in batch.jobs], "create")
 
 
 def register_create(with_backend_flags: bool) -> None:
@@ -221,49 +206,37 @@ def host_list(
         raise UsageError(
             f"invalid --state {state!r}: use one of {', '.join(s.value for s in HostState)}"
         )
-    wanted_tags = parse_tags(tag)
-    result = _engine().list_hosts(provider)
-    hosts = [
-        h
-        for h in result.hosts
-        if (state is None or h.state == state)
-        and all(h.tags.get(k) == v for k, v in wanted_tags.items())
-    ]
-    output.render_hosts(hosts, result.errors, fmt, quiet)
+    result = _service().list_hosts(provider, state=state, tags=parse_tags(tag))
+    output.render_hosts(result.hosts, result.errors, fmt, quiet)
     if result.errors:
         raise typer.Exit(EXIT_PARTIAL)
 
 
 def _run_on_hosts(
-    refs: list[str],
-    provider: str | None,
     verb: str,
     done: str,
-    make_plan: Any,
+    refs: list[str],
+    provider: str | None,
     dry_run: bool,
     missing_ok: bool = False,
+    **how: Any,
 ) -> None:
     """Run one plan per host; `verb` names a failure (`destroy a.local: ...`), `done` a
     success (`destroyed: a.local`)."""
     from mngr import output
 
-    engine = _engine()
-    resolved = engine.resolve_hosts(refs, provider, missing_ok=missing_ok)
-    work = []
-    for ref, host in resolved:
-        if host is None:
-            output.message(f"{ref}: no such host, nothing to do")
-            continue
-        backend = engine.backend(host.provider)
-        work.append((backend, make_plan(backend, host), host))
+    service = _service()
+    batch = service.prepare_on_hosts(verb, refs, provider, missing_ok=missing_ok, **how)
+    for ref in batch.missing:
+        output.message(f"{ref}: no such host, nothing to do")
     if dry_run:
-        _print_plans([plan for _, plan, _ in work])
+        _print_batch(batch)
         return
-    outcomes = engine.run_plans([(b, p) for b, p, _ in work])
-    for outcome, (_, _, host) in zip(outcomes, work, strict=True):
+    outcomes = service.run(batch)
+    for outcome, job in zip(outcomes, batch.jobs, strict=True):
         if outcome.error is None:
-            output.message(f"{done}: {host.ref}")
-    _finish(outcomes, [host.ref for _, _, host in work], verb)
+            output.message(f"{done}: {job.label}")
+    _finish(outcomes, [job.label for job in batch.jobs], verb)
 
 
 @host_app.command("destroy")
@@ -279,13 +252,7 @@ def host_destroy(
     if not dry_run:
         _confirm(f"destroy {', '.join(names)}", yes)
     _run_on_hosts(
-        names,
-        provider,
-        "destroy",
-        "destroyed",
-        lambda b, h: b.destroy_plan(h, force=force, purge=purge),
-        dry_run,
-        missing_ok=True,
+        "destroy", "destroyed", names, provider, dry_run, missing_ok=True, force=force, purge=purge
     )
 
 
@@ -297,9 +264,7 @@ def host_stop(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Stop hosts."""
-    _run_on_hosts(
-        names, provider, "stop", "stopped", lambda b, h: b.stop_plan(h, snapshot=snapshot), dry_run
-    )
+    _run_on_hosts("stop", "stopped", names, provider, dry_run, snapshot=snapshot)
 
 
 @host_app.command("start")
@@ -309,7 +274,7 @@ def host_start(
     dry_run: DryRunOpt = False,
 ) -> None:
     """Start stopped hosts."""
-    _run_on_hosts(names, provider, "start", "started", lambda b, h: b.start_plan(h), dry_run)
+    _run_on_hosts("start", "started", names, provider, dry_run)
 
 
 def _run_attached(command: Any) -> int:
@@ -336,14 +301,8 @@ def host_exec(
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
 ) -> None:
     """Run a command on a host; its exit code becomes mngr's."""
-    from mngr.backend import Capability
-
-    engine = _engine()
-    host = engine.resolve_host(name, provider)
-    backend = engine.backend(host.provider)
-    backend.require(Capability.EXEC)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    cmd = backend.exec_command(host, list(command), tty=tty, detach=detach)
+    cmd = _service().exec_command(name, list(command), provider, tty=tty, detach=detach)
     raise typer.Exit(_run_attached(cmd))
 
 
@@ -353,14 +312,8 @@ def host_shell(
     provider: ProviderOpt = None,
 ) -> None:
     """Open an interactive shell on a host."""
-    from mngr.backend import Capability
-
-    engine = _engine()
-    host = engine.resolve_host(name, provider)
-    backend = engine.backend(host.provider)
-    backend.require(Capability.EXEC)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    raise typer.Exit(_run_attached(backend.shell_command(host, tty=tty)))
+    raise typer.Exit(_run_attached(_service().shell_command(name, provider, tty=tty)))
 
 
 # --- snapshots --------------------------------------------------------------------------
@@ -376,24 +329,17 @@ def snapshot_create(
 ) -> None:
     """Capture a host's filesystem as a snapshot."""
     from mngr import output
-    from mngr.backend import Capability
-    from mngr.names import check_snapshot_name
-    from mngr.plan import execute
-    from mngr.records import utc_now
 
     _check_format(fmt)
-    engine = _engine()
-    target = engine.resolve_host(host, provider)
-    backend = engine.backend(target.provider)
-    backend.require(Capability.SNAPSHOT)
-    stamp = utc_now().replace(":", "").replace("-", "").lower()
-    snap_name = check_snapshot_name(name) if name else f"{target.name}-{stamp}"
-    plan = backend.snapshot_create_plan(target, snap_name)
+    service = _service()
+    batch = service.prepare_snapshot(host, provider, name)
     if dry_run:
-        _print_plans([plan])
+        _print_batch(batch)
         return
-    snap = execute(plan, backend)
-    output.render_snapshots([snap], [], fmt)
+    [outcome] = service.run(batch)
+    if outcome.error is not None:
+        raise outcome.error
+    output.render_snapshots([outcome.value], [], fmt)
 
 
 @snapshot_app.command("list")
@@ -406,18 +352,9 @@ def snapshot_list(
     """List snapshots."""
     from mngr import output
     from mngr.errors import EXIT_PARTIAL
-    from mngr.names import split_host_ref
 
     _check_format(fmt)
-    engine = _engine()
-    if host:
-        key, ref_provider = split_host_ref(host)
-        prov = ref_provider or (provider[0] if provider and len(provider) == 1 else None)
-        # Snapshots outlive their hosts, so match by host name rather than resolving it.
-        snaps, errors = engine.list_snapshots([prov] if prov else provider)
-        snaps = [s for s in snaps if key in (s.host, s.id)]
-    else:
-        snaps, errors = engine.list_snapshots(provider)
+    snaps, errors = _service().list_snapshots(provider, host)
     output.render_snapshots(snaps, errors, fmt, quiet)
     if errors:
         raise typer.Exit(EXIT_PARTIAL)
@@ -433,46 +370,20 @@ def snapshot_delete(
     """Delete snapshots."""
     from mngr import output
 
-    engine = _engine()
-    snaps = [engine.resolve_snapshot(ref, provider) for ref in ids]
-    work = [(engine.backend(s.provider), s) for s in snaps]
-    plans = [(b, b.snapshot_delete_plan(s)) for b, s in work]
+    service = _service()
+    batch = service.prepare_snapshot_delete(ids, provider)
     if dry_run:
-        _print_plans([p for _, p in plans])
+        _print_batch(batch)
         return
     _confirm(f"delete snapshot {', '.join(ids)}", yes)
-    outcomes = engine.run_plans(plans)
-    for outcome, snap in zip(outcomes, snaps, strict=True):
+    outcomes = service.run(batch)
+    for outcome, job in zip(outcomes, batch.jobs, strict=True):
         if outcome.error is None:
-            output.message(f"deleted: {snap.id} ({snap.name})")
-    _finish(outcomes, [snap.id for snap in snaps], "delete")
+            output.message(f"deleted: {job.snapshot.id} ({job.snapshot.name})")
+    _finish(outcomes, [job.label for job in batch.jobs], "delete")
 
 
 # --- providers --------------------------------------------------------------------------
-
-
-def _provider_row(entry: Any) -> dict[str, Any]:
-    from mngr.registry import is_known, load_backend
-
-    if entry.unavailable:
-        status = f"unavailable: {entry.unavailable}"
-    elif entry.config is not None and not entry.config.enabled:
-        status = "disabled"
-    else:
-        status = "configured"
-    row: dict[str, Any] = {
-        "name": entry.name,
-        "backend": entry.backend,
-        "status": status,
-        "source": entry.sources[-1],
-    }
-    if is_known(entry.backend):
-        cls = load_backend(entry.backend)
-        note = cls.status_note(entry.config) if entry.config is not None else None
-        if note and status == "configured":
-            row["status"] = f"configured {note}"
-        row["unsupported"] = {str(k): v for k, v in cls.unsupported.items()}
-    return row
 
 
 def _shown_settings(entry: Any) -> Any:
@@ -495,13 +406,10 @@ def _shown_settings(entry: Any) -> Any:
 @provider_app.command("list")
 def provider_list(fmt: FormatOpt = "table") -> None:
     """List provider instances."""
-    from mngr import config, output
+    from mngr import output
 
     _check_format(fmt)
-    settings = config.load(State.config)
-    rows = [_provider_row(e) for e in settings.providers.values()]
-    for row in rows:
-        row["default"] = row["name"] == settings.default_provider
+    rows = _service().provider_rows()
     if fmt == "table":  # reasons in `provider show` and in the JSON
         for row in rows:
             row["cannot"] = list(row.get("unsupported", {})) or None
@@ -514,12 +422,12 @@ def provider_show(
     name: Annotated[str, typer.Argument(help="Provider name.")], fmt: FormatOpt = "table"
 ) -> None:
     """Show one provider's merged settings and capabilities."""
-    from mngr import config, output
+    from mngr import output
 
     _check_format(fmt)
-    settings = config.load(State.config)
-    entry = settings.provider(name)
-    row = _provider_row(entry)
+    service = _service()
+    entry = service.settings.provider(name)
+    row = service.provider_row(name)
     row["settings"] = _shown_settings(entry)
     row["sources"] = entry.sources
     if fmt == "table":
@@ -535,17 +443,9 @@ def provider_check(
 ) -> None:
     """Check that providers are reachable (one cheap call each)."""
     from mngr import output
-    from mngr.engine import fan_out
 
     _check_format(fmt)
-    engine = _engine()
-    wanted = engine.usable_providers(names)
-    outcomes = fan_out(
-        lambda p: engine.backend(p).check(),
-        wanted,
-        jobs=max(len(wanted), 1),
-        deadline_s=engine.deadline(wanted),
-    )
+    outcomes = _service().check(names)
     rows = []
     for o in outcomes:
         if o.error is None:

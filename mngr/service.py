@@ -1,0 +1,268 @@
+"""Use cases: every verb once, over the engine, for every front end (the CLI, `mngr serve`,
+a Python caller). They return data (hosts, plans, outcomes); they never print or speak HTTP.
+
+A verb that changes something is prepared first, as a `Batch` of plans, then run: the CLI
+prints a batch for `--dry-run`, or runs it and reports each outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mngr.backend import Backend, Capability, CreateOptions, CreateRequest
+from mngr.config import Settings
+from mngr.engine import Engine, ListResult, Outcome
+from mngr.errors import UsageError, validation_message
+from mngr.plan import Plan
+from mngr.records import Host, ProviderErrorRow, Snapshot, utc_now
+from mngr.runner import Command, Runner
+
+NO_COMMAND = "no command given (use: mngr host exec NAME -- CMD...)"
+
+
+@dataclass
+class Job:
+    """One plan of a batch, and what it acts on."""
+
+    label: str  # names it in messages: `web.local`, a snapshot id
+    backend: Backend
+    plan: Plan
+    host: Host | None = None
+    snapshot: Snapshot | None = None
+
+
+@dataclass
+class Batch:
+    jobs: list[Job] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # references that named nothing
+
+    def render(self) -> list[str]:
+        return [line for job in self.jobs for line in job.plan.render()]
+
+
+class Service:
+    def __init__(self, settings: Settings, runner: Runner | None = None, jobs: int = 8) -> None:
+        self.settings = settings
+        self.engine = Engine(settings, runner, jobs=jobs)
+
+    # --- providers ----------------------------------------------------------------------
+
+    def provider_rows(self) -> list[dict[str, Any]]:
+        return [self.provider_row(name) for name in self.settings.providers]
+
+    def provider_row(self, name: str) -> dict[str, Any]:
+        """What `provider list/show` and `GET /v1/providers` say of one provider."""
+        from mngr.registry import is_known, load_backend
+
+        entry = self.settings.provider(name)
+        if entry.unavailable:
+            status = f"unavailable: {entry.unavailable}"
+        elif entry.config is not None and not entry.config.enabled:
+            status = "disabled"
+        else:
+            status = "configured"
+        row: dict[str, Any] = {
+            "name": entry.name,
+            "backend": entry.backend,
+            "status": status,
+            "default": entry.name == self.settings.default_provider,
+            "source": entry.sources[-1],
+            "unsupported": {},
+        }
+        if is_known(entry.backend):
+            cls = load_backend(entry.backend)
+            note = cls.status_note(entry.config) if entry.config is not None else None
+            if note and status == "configured":
+                row["status"] = f"configured {note}"
+            row["unsupported"] = {str(k): v for k, v in cls.unsupported.items()}
+        return row
+
+    def check(self, names: list[str] | None) -> list[Outcome]:
+        from mngr.engine import fan_out
+
+        wanted = self.engine.usable_providers(names)
+        return fan_out(
+            lambda p: self.engine.backend(p).check(),
+            wanted,
+            jobs=max(len(wanted), 1),
+            deadline_s=self.engine.deadline(wanted),
+        )
+
+    # --- hosts --------------------------------------------------------------------------
+
+    def list_hosts(
+        self,
+        providers: list[str] | None = None,
+        *,
+        state: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> ListResult:
+        result = self.engine.list_hosts(providers or None)
+        result.hosts = [
+            h
+            for h in result.hosts
+            if (state is None or h.state == state)
+            and all(h.tags.get(k) == v for k, v in (tags or {}).items())
+        ]
+        return result
+
+    def resolve_host(self, ref: str, provider: str | None = None) -> Host:
+        return self.engine.resolve_host(ref, provider)
+
+    def prepare_create(
+        self,
+        names: list[str],
+        *,
+        provider: str | None = None,
+        image: str | None = None,
+        tags: dict[str, str] | None = None,
+        from_snapshot: str | None = None,
+        options: CreateOptions | dict[str, Any] | None = None,
+        host_ids: list[str] | None = None,
+        remote: bool = False,
+    ) -> Batch:
+        """Plans to create `names` on one provider. `options` as a dict is validated against
+        the backend's create options; `remote` refuses those that act on this machine."""
+        from mngr.names import check_host_name, new_host_id
+
+        for name in names:
+            check_host_name(name)
+        if len(set(names)) != len(names):
+            raise UsageError("the same host name is given twice")
+        provider = provider or self.settings.default_provider
+        backend = self.engine.backend(provider)
+        backend.require(Capability.CREATE)
+        if not isinstance(options, CreateOptions):
+            options = self._create_options(backend, options or {}, remote=remote)
+        snapshot = None
+        if from_snapshot:
+            backend.require(Capability.SNAPSHOT)
+            snapshot = self.engine.resolve_snapshot(from_snapshot, provider)
+        ids = host_ids or [new_host_id() for _ in names]
+        batch = Batch()
+        for name, host_id in zip(names, ids, strict=True):
+            request = CreateRequest(
+                name=name,
+                host_id=host_id,
+                created_at=utc_now(),
+                image=image,
+                tags=dict(tags or {}),
+                from_snapshot=snapshot,
+                options=options,
+            )
+            batch.jobs.append(Job(f"{name}.{provider}", backend, backend.create_plan(request)))
+        return batch
+
+    @staticmethod
+    def _create_options(backend: Backend, values: dict[str, Any], *, remote: bool) -> CreateOptions:
+        from pydantic import ValidationError
+
+        model = backend.create_options_model
+        for key in values:
+            info = model.model_fields.get(key)
+            extra = info.json_schema_extra if info is not None else None
+            if remote and isinstance(extra, dict) and extra.get("serve") is False:
+                raise UsageError(
+                    f"options.{key}: backend {backend.name!r} does not take this option through "
+                    "mngr serve (it acts on the server's own machine)"
+                )
+        try:
+            return model.model_validate(values)
+        except ValidationError as exc:
+            raise UsageError(f"options.{validation_message(exc.errors()[0])}") from None
+
+    def prepare_on_hosts(
+        self,
+        verb: str,
+        refs: list[str],
+        provider: str | None = None,
+        *,
+        missing_ok: bool = False,
+        **how: Any,
+    ) -> Batch:
+        """Plans for `destroy`, `stop` or `start` of each referenced host (resolved once, by
+        id from then on)."""
+        needs = {"destroy": None, "stop": Capability.STOP_START, "start": Capability.STOP_START}
+        if verb not in needs:
+            raise ValueError(verb)
+        batch = Batch()
+        for ref, host in self.engine.resolve_hosts(refs, provider, missing_ok=missing_ok):
+            if host is None:
+                batch.missing.append(ref)
+                continue
+            backend = self.engine.backend(host.provider)
+            capability = needs[verb]
+            if capability is not None:
+                backend.require(capability)
+            plan = getattr(backend, f"{verb}_plan")(host, **how)
+            batch.jobs.append(Job(host.ref, backend, plan, host=host))
+        return batch
+
+    def exec_command(
+        self,
+        ref: str,
+        argv: list[str],
+        provider: str | None = None,
+        *,
+        tty: bool = False,
+        detach: bool = False,
+    ) -> Command:
+        """The command that runs `argv` on the host, stdio passed through."""
+        if not argv:
+            raise UsageError(NO_COMMAND)
+        host = self.engine.resolve_host(ref, provider)
+        backend = self.engine.backend(host.provider)
+        backend.require(Capability.EXEC)
+        return backend.exec_command(host, argv, tty=tty, detach=detach)
+
+    def shell_command(self, ref: str, provider: str | None = None, *, tty: bool = True) -> Command:
+        host = self.engine.resolve_host(ref, provider)
+        backend = self.engine.backend(host.provider)
+        backend.require(Capability.EXEC)
+        return backend.shell_command(host, tty=tty)
+
+    # --- snapshots ----------------------------------------------------------------------
+
+    def prepare_snapshot(self, ref: str, provider: str | None, name: str | None) -> Batch:
+        from mngr.names import check_snapshot_name
+
+        host = self.engine.resolve_host(ref, provider)
+        backend = self.engine.backend(host.provider)
+        backend.require(Capability.SNAPSHOT)
+        if name:
+            check_snapshot_name(name)
+        else:
+            stamp = utc_now().replace(":", "").replace("-", "").lower()
+            name = f"{host.name}-{stamp}"[:63]
+        plan = backend.snapshot_create_plan(host, name)
+        return Batch([Job(host.ref, backend, plan, host=host)])
+
+    def list_snapshots(
+        self, providers: list[str] | None = None, host: str | None = None
+    ) -> tuple[list[Snapshot], list[ProviderErrorRow]]:
+        """Snapshots, of one host when given (matched by name or id: they outlive hosts)."""
+        from mngr.names import split_host_ref
+
+        if host is not None:
+            key, ref_provider = split_host_ref(host)
+            if ref_provider:
+                providers = [ref_provider]
+            snaps, errors = self.engine.list_snapshots(providers or None)
+            return [s for s in snaps if key in (s.host, s.id)], errors
+        return self.engine.list_snapshots(providers or None)
+
+    def prepare_snapshot_delete(self, refs: list[str], provider: str | None = None) -> Batch:
+        batch = Batch()
+        for ref in refs:
+            snap = self.engine.resolve_snapshot(ref, provider)
+            backend = self.engine.backend(snap.provider)
+            plan = backend.snapshot_delete_plan(snap)
+            batch.jobs.append(Job(snap.id, backend, plan, snapshot=snap))
+        return batch
+
+    # --- running ------------------------------------------------------------------------
+
+    def run(self, batch: Batch) -> list[Outcome]:
+        """Run every job's plan (concurrently, at most `jobs` at once); one outcome each."""
+        return self.engine.run_plans([(job.backend, job.plan) for job in batch.jobs])

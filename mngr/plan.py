@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mngr.errors import (
     ConflictError,
@@ -20,10 +20,13 @@ from mngr.errors import (
     VendorMissingError,
     VendorTimeoutError,
 )
-from mngr.runner import CANCELLED, Command
+from mngr.runner import CANCELLED, Command, Completed
 
-if TYPE_CHECKING:
-    from mngr.backend import Backend
+
+class Runs(Protocol):
+    """What runs a plan's commands (a backend: it classifies its vendor's errors)."""
+
+    def run(self, command: Command, *, cancellable: bool = True) -> Completed: ...
 
 
 class Ref(str):
@@ -72,7 +75,7 @@ def _never_reached(exc: BaseException) -> bool:
     return isinstance(exc, UnreachableError) and not isinstance(exc, VendorTimeoutError)
 
 
-def execute(plan: Plan, backend: Backend) -> Any:
+def execute(plan: Plan, backend: Runs) -> Any:
     ctx = plan.context
     done: list[Step] = []
     unreached: Step | None = None  # a failed step whose provider was never reached
@@ -98,7 +101,7 @@ def execute(plan: Plan, backend: Backend) -> Any:
 
 
 def _undo(
-    done: list[Step], ctx: Context, backend: Backend, unreached: Step | None = None
+    done: list[Step], ctx: Context, backend: Runs, unreached: Step | None = None
 ) -> list[str]:
     leftovers: list[str] = []
     for step in reversed(done):
@@ -113,7 +116,7 @@ def _undo(
     return leftovers
 
 
-def _run_step(step: Step, ctx: Context, backend: Backend, *, cancellable: bool) -> None:
+def _run_step(step: Step, ctx: Context, backend: Runs, *, cancellable: bool) -> None:
     if step.command is not None:
         command = _resolve(step.command, ctx)
         try:

@@ -174,7 +174,7 @@ def test_a_docker_flag_on_another_backend_is_refused(mngr) -> None:
     [
         (["--memory", "lots"], "--memory: "),
         (["--env", "NOVALUE"], "--env: "),
-        (["--cpus", "many"], "--cpus: "),
+        (["--cpus", "many"], "--cpus must be a number"),
     ],
 )
 def test_bad_docker_flag_values_are_usage_errors(mngr, flags: list[str], message: str) -> None:

@@ -108,7 +108,7 @@ def test_unset_token_env_is_a_configuration_error(team, mngr, monkeypatch) -> No
             "token_env or token_file, not both",
         ),
         ('url = "ftp://x"\ntoken_env = "A"', "url must be http"),
-        ('url = "https://me:secret@x"\ntoken_env = "A"', "must not hold credentials"),
+        ('url = "https://me:secret@x"\ntoken_env = "A"', "holds a password inside a URL"),
         ('url = "http://x"\ntoken_env = "A"\nproviders = ["Bad"]', "invalid provider name"),
         ('url = "http://x"\ntoken_env = "A"\ntimeout_s = 0', "timeout_s"),
     ],

@@ -355,7 +355,7 @@ def _refuse_url_passwords(entry: ProviderEntry, origin: Path | None) -> None:
             line = find_line(source, key, provider=entry.name) if source else None
             raise ConfigError(
                 f"{where(source, line)}: provider {entry.name!r}: {key!r} holds a password "
-                "inside a URL; settings never hold secrets: remove it and use token_env or "
+                "inside a URL, and settings never hold credentials: remove it; use token_env or "
                 "token_file where the backend has them, or the vendor's own credentials "
                 "(ssh keys, TLS certificates, AWS profiles)"
             )

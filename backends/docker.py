@@ -364,6 +364,11 @@ class DockerSpec:
         filters = _label_filters({PROVIDER: self.config.name, KIND: "host"})
         return [*self.base, "ps", "--all", "--no-trunc", *filters, "--format", PS_FORMAT]
 
+    def by_host_id_argv(self, host_id: str) -> list[str]:
+        """Ids of this provider's containers labelled with one host id, in any state."""
+        filters = _label_filters({PROVIDER: self.config.name, HOST_ID: host_id})
+        return [*self.base, "ps", "--all", "--quiet", "--no-trunc", *filters]
+
     def rm_argv(self, container: str, *, force: bool) -> list[str]:
         return [*self.base, "rm", *(["--force"] if force else []), "--volumes", container]
 
@@ -644,12 +649,11 @@ class DockerBackend(Backend):
                     stdin=self.spec.env_file(opts),
                 ),
                 parse=remember_id,
-                # `docker run` may create the container and then fail to start it.
+                # `docker run` may create the container and then fail to start it, or time out.
                 undo_if_failed=True,
                 undo=Step(
-                    f"remove container {name}",
-                    command=self._cmd(self.spec.rm_argv(name, force=True)),
-                    missing_ok=True,
+                    f"remove the container this create made ({HOST_ID}={request.host_id})",
+                    action=lambda ctx: self._remove_made(ctx, request.host_id),
                 ),
             )
         )
@@ -676,6 +680,21 @@ class DockerBackend(Backend):
             )
 
         return Plan(steps, finish=finish)
+
+    def _remove_made(self, ctx: Context, host_id: str) -> None:
+        """Undo `docker run`: remove the container it returned or, when it returned none
+        (failed or timed out), those labelled with this create's host id. Never by name: the
+        name may be another host's, or a container mngr never made."""
+        if "container_id" in ctx:
+            ids = [ctx["container_id"]]
+        else:
+            found = self.run(self._cmd(self.spec.by_host_id_argv(host_id)), cancellable=False)
+            ids = self.spec.parse_ids(found.stdout)
+        for container_id in ids:
+            try:
+                self.run(self._cmd(self.spec.rm_argv(container_id, force=True)), cancellable=False)
+            except NotFoundError:
+                pass  # already gone
 
     # --- destroy / stop / start -------------------------------------------------------
 

@@ -36,6 +36,7 @@ from mngr.errors import (
     VendorOutputError,
     VendorTimeoutError,
 )
+from mngr.names import new_snapshot_id
 from mngr.plan import Context, Plan, Ref, Step
 from mngr.records import Host, HostState, Snapshot, utc_now
 from mngr.runner import CANCELLED, Command, Completed, Runner
@@ -45,6 +46,8 @@ TAG_HOST_NAME = "mngr:host-name"
 TAG_PROVIDER = "mngr:provider"
 TAG_CREATED_AT = "mngr:created-at"
 TAG_SNAPSHOT_NAME = "mngr:snapshot-name"
+# A fresh value per create-image call: its undo finds the image this call made, and no other.
+TAG_CREATE_TOKEN = "mngr:create-token"
 USER_TAG_PREFIX = "mngr:tag:"
 
 # Instance states that hold a host name; `shutting-down` and `terminated` are on their way out.
@@ -326,9 +329,9 @@ class AwsSpec:
     def describe_image_argv(self, image_id: str) -> list[str]:
         return self.argv("describe-images", "--image-ids", image_id)
 
-    def image_by_name_argv(self, snapshot_name: str) -> list[str]:
-        by_name = _filters(name=self.image_name(snapshot_name))
-        return self.argv("describe-images", "--owners", "self", "--filters", by_name)
+    def image_by_token_argv(self, token: str) -> list[str]:
+        by_token = _filters(**{"tag:" + TAG_CREATE_TOKEN: token})
+        return self.argv("describe-images", "--owners", "self", "--filters", by_token)
 
     def list_images_argv(self, host_id: str | None = None) -> list[str]:
         wanted = {"tag:" + TAG_PROVIDER: self.provider}
@@ -336,13 +339,16 @@ class AwsSpec:
             wanted["tag:" + TAG_HOST_ID] = host_id
         return self.argv("describe-images", "--owners", "self", "--filters", _filters(**wanted))
 
-    def create_image_argv(self, host: Host, snapshot_name: str, created_at: str) -> list[str]:
+    def create_image_argv(
+        self, host: Host, snapshot_name: str, created_at: str, token: str
+    ) -> list[str]:
         tags = {
             TAG_PROVIDER: self.provider,
             TAG_HOST_ID: host.id,
             TAG_HOST_NAME: host.name,
             TAG_SNAPSHOT_NAME: snapshot_name,
             TAG_CREATED_AT: created_at,
+            TAG_CREATE_TOKEN: token,
             "Name": snapshot_name,
         }
         return self.argv(
@@ -697,24 +703,26 @@ class AwsBackend(Backend):
     # --- snapshots --------------------------------------------------------------------
 
     def snapshot_create_plan(self, host: Host, name: str) -> Plan:
-        created_at = utc_now()
+        created_at, token = utc_now(), new_snapshot_id()
         image_name = self.spec.image_name(name)
 
         def undo(ctx: Context) -> None:
-            image_id = ctx.get("image_id")
-            if image_id is None:  # create-image failed or timed out: look it up by name
-                found = self.spec.parse_images(
-                    self.call(self.spec.image_by_name_argv(name), cancellable=False)
-                )
-                image_id = found[0].ImageId if found else None
-            if image_id:
+            # create-image failed or timed out: find what this call made by its token, never
+            # by its name (an image of that name may be an older snapshot, or another's).
+            ids = [ctx["image_id"]] if "image_id" in ctx else []
+            if not ids:
+                found = self.call(self.spec.image_by_token_argv(token), cancellable=False)
+                ids = [image.ImageId for image in self.spec.parse_images(found)]
+            for image_id in ids:
                 self._run_now(self._image_deletion_steps(image_id), ctx)
 
         return Plan(
             [
                 Step(
                     f"create image {image_name} of {host.name}",
-                    command=self.command(self.spec.create_image_argv(host, name, created_at)),
+                    command=self.command(
+                        self.spec.create_image_argv(host, name, created_at, token)
+                    ),
                     parse=lambda out, ctx: ctx.update(image_id=self.spec.parse_created_image(out)),
                     undo_if_failed=True,
                     undo=Step(f"delete image {image_name}", action=undo),

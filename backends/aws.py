@@ -11,6 +11,7 @@ is the AMI id. `AwsSpec` builds every argv and parses every JSON answer (pure, n
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import random
 import shlex
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mngr.backend import Backend, CreateOptions, CreateRequest, ProviderConfig
+from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
 from mngr.errors import (
     ConfigError,
     ConflictError,
@@ -68,16 +69,16 @@ REGION_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 
 class AwsConfig(ProviderConfig):
     region: str = Field(pattern=REGION_PATTERN)
-    profile: str | None = None
+    profile: ArgvValue | None = None
     endpoint_url: str | None = None  # any EC2-compatible endpoint
-    instance_type: str = "t3.micro"
-    ami: str | None = None
-    key_name: str | None = None
-    security_group_ids: list[str] = Field(default_factory=list)
-    subnet_id: str | None = None
-    iam_instance_profile: str | None = None  # a name, or an ARN
-    ssh_user: str = "ec2-user"
-    identity_file: str | None = None
+    instance_type: ArgvValue = "t3.micro"
+    ami: ArgvValue | None = None
+    key_name: ArgvValue | None = None
+    security_group_ids: list[ArgvValue] = Field(default_factory=list)
+    subnet_id: ArgvValue | None = None
+    iam_instance_profile: ArgvValue | None = None  # a name, or an ARN
+    ssh_user: ArgvValue = "ec2-user"
+    identity_file: ArgvValue | None = None
     accept_new_host_keys: bool = False
     binary: str = "aws"
     page_size: int | None = Field(default=None, ge=5, le=1000)  # describe-instances page
@@ -92,16 +93,16 @@ class AwsConfig(ProviderConfig):
 
 
 class AwsCreateOptions(CreateOptions):
-    instance_type: str | None = Field(
+    instance_type: ArgvValue | None = Field(
         default=None, description="EC2 instance type (default: the provider's instance_type)."
     )
-    ami: str | None = Field(
+    ami: ArgvValue | None = Field(
         default=None, description="AMI to boot (default: --image, then the provider's ami)."
     )
     disk_gb: int | None = Field(default=None, ge=1, le=16384, description="Root volume in GiB.")
     spot: bool = Field(default=False, description="Launch a one-time spot instance.")
-    key_name: str | None = Field(default=None, description="EC2 key pair to install.")
-    subnet: str | None = Field(default=None, description="Subnet id to launch into.")
+    key_name: ArgvValue | None = Field(default=None, description="EC2 key pair to install.")
+    subnet: ArgvValue | None = Field(default=None, description="Subnet id to launch into.")
 
 
 # --- the vendor's JSON (lenient: unknown fields ignored, everything optional) -------------
@@ -379,6 +380,10 @@ class AwsSpec:
         address = host.address.get("public_ip") or host.address.get("private_ip")
         if not address:
             raise MngrError(f"host {host.name!r} has no IP address to reach it over ssh")
+        try:  # vendor output is data: an "address" such as -oProxyCommand=... never reaches ssh
+            address = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise VendorOutputError(f"host {host.name!r} has no valid IP address") from None
         checking = "accept-new" if c.accept_new_host_keys else "yes"
         argv = ["ssh", "-o", f"StrictHostKeyChecking={checking}", "-o", "ConnectTimeout=30"]
         if c.identity_file:

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mngr.backend import Backend, CreateOptions, CreateRequest, ProviderConfig
+from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
 from mngr.errors import (
     ConfigError,
     ConflictError,
@@ -76,10 +76,10 @@ SHELL = "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"
 
 class DockerConfig(ProviderConfig):
     host: str | None = None  # docker --host: unix://PATH, tcp://HOST:PORT, ssh://USER@HOST[:PORT]
-    context: str | None = None  # docker --context, instead of host
+    context: ArgvValue | None = None  # docker --context, instead of host
     binary: str = "docker"
-    image: str = "debian:bookworm-slim"  # when `create` gets no --image
-    network: str | None = None
+    image: ArgvValue = "debian:bookworm-slim"  # when `create` gets no --image
+    network: ArgvValue | None = None
     start_args: list[str] = Field(default_factory=list)  # extra `docker run` arguments
     build_timeout_s: float = 1800.0  # for build, run (may pull) and commit
 
@@ -99,26 +99,28 @@ class DockerConfig(ProviderConfig):
 
 
 class DockerCreateOptions(CreateOptions):
-    cpus: float | None = Field(None, gt=0, description="CPUs for the container (docker --cpus).")
+    cpus: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="CPUs for the container (docker --cpus)."
+    )
     memory: str | None = Field(None, description="Memory limit, e.g. 512m or 2g.")
-    gpus: str | None = Field(None, description="GPUs: 'all', a count or 'device=0,1'.")
+    gpus: ArgvValue | None = Field(None, description="GPUs: 'all', a count or 'device=0,1'.")
     env: list[str] = Field(
         default_factory=list,
         description="KEY=VALUE in the container's environment (repeatable; sent on stdin).",
     )
     # Options that reach the Docker host's own filesystem or raw docker flags are refused
     # through `mngr serve` ("serve": False): a remote caller must not get root on the server.
-    volume: list[str] = Field(
+    volume: list[ArgvValue] = Field(
         default_factory=list,
         description="Mount SRC:DEST[:OPTS] (repeatable; docker --volume).",
         json_schema_extra={"serve": False},
     )
-    build: str | None = Field(
+    build: ArgvValue | None = Field(
         None,
         description="Build the image from this directory first.",
         json_schema_extra={"serve": False},
     )
-    dockerfile: str | None = Field(
+    dockerfile: ArgvValue | None = Field(
         None,
         description="Dockerfile to build (alone: its folder is the build context).",
         json_schema_extra={"serve": False},

@@ -272,6 +272,12 @@ def test_ssh_without_an_address_is_a_clear_error() -> None:
         spec().ssh_argv(RUNNING.model_copy(update={"address": {}}), None, tty=True)
 
 
+def test_an_address_from_the_endpoint_that_is_not_an_ip_never_reaches_ssh() -> None:
+    evil = RUNNING.model_copy(update={"address": {"public_ip": "-oProxyCommand=touch /tmp/x"}})
+    with pytest.raises(MngrError, match="no valid IP address"):
+        spec().ssh_argv(evil, ["true"], tty=False)
+
+
 # --- config -------------------------------------------------------------------------------
 
 

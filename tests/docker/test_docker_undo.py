@@ -17,6 +17,7 @@ from mngr.records import utc_now
 from mngr.runner import Command, Completed, Runner
 from tests.docker import dockerd
 from tests.docker.conftest import DockerEnv
+from tests.server.conftest import serve, server_deps  # noqa: F401 - a real `mngr serve`
 
 pytestmark = pytest.mark.docker
 
@@ -52,6 +53,28 @@ def test_a_failed_create_keeps_a_container_mngr_never_made(docker_env: DockerEnv
         failed = mngr("host", "create", "web", "-p", p, "--image", MISSING_IMAGE)
         assert failed.exit_code == 3, failed.stderr
         assert container_id(docker_env, f"web.{p}") == stranger
+    finally:
+        engine.docker("rm", "--force", stranger, check=False)
+
+
+def test_a_failed_create_through_serve_keeps_a_container_of_that_name(
+    docker_env: DockerEnv,
+    serve,  # noqa: F811 - the fixture imported above
+):
+    """A read-write token could delete any container of the server's daemon this way."""
+    p = docker_env.provider
+    engine = docker_env.engine
+    settings = f'[providers.{p}]\nbackend = "docker"\nhost = "{engine.host}"\n'
+    server = serve("--provider", p, settings=settings)
+    stranger = engine.docker(
+        "run", "--detach", "--name", f"db.{p}", dockerd.TEST_IMAGE, "sleep", "300"
+    ).stdout.strip()
+    try:
+        answer = server.api(
+            "POST", "/v1/hosts", {"name": "db", "provider": p, "image": MISSING_IMAGE}
+        )
+        assert answer.status == 404, answer.body
+        assert container_id(docker_env, f"db.{p}") == stranger
     finally:
         engine.docker("rm", "--force", stranger, check=False)
 

@@ -11,6 +11,7 @@ is the AMI id. `AwsSpec` builds every argv and parses every JSON answer (pure, n
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import random
 import shlex
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mngr.backend import Backend, CreateOptions, CreateRequest, ProviderConfig
+from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
 from mngr.errors import (
     ConfigError,
     ConflictError,
@@ -36,6 +37,7 @@ from mngr.errors import (
     VendorOutputError,
     VendorTimeoutError,
 )
+from mngr.names import new_snapshot_id
 from mngr.plan import Context, Plan, Ref, Step
 from mngr.records import Host, HostState, Snapshot, utc_now
 from mngr.runner import CANCELLED, Command, Completed, Runner
@@ -45,6 +47,8 @@ TAG_HOST_NAME = "mngr:host-name"
 TAG_PROVIDER = "mngr:provider"
 TAG_CREATED_AT = "mngr:created-at"
 TAG_SNAPSHOT_NAME = "mngr:snapshot-name"
+# A fresh value per create-image call: its undo finds the image this call made, and no other.
+TAG_CREATE_TOKEN = "mngr:create-token"
 USER_TAG_PREFIX = "mngr:tag:"
 
 # Instance states that hold a host name; `shutting-down` and `terminated` are on their way out.
@@ -67,16 +71,16 @@ class AwsConfig(ProviderConfig):
     needs_trust = frozenset({"endpoint_url", "binary", "identity_file", "accept_new_host_keys"})
 
     region: str = Field(pattern=REGION_PATTERN)
-    profile: str | None = None
+    profile: ArgvValue | None = None
     endpoint_url: str | None = None  # any EC2-compatible endpoint
-    instance_type: str = "t3.micro"
-    ami: str | None = None
-    key_name: str | None = None
-    security_group_ids: list[str] = Field(default_factory=list)
-    subnet_id: str | None = None
-    iam_instance_profile: str | None = None  # a name, or an ARN
-    ssh_user: str = "ec2-user"
-    identity_file: str | None = None
+    instance_type: ArgvValue = "t3.micro"
+    ami: ArgvValue | None = None
+    key_name: ArgvValue | None = None
+    security_group_ids: list[ArgvValue] = Field(default_factory=list)
+    subnet_id: ArgvValue | None = None
+    iam_instance_profile: ArgvValue | None = None  # a name, or an ARN
+    ssh_user: ArgvValue = "ec2-user"
+    identity_file: ArgvValue | None = None
     accept_new_host_keys: bool = False
     binary: str = "aws"
     page_size: int | None = Field(default=None, ge=5, le=1000)  # describe-instances page
@@ -91,16 +95,16 @@ class AwsConfig(ProviderConfig):
 
 
 class AwsCreateOptions(CreateOptions):
-    instance_type: str | None = Field(
+    instance_type: ArgvValue | None = Field(
         default=None, description="EC2 instance type (default: the provider's instance_type)."
     )
-    ami: str | None = Field(
+    ami: ArgvValue | None = Field(
         default=None, description="AMI to boot (default: --image, then the provider's ami)."
     )
     disk_gb: int | None = Field(default=None, ge=1, le=16384, description="Root volume in GiB.")
     spot: bool = Field(default=False, description="Launch a one-time spot instance.")
-    key_name: str | None = Field(default=None, description="EC2 key pair to install.")
-    subnet: str | None = Field(default=None, description="Subnet id to launch into.")
+    key_name: ArgvValue | None = Field(default=None, description="EC2 key pair to install.")
+    subnet: ArgvValue | None = Field(default=None, description="Subnet id to launch into.")
 
 
 # --- the vendor's JSON (lenient: unknown fields ignored, everything optional) -------------
@@ -328,9 +332,9 @@ class AwsSpec:
     def describe_image_argv(self, image_id: str) -> list[str]:
         return self.argv("describe-images", "--image-ids", image_id)
 
-    def image_by_name_argv(self, snapshot_name: str) -> list[str]:
-        by_name = _filters(name=self.image_name(snapshot_name))
-        return self.argv("describe-images", "--owners", "self", "--filters", by_name)
+    def image_by_token_argv(self, token: str) -> list[str]:
+        by_token = _filters(**{"tag:" + TAG_CREATE_TOKEN: token})
+        return self.argv("describe-images", "--owners", "self", "--filters", by_token)
 
     def list_images_argv(self, host_id: str | None = None) -> list[str]:
         wanted = {"tag:" + TAG_PROVIDER: self.provider}
@@ -338,13 +342,16 @@ class AwsSpec:
             wanted["tag:" + TAG_HOST_ID] = host_id
         return self.argv("describe-images", "--owners", "self", "--filters", _filters(**wanted))
 
-    def create_image_argv(self, host: Host, snapshot_name: str, created_at: str) -> list[str]:
+    def create_image_argv(
+        self, host: Host, snapshot_name: str, created_at: str, token: str
+    ) -> list[str]:
         tags = {
             TAG_PROVIDER: self.provider,
             TAG_HOST_ID: host.id,
             TAG_HOST_NAME: host.name,
             TAG_SNAPSHOT_NAME: snapshot_name,
             TAG_CREATED_AT: created_at,
+            TAG_CREATE_TOKEN: token,
             "Name": snapshot_name,
         }
         return self.argv(
@@ -375,6 +382,10 @@ class AwsSpec:
         address = host.address.get("public_ip") or host.address.get("private_ip")
         if not address:
             raise MngrError(f"host {host.name!r} has no IP address to reach it over ssh")
+        try:  # vendor output is data: an "address" such as -oProxyCommand=... never reaches ssh
+            address = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise VendorOutputError(f"host {host.name!r} has no valid IP address") from None
         checking = "accept-new" if c.accept_new_host_keys else "yes"
         argv = ["ssh", "-o", f"StrictHostKeyChecking={checking}", "-o", "ConnectTimeout=30"]
         if c.identity_file:
@@ -703,24 +714,26 @@ class AwsBackend(Backend):
     # --- snapshots --------------------------------------------------------------------
 
     def snapshot_create_plan(self, host: Host, name: str) -> Plan:
-        created_at = utc_now()
+        created_at, token = utc_now(), new_snapshot_id()
         image_name = self.spec.image_name(name)
 
         def undo(ctx: Context) -> None:
-            image_id = ctx.get("image_id")
-            if image_id is None:  # create-image failed or timed out: look it up by name
-                found = self.spec.parse_images(
-                    self.call(self.spec.image_by_name_argv(name), cancellable=False)
-                )
-                image_id = found[0].ImageId if found else None
-            if image_id:
+            # create-image failed or timed out: find what this call made by its token, never
+            # by its name (an image of that name may be an older snapshot, or another's).
+            ids = [ctx["image_id"]] if "image_id" in ctx else []
+            if not ids:
+                found = self.call(self.spec.image_by_token_argv(token), cancellable=False)
+                ids = [image.ImageId for image in self.spec.parse_images(found)]
+            for image_id in ids:
                 self._run_now(self._image_deletion_steps(image_id), ctx)
 
         return Plan(
             [
                 Step(
                     f"create image {image_name} of {host.name}",
-                    command=self.command(self.spec.create_image_argv(host, name, created_at)),
+                    command=self.command(
+                        self.spec.create_image_argv(host, name, created_at, token)
+                    ),
                     parse=lambda out, ctx: ctx.update(image_id=self.spec.parse_created_image(out)),
                     undo_if_failed=True,
                     undo=Step(f"delete image {image_name}", action=undo),

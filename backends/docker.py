@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mngr.backend import Backend, CreateOptions, CreateRequest, ProviderConfig
+from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
 from mngr.errors import (
     ConfigError,
     ConflictError,
@@ -79,10 +79,10 @@ class DockerConfig(ProviderConfig):
     needs_trust = frozenset({"host", "context", "binary", "start_args"})
 
     host: str | None = None  # docker --host: unix://PATH, tcp://HOST:PORT, ssh://USER@HOST[:PORT]
-    context: str | None = None  # docker --context, instead of host
+    context: ArgvValue | None = None  # docker --context, instead of host
     binary: str = "docker"
-    image: str = "debian:bookworm-slim"  # when `create` gets no --image
-    network: str | None = None
+    image: ArgvValue = "debian:bookworm-slim"  # when `create` gets no --image
+    network: ArgvValue | None = None
     start_args: list[str] = Field(default_factory=list)  # extra `docker run` arguments
     build_timeout_s: float = 1800.0  # for build, run (may pull) and commit
 
@@ -102,26 +102,28 @@ class DockerConfig(ProviderConfig):
 
 
 class DockerCreateOptions(CreateOptions):
-    cpus: float | None = Field(None, gt=0, description="CPUs for the container (docker --cpus).")
+    cpus: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="CPUs for the container (docker --cpus)."
+    )
     memory: str | None = Field(None, description="Memory limit, e.g. 512m or 2g.")
-    gpus: str | None = Field(None, description="GPUs: 'all', a count or 'device=0,1'.")
+    gpus: ArgvValue | None = Field(None, description="GPUs: 'all', a count or 'device=0,1'.")
     env: list[str] = Field(
         default_factory=list,
         description="KEY=VALUE in the container's environment (repeatable; sent on stdin).",
     )
     # Options that reach the Docker host's own filesystem or raw docker flags are refused
     # through `mngr serve` ("serve": False): a remote caller must not get root on the server.
-    volume: list[str] = Field(
+    volume: list[ArgvValue] = Field(
         default_factory=list,
         description="Mount SRC:DEST[:OPTS] (repeatable; docker --volume).",
         json_schema_extra={"serve": False},
     )
-    build: str | None = Field(
+    build: ArgvValue | None = Field(
         None,
         description="Build the image from this directory first.",
         json_schema_extra={"serve": False},
     )
-    dockerfile: str | None = Field(
+    dockerfile: ArgvValue | None = Field(
         None,
         description="Dockerfile to build (alone: its folder is the build context).",
         json_schema_extra={"serve": False},
@@ -366,6 +368,11 @@ class DockerSpec:
     def ps_argv(self) -> list[str]:
         filters = _label_filters({PROVIDER: self.config.name, KIND: "host"})
         return [*self.base, "ps", "--all", "--no-trunc", *filters, "--format", PS_FORMAT]
+
+    def by_host_id_argv(self, host_id: str) -> list[str]:
+        """Ids of this provider's containers labelled with one host id, in any state."""
+        filters = _label_filters({PROVIDER: self.config.name, HOST_ID: host_id})
+        return [*self.base, "ps", "--all", "--quiet", "--no-trunc", *filters]
 
     def rm_argv(self, container: str, *, force: bool) -> list[str]:
         return [*self.base, "rm", *(["--force"] if force else []), "--volumes", container]
@@ -658,12 +665,11 @@ class DockerBackend(Backend):
                     stdin=self.spec.env_file(opts),
                 ),
                 parse=remember_id,
-                # `docker run` may create the container and then fail to start it.
+                # `docker run` may create the container and then fail to start it, or time out.
                 undo_if_failed=True,
                 undo=Step(
-                    f"remove container {name}",
-                    command=self._cmd(self.spec.rm_argv(name, force=True)),
-                    missing_ok=True,
+                    f"remove the container this create made ({HOST_ID}={request.host_id})",
+                    action=lambda ctx: self._remove_made(ctx, request.host_id),
                 ),
             )
         )
@@ -690,6 +696,21 @@ class DockerBackend(Backend):
             )
 
         return Plan(steps, finish=finish)
+
+    def _remove_made(self, ctx: Context, host_id: str) -> None:
+        """Undo `docker run`: remove the container it returned or, when it returned none
+        (failed or timed out), those labelled with this create's host id. Never by name: the
+        name may be another host's, or a container mngr never made."""
+        if "container_id" in ctx:
+            ids = [ctx["container_id"]]
+        else:
+            found = self.run(self._cmd(self.spec.by_host_id_argv(host_id)), cancellable=False)
+            ids = self.spec.parse_ids(found.stdout)
+        for container_id in ids:
+            try:
+                self.run(self._cmd(self.spec.rm_argv(container_id, force=True)), cancellable=False)
+            except NotFoundError:
+                pass  # already gone
 
     # --- destroy / stop / start -------------------------------------------------------
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from mngr.backend import Backend, CreateOptions, CreateRequest, ProviderConfig
+from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
 from mngr.errors import (
     ConflictError,
     MngrError,
@@ -69,8 +69,10 @@ class ModalConfig(ProviderConfig):
     token_id_env: str | None = None  # name of the env var holding the token id
     token_secret_env: str | None = None  # name of the env var holding the token secret
     python: str | None = None  # interpreter with mngr and modal; default: mngr's own
-    image: str | None = None  # registry image when create gets no --image; default debian_slim
-    region: str | None = None  # default --region
+    image: ArgvValue | None = (
+        None  # registry image when create gets no --image; default debian_slim
+    )
+    region: ArgvValue | None = None  # default --region
     sandbox_timeout_s: int | None = Field(default=None, gt=0)  # default --timeout
 
     @field_validator("app", "environment")
@@ -95,13 +97,15 @@ class ModalConfig(ProviderConfig):
 
 
 class ModalCreateOptions(CreateOptions):
-    cpus: float | None = Field(None, gt=0, description="CPU cores (fractions allowed).")
+    cpus: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="CPU cores (fractions allowed)."
+    )
     memory: str | None = Field(None, description="Memory, e.g. 512m or 2g (a bare number: GiB).")
-    gpu: str | None = Field(None, description="Modal GPU, e.g. T4, A10G or H100:2.")
+    gpu: ArgvValue | None = Field(None, description="Modal GPU, e.g. T4, A10G or H100:2.")
     timeout: int | None = Field(
         None, gt=0, le=86400, description="Modal sandbox lifetime in seconds (Modal's default 300)."
     )
-    region: str | None = Field(None, description="Modal region(s), comma-separated.")
+    region: ArgvValue | None = Field(None, description="Modal region(s), comma-separated.")
 
     @field_validator("memory")
     @classmethod

@@ -13,14 +13,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
-from mngr.errors import MngrError, UnsupportedError, VendorCommandError
+from mngr.errors import MngrError, UnsupportedError, UsageError, VendorCommandError
+from mngr.names import not_a_flag
 from mngr.plan import Plan
 from mngr.records import Host, Snapshot
 from mngr.runner import Command, Completed, Runner
+
+# A setting or option that reaches a vendor's argv as a value: refused when it starts with '-'.
+ArgvValue = Annotated[str, AfterValidator(not_a_flag)]
 
 
 class Capability(StrEnum):
@@ -70,6 +74,14 @@ class CreateRequest:
     tags: dict[str, str] = field(default_factory=dict)
     from_snapshot: Snapshot | None = None
     options: CreateOptions | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here once for every front end (CLI, server, API), before any vendor call.
+        if self.image is not None:
+            try:
+                not_a_flag(self.image)
+            except ValueError as exc:
+                raise UsageError(f"--image: {exc}") from None
 
 
 class Backend(ABC):

@@ -29,6 +29,14 @@ def new_snapshot_id() -> str:
     return "snap-" + secrets.token_hex(16)
 
 
+def not_a_flag(value: str) -> str:
+    """A value bound for a vendor's argv (image, AMI, network...) may not start with '-': the
+    vendor would read it as a flag (`--image=--privileged`). Raises ValueError (for pydantic)."""
+    if value.startswith("-"):
+        raise ValueError(f"{value!r} starts with '-', which the vendor would read as a flag")
+    return value
+
+
 def check_host_name(name: str) -> str:
     if not HOST_NAME_RE.fullmatch(name):
         raise UsageError(

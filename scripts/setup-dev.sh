@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   docker.io          # dockerd for the docker backend tests
+  iproute2           # ip: the test that a private dockerd leaves the machine's interfaces
   openssh-server     # sshd on loopback for the ssh and remote-docker tests
   openssh-client
   busybox-static     # the static binary the local test image is built from

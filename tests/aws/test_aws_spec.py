@@ -159,7 +159,7 @@ def test_check_is_one_describe_regions_call() -> None:
 def test_snapshot_argv() -> None:
     s = spec()
     host = Host(id=HOST_ID, name="web-1", provider="prod", backend="aws", native_id="i-1")
-    argv = s.create_image_argv(host, "base", "2026-01-02T03:04:05Z")
+    argv = s.create_image_argv(host, "base", "2026-01-02T03:04:05Z", "snap-1")
     assert argv[:10] == [
         "aws",
         "ec2",
@@ -180,6 +180,7 @@ def test_snapshot_argv() -> None:
         "mngr:host-name": "web-1",
         "mngr:snapshot-name": "base",
         "mngr:created-at": "2026-01-02T03:04:05Z",
+        "mngr:create-token": "snap-1",
         "Name": "base",
     }
     assert s.list_images_argv(HOST_ID) == [
@@ -269,6 +270,12 @@ def test_ssh_detached_runs_in_the_background_and_private_ip_is_the_fallback() ->
 def test_ssh_without_an_address_is_a_clear_error() -> None:
     with pytest.raises(MngrError, match="no IP address"):
         spec().ssh_argv(RUNNING.model_copy(update={"address": {}}), None, tty=True)
+
+
+def test_an_address_from_the_endpoint_that_is_not_an_ip_never_reaches_ssh() -> None:
+    evil = RUNNING.model_copy(update={"address": {"public_ip": "-oProxyCommand=touch /tmp/x"}})
+    with pytest.raises(MngrError, match="no valid IP address"):
+        spec().ssh_argv(evil, ["true"], tty=False)
 
 
 # --- config -------------------------------------------------------------------------------

@@ -1,6 +1,25 @@
-"""A real Docker engine for the tests and the bench: the one already running, or a `dockerd`
-started here (root only) with its own data root, exec root and socket under a temp folder,
-no bridge and no iptables rules, so it touches nothing of the machine's own Docker.
+"""A real Docker engine for the tests and the bench: the one already running (used, and left
+as found: only what the tests labelled is removed), or a private `dockerd` started here (root
+only) that touches nothing of the machine's.
+
+What a private dockerd would otherwise touch, and why it no longer does:
+- `--bridge=none` makes dockerd *delete* any interface named `docker0` at start-up (moby's
+  `removeDefaultBridgeInterface`), so a private engine once removed the running engine's
+  bridge, and every bridged container of the user's Docker failed until it was restarted.
+  Our dockerd runs in its own network namespace (`unshare --net`): whatever it does to
+  interfaces, iptables or sysctls happens there. Its socket is a file under its temp root,
+  which the tests reach from the machine's namespace as any other file.
+- it runs in its own mount namespace with an empty tmpfs on /run: it never attaches to the
+  machine's containerd (dockerd uses /run/containerd/containerd.sock when that exists) and
+  leaves nothing in /run (plugin folder, containerd shim sockets);
+- its data root, exec root, pidfile, socket and `--config-file` (an empty one: never the
+  machine's /etc/docker/daemon.json) live in a fresh temp folder per engine, so private
+  engines of suites running side by side never collide; iptables, ip-forward and masquerade
+  are off as well.
+Checked by hand (2026-12-01): a "system" dockerd on /var/run/docker.sock with its docker0
+bridge, then the docker tests with CI=true: docker0 was still there and `docker run --rm
+mngr-test-busybox:latest true` worked (before this change docker0 was gone and 4 tests
+failed). tests/docker/test_dockerd_isolation.py checks it on every run.
 
 Also builds the test image: `FROM scratch` plus the static busybox of Debian's
 `busybox-static` (no registry is reachable from CI).
@@ -101,6 +120,10 @@ def missing() -> str | None:
     return None
 
 
+# In the new mount namespace: an empty /run for dockerd alone, then dockerd itself ("$@").
+_PRIVATE_RUN = 'mount -t tmpfs mngr-dockerd-run /run && exec "$@"'
+
+
 def running() -> Engine | None:
     """The engine DOCKER_HOST or the default socket points at, if it answers."""
     host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
@@ -110,17 +133,32 @@ def running() -> Engine | None:
 
 def start(log: Path | None = None, wait_s: float = 60) -> Engine:
     """Start a private dockerd and wait until `docker info` answers."""
-    dockerd = shutil.which("dockerd")
+    dockerd, unshare = shutil.which("dockerd"), shutil.which("unshare")
     if dockerd is None:
         raise RuntimeError("dockerd is not installed (Debian package docker.io)")
+    if unshare is None:
+        raise RuntimeError("unshare is not installed (Debian package util-linux)")
     if os.geteuid() != 0:
         raise RuntimeError("starting dockerd needs root")
     root = Path(tempfile.mkdtemp(prefix="mngr-dockerd-", dir="/tmp"))  # short socket paths
     sock = root / "docker.sock"
+    (root / "daemon.json").write_text("{}\n")
     out = open(log or root / "dockerd.log", "wb")  # noqa: SIM115 - the daemon's log
     process = subprocess.Popen(
         [
+            unshare,
+            "--net",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            _PRIVATE_RUN,
+            "sh",
             dockerd,
+            "--config-file",
+            str(root / "daemon.json"),
             "--data-root",
             str(root / "data"),
             "--exec-root",
@@ -132,6 +170,8 @@ def start(log: Path | None = None, wait_s: float = 60) -> Engine:
             "--bridge=none",
             "--iptables=false",
             "--ip6tables=false",
+            "--ip-forward=false",
+            "--ip-masq=false",
         ],
         stdout=out,
         stderr=subprocess.STDOUT,

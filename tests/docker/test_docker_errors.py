@@ -163,9 +163,10 @@ def test_a_missing_image_says_so(fp, case: dict) -> None:
     b = backend()
     plan = b.create_plan(request(image="no-such-image:1"))
     register_failure(fp, plan.steps[0].command.argv, case)
-    fp.register(b.spec.rm_argv("web.dk", force=True), stderr="No such container: web.dk\n")
+    fp.register(b.spec.by_host_id_argv(HOST_ID), stdout="")  # nothing made: nothing removed
     with pytest.raises(NotFoundError, match="image 'no-such-image:1' is not on the Docker host"):
         execute(plan, b)
+    assert len(fp.calls) == 2  # no `docker rm`: `web.dk` may be another host's container
 
 
 @pytest.mark.parametrize("case", cases("start_failed"), ids=client_ids("start_failed"))
@@ -173,21 +174,23 @@ def test_a_container_that_fails_to_start_is_removed(fp, case: dict) -> None:
     b = backend()
     plan = b.create_plan(request())
     register_failure(fp, plan.steps[0].command.argv, case)
-    fp.register(b.spec.rm_argv("web.dk", force=True))
+    fp.register(b.spec.by_host_id_argv(HOST_ID), stdout=CID + "\n")
+    fp.register(b.spec.rm_argv(CID, force=True))
     with pytest.raises(MngrError, match="no such file or directory") as exc:
         execute(plan, b)
     assert "could not undo" not in str(exc.value)
-    assert fp.call_count(b.spec.rm_argv("web.dk", force=True)) == 1
+    assert fp.call_count(b.spec.rm_argv(CID, force=True)) == 1  # found by its host-id label
 
 
 def test_undo_of_a_container_that_was_never_made_is_quiet(fp) -> None:
     b = backend()
     plan = b.create_plan(request())
     fp.register(plan.steps[0].command.argv, returncode=125, stderr="docker: boom\n")
+    fp.register(b.spec.by_host_id_argv(HOST_ID), stdout=CID + "\n")
     fp.register(
-        b.spec.rm_argv("web.dk", force=True),
+        b.spec.rm_argv(CID, force=True),
         returncode=1,
-        stderr="Error response from daemon: No such container: web.dk\n",
+        stderr=f"Error response from daemon: No such container: {CID}\n",
     )
     with pytest.raises(MngrError) as exc:
         execute(plan, b)
@@ -207,7 +210,7 @@ def test_a_failed_build_shows_the_builders_error_not_its_banner(fp, tmp_path, ca
 
 
 def test_interrupt_during_run_removes_the_built_image_and_the_container(tmp_path: Path) -> None:
-    body = 'case "$1" in run) sleep 30;; esac'
+    body = f'case "$1" in run) sleep 30;; ps) echo {CID};; esac'
     b = backend(binary=stand_in_docker(tmp_path, body))
     plan = b.create_plan(request(options=DockerCreateOptions(build=str(tmp_path))))
     timer = threading.Timer(0.5, CANCELLED.set)
@@ -218,9 +221,10 @@ def test_interrupt_during_run_removes_the_built_image_and_the_container(tmp_path
     finally:
         timer.cancel()
     calls = (tmp_path / "calls.log").read_text().splitlines()
-    assert [c.split()[0] for c in calls] == ["build", "run", "rm", "rmi"]
-    assert calls[2] == "rm --force --volumes web.dk"
-    assert calls[3] == f"rmi mngr-build:{HOST_ID}"
+    assert [c.split()[0] for c in calls] == ["build", "run", "ps", "rm", "rmi"]
+    assert f"label=mngr.host-id={HOST_ID}" in calls[2]
+    assert calls[3] == f"rm --force --volumes {CID}"
+    assert calls[4] == f"rmi mngr-build:{HOST_ID}"
 
 
 def test_env_values_reach_docker_on_stdin(fp) -> None:

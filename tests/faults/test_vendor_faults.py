@@ -329,32 +329,41 @@ def value_after(argv: list[str], flag: str) -> str:
     raise AssertionError(f"{flag} not in {argv}")
 
 
+MADE = "d0" * 32  # the id of the container a failed `docker run` left
+
+
 def test_docker_build_then_failed_run_removes_the_container_and_the_image(
     vendor_for, mngr, tmp_path: Path
 ) -> None:
     vendor = vendor_for("docker")
     vendor.answer("run", docker_error("start_failed"))  # created, then failed to start
+    vendor.answer("ps", ok(MADE + "\n"))  # what carries this create's host-id label
     (tmp_path / "ctx").mkdir()
     result = mngr(*CREATE, "--build", str(tmp_path / "ctx"))
     assert result.exit_code == 1
-    assert vendor.verbs() == ["build", "run", "rm", "rmi"]
-    [build], [rm], [rmi] = vendor.calls("build"), vendor.calls("rm"), vendor.calls("rmi")
-    assert rm[-1] == f"a.{PROVIDER}" and "--force" in rm
+    assert vendor.verbs() == ["build", "run", "ps", "rm", "rmi"]
+    [build], [ps] = vendor.calls("build"), vendor.calls("ps")
+    [rm], [rmi] = vendor.calls("rm"), vendor.calls("rmi")
+    host_id = value_after(build, "--tag").removeprefix("mngr-build:")
+    assert f"label=mngr.host-id={host_id}" in ps
+    assert rm[-1] == MADE and "--force" in rm  # by id, never by the name `a.flaky`
     assert rmi[-1] == value_after(build, "--tag")
 
 
 def test_docker_run_that_hangs_is_killed_and_its_container_removed(vendor_for, mngr) -> None:
     vendor = vendor_for("docker", timeout_s=HANG_TIMEOUT_S)
     vendor.answer("run", HANG)
+    vendor.answer("ps", ok(MADE + "\n"))
     assert mngr(*CREATE).exit_code == 1
-    assert vendor.verbs() == ["run", "rm"] and vendor.calls("rm")[0][-1] == f"a.{PROVIDER}"
+    assert vendor.verbs() == ["run", "ps", "rm"] and vendor.calls("rm")[0][-1] == MADE
 
 
 def test_docker_run_printing_no_container_id_removes_the_container(vendor_for, mngr) -> None:
     vendor = vendor_for("docker")
     vendor.answer("run", GARBAGE)
+    vendor.answer("ps", ok(MADE + "\n"))
     assert mngr(*CREATE).exit_code == 1
-    assert vendor.verbs() == ["run", "rm"]
+    assert vendor.verbs() == ["run", "ps", "rm"] and vendor.calls("rm")[0][-1] == MADE
 
 
 def test_docker_name_conflict_removes_nothing(vendor_for, mngr) -> None:
@@ -477,12 +486,12 @@ def test_signal_during_a_create_of_several_hosts_undoes_each(
     stderr = proc.stderr.read()
     assert code == 130, stderr
     assert stderr.strip() == "error: interrupted", stderr
-    undo = {"docker": "rm", "modal": "terminate", "ssh": "release"}[backend]
+    # docker: each undo looks up the container carrying its own create's host-id label.
+    undo = {"docker": "ps", "modal": "terminate", "ssh": "release"}[backend]
     assert len(vendor.calls(undo)) == 3, vendor.verbs()
     if backend == "docker":
-        assert sorted(c[-1] for c in vendor.calls("rm")) == [
-            f"{n}.{PROVIDER}" for n in ("a", "b", "c")
-        ]
+        labels = {w for c in vendor.calls("ps") for w in c if w.startswith("label=mngr.host-id=")}
+        assert len(labels) == 3
 
 
 def test_ctrl_c_during_a_list_waiting_on_a_hung_vendor_exits_130_at_once(vendor_for) -> None:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mngr import resources
 from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
 from mngr.errors import (
     ConfigError,
@@ -101,7 +102,6 @@ class AwsCreateOptions(CreateOptions):
     ami: ArgvValue | None = Field(
         default=None, description="AMI to boot (default: --image, then the provider's ami)."
     )
-    disk_gb: int | None = Field(default=None, ge=1, le=16384, description="Root volume in GiB.")
     spot: bool = Field(default=False, description="Launch a one-time spot instance.")
     key_name: ArgvValue | None = Field(default=None, description="EC2 key pair to install.")
     subnet: ArgvValue | None = Field(default=None, description="Subnet id to launch into.")
@@ -557,6 +557,7 @@ class AwsBackend(Backend):
     name = "aws"
     config_model = AwsConfig
     create_options_model = AwsCreateOptions
+    takes = frozenset({resources.DISK})  # CPUs, memory and GPUs come with --instance-type
     unsupported = {}
 
     config: AwsConfig
@@ -619,8 +620,10 @@ class AwsBackend(Backend):
         name = request.name
         steps: list[Step] = []
         mappings: str | None = None
-        if options.disk_gb:
-            disk_gb = options.disk_gb
+        if request.resources.disk_gib:
+            disk_gb = request.resources.disk_gib
+            if disk_gb > 16384:
+                raise UsageError("--disk: an EC2 root volume is at most 16 TiB")
             steps.append(
                 Step(
                     f"find the root device of {image}",

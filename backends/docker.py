@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mngr import resources
 from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
 from mngr.errors import (
     ConfigError,
@@ -102,11 +103,6 @@ class DockerConfig(ProviderConfig):
 
 
 class DockerCreateOptions(CreateOptions):
-    cpus: float | None = Field(
-        None, gt=0, allow_inf_nan=False, description="CPUs for the container (docker --cpus)."
-    )
-    memory: str | None = Field(None, description="Memory limit, e.g. 512m or 2g.")
-    gpus: ArgvValue | None = Field(None, description="GPUs: 'all', a count or 'device=0,1'.")
     env: list[str] = Field(
         default_factory=list,
         description="KEY=VALUE in the container's environment (repeatable; sent on stdin).",
@@ -138,13 +134,6 @@ class DockerCreateOptions(CreateOptions):
         description="One extra docker run argument, as-is (repeatable; use --flag=value).",
         json_schema_extra={"short": "-s", "serve": False},
     )
-
-    @field_validator("memory")
-    @classmethod
-    def _memory_size(cls, value: str | None) -> str | None:
-        if value is not None and not MEMORY_RE.fullmatch(value):
-            raise ValueError("expected a size such as 512m or 2g")
-        return value
 
     @field_validator("env")
     @classmethod
@@ -289,10 +278,21 @@ class DockerSpec:
         # `.` is in neither host nor provider names, so the pair reads back unambiguously.
         return f"{host_name}.{self.config.name}"
 
+    @staticmethod
+    def limits(request: CreateRequest) -> dict[str, str | None]:
+        """The core resources in docker's words: `--cpus 1.5 --memory 2147483648b --gpus 2`."""
+        res = request.resources
+        gpus = res.gpu
+        if res.gpu_type is not None:
+            raise UsageError(f"--gpu {gpus}: docker takes a count or 'all', not a GPU type")
+        memory = None if res.memory_bytes is None else f"{res.memory_bytes}b"
+        return {"--cpus": None if res.cpus is None else f"{res.cpus:g}", "--memory": memory,
+                "--gpus": gpus}  # fmt: skip
+
     def host_labels(self, request: CreateRequest, opts: DockerCreateOptions) -> dict[str, str]:
         tags = json.dumps(request.tags, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        cpus = None if opts.cpus is None else f"{opts.cpus:g}"
-        resources = {CPUS: cpus, MEMORY: opts.memory, GPUS: opts.gpus}
+        limits = self.limits(request)
+        limit_labels = {CPUS: limits["--cpus"], MEMORY: limits["--memory"], GPUS: limits["--gpus"]}
         return {
             KIND: "host",
             PROVIDER: self.config.name,
@@ -302,7 +302,7 @@ class DockerSpec:
             TAGS: tags,
             **{TAG_PREFIX + key: value for key, value in request.tags.items()},
             # Always set, empty when not asked for: a snapshot image carries its host's labels.
-            **{key: value or "" for key, value in resources.items()},
+            **{key: value or "" for key, value in limit_labels.items()},
         }
 
     # --- create -----------------------------------------------------------------------
@@ -345,9 +345,7 @@ class DockerSpec:
             request.name,
             *_labels(self.host_labels(request, opts)),
             *_opt("--network", self.config.network),
-            *_opt("--cpus", None if opts.cpus is None else f"{opts.cpus:g}"),
-            *_opt("--memory", opts.memory),
-            *_opt("--gpus", opts.gpus),
+            *[word for flag, value in self.limits(request).items() for word in _opt(flag, value)],
             *(["--env-file", "/dev/stdin"] if opts.env else []),
             *_many("--volume", opts.volume),
             *self.config.start_args,
@@ -545,6 +543,7 @@ class DockerBackend(Backend):
     name = "docker"
     config_model = DockerConfig
     create_options_model = DockerCreateOptions
+    takes = frozenset({resources.CPUS, resources.MEMORY, resources.GPU})
     unsupported = {}
 
     config: DockerConfig
@@ -685,7 +684,9 @@ class DockerBackend(Backend):
                 created_at=request.created_at,
                 tags=dict(request.tags),
                 resources=Resources(
-                    cpus=opts.cpus, memory_gb=_memory_gb(opts.memory), gpus=_gpus(opts.gpus)
+                    cpus=request.resources.cpus,
+                    memory_gb=_memory_gb(self.spec.limits(request)["--memory"]),
+                    gpus=_gpus(request.resources.gpu),
                 ),
                 address={
                     "container": name,

@@ -30,6 +30,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
+from mngr import resources
 from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
 from mngr.errors import (
     ConflictError,
@@ -37,6 +38,7 @@ from mngr.errors import (
     NotFoundError,
     UnauthorisedError,
     UnreachableError,
+    UsageError,
     VendorCommandError,
     VendorMissingError,
     VendorOutputError,
@@ -51,8 +53,6 @@ from mngr.runner import Command, Completed
 SHIM = "mngr_backends.modal_shim"
 MODAL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$", re.IGNORECASE)
-MIB_PER_UNIT = {"k": 1 / 1024, "m": 1, "": 1024, "g": 1024, "t": 1024 * 1024}
 SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
 
 
@@ -97,35 +97,17 @@ class ModalConfig(ProviderConfig):
 
 
 class ModalCreateOptions(CreateOptions):
-    cpus: float | None = Field(
-        None, gt=0, allow_inf_nan=False, description="CPU cores (fractions allowed)."
-    )
-    memory: str | None = Field(None, description="Memory, e.g. 512m or 2g (a bare number: GiB).")
-    gpu: ArgvValue | None = Field(None, description="Modal GPU, e.g. T4, A10G or H100:2.")
     timeout: int | None = Field(
         None, gt=0, le=86400, description="Modal sandbox lifetime in seconds (Modal's default 300)."
     )
     region: ArgvValue | None = Field(None, description="Modal region(s), comma-separated.")
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: str | None) -> str | None:
-        if value is not None and not MEMORY_RE.fullmatch(value.strip()):
-            raise ValueError("use a size such as 512m, 2g or 1.5 (GiB)")
-        return value
-
-    def memory_mib(self) -> int | None:
-        if self.memory is None:
-            return None
-        match = MEMORY_RE.fullmatch(self.memory.strip())
-        assert match is not None
-        return max(1, round(float(match.group(1)) * MIB_PER_UNIT[match.group(2).lower()]))
 
 
 class ModalBackend(Backend):
     name = "modal"
     config_model = ModalConfig
     create_options_model = ModalCreateOptions
+    takes = frozenset({resources.CPUS, resources.MEMORY, resources.GPU})
     # Everything is supported. Modal sandboxes cannot be stopped: stop is snapshot_filesystem
     # then terminate, start a new sandbox from the latest snapshot (see the module docstring).
     unsupported = {}
@@ -298,6 +280,13 @@ class ModalBackend(Backend):
             raise VendorOutputError("modal shim list printed no host list")
         return [self._host(h) for h in data["hosts"]]
 
+    @staticmethod
+    def _gpu(gpu: str | None) -> str | None:
+        """Modal names a GPU by its type (`T4`, `H100:2`): a bare count or 'all' is not one."""
+        if gpu is not None and (gpu == "all" or gpu.isdigit()):
+            raise UsageError(f"--gpu {gpu}: Modal needs a GPU type, e.g. T4, A10G or H100:2")
+        return gpu
+
     def create_plan(self, request: CreateRequest) -> Plan:
         opts = request.options or ModalCreateOptions()
         assert isinstance(opts, ModalCreateOptions)
@@ -310,9 +299,9 @@ class ModalBackend(Backend):
                 created_at=request.created_at,
                 image=None if snap else request.image or self.config.image,
                 from_snapshot=snap.id if snap else None,
-                cpus=opts.cpus,
-                memory_mib=opts.memory_mib(),
-                gpu=opts.gpu,
+                cpus=request.resources.cpus,
+                memory_mib=request.resources.memory_mib,
+                gpu=self._gpu(request.resources.gpu),
                 timeout=opts.timeout or self.config.sandbox_timeout_s,
                 region=opts.region or self.config.region,
                 tag=[f"{k}={v}" for k, v in request.tags.items()],

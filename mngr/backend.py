@@ -2,7 +2,9 @@
 
 - `config_model`: its provider settings (pydantic, unknown keys refused);
 - `create_options_model`: its provider-specific `host create` flags;
-- `unsupported`: each capability it lacks, with a human reason;
+- `unsupported`: each capability it lacks, with a human reason (and, per host, the
+  `unsupported` of the `Host` records it returns: a spot instance cannot stop);
+- `takes`: the core resources (`--cpus`, `--memory`, `--disk`, `--gpu`) it can honour;
 - the verbs, as argv-building plans and parsers run through the injected runner.
 
 A backend never prints, reads settings files or parses CLI flags.
@@ -21,6 +23,7 @@ from mngr.errors import MngrError, UnsupportedError, UsageError, VendorCommandEr
 from mngr.names import not_a_flag
 from mngr.plan import Plan
 from mngr.records import Host, Snapshot
+from mngr.resources import ResourceRequest
 from mngr.runner import Command, Completed, Runner
 
 # A setting or option that reaches a vendor's argv as a value: refused when it starts with '-'.
@@ -74,6 +77,7 @@ class CreateRequest:
     tags: dict[str, str] = field(default_factory=dict)
     from_snapshot: Snapshot | None = None
     options: CreateOptions | None = None
+    resources: ResourceRequest = field(default_factory=ResourceRequest)
 
     def __post_init__(self) -> None:
         # Checked here once for every front end (CLI, server, API), before any vendor call.
@@ -89,6 +93,8 @@ class Backend(ABC):
     config_model: ClassVar[type[ProviderConfig]] = ProviderConfig
     create_options_model: ClassVar[type[CreateOptions]] = CreateOptions
     unsupported: ClassVar[dict[Capability, str]] = {}
+    # The core resources (mngr.resources.CPUS, MEMORY, DISK, GPU) this backend can honour.
+    takes: ClassVar[frozenset[str]] = frozenset()
     # The settings file this provider came from, to name in "set X in FILE" hints.
     origin: str | None = None
 
@@ -103,10 +109,20 @@ class Backend(ABC):
     # --- capabilities -----------------------------------------------------------------
 
     @classmethod
-    def require(cls, capability: Capability) -> None:
+    def require(cls, capability: Capability, host: Host | None = None) -> None:
+        """Refuse what this backend, or this one host of it, cannot do, with the reason."""
         reason = cls.unsupported.get(capability)
         if reason is not None:
             raise UnsupportedError(f"backend '{cls.name}' cannot {capability}: {reason}")
+        reason = host.unsupported.get(str(capability)) if host is not None else None
+        if reason is not None:
+            raise UnsupportedError(f"host {host.ref!r} cannot {capability}: {reason}")
+
+    @classmethod
+    def require_resources(cls, resources: ResourceRequest) -> None:
+        for name in resources.given():
+            if name not in cls.takes:
+                raise UsageError(f"--{name} is not supported by backend '{cls.name}'")
 
     @classmethod
     def status_note(cls, config: ProviderConfig) -> str | None:

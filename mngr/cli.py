@@ -133,12 +133,30 @@ def host_create(
     from_snapshot: Annotated[
         str | None, typer.Option("--from-snapshot", help="Snapshot id or name to start from.")
     ] = None,
+    cpus: Annotated[
+        str | None,
+        typer.Option("--cpus", metavar="NUMBER", help="CPUs (fractions allowed: 0.5)."),
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option("--memory", metavar="SIZE", help="Memory with a unit: 512m, 2g (GiB)."),
+    ] = None,
+    disk: Annotated[
+        str | None,
+        typer.Option("--disk", metavar="SIZE", help="Disk with a unit: 20g (GiB), 1t."),
+    ] = None,
+    gpu: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu", "--gpus", metavar="GPU", help="GPUs: a count, 'all', or a type: A10G, H100:2."
+        ),
+    ] = None,
     dry_run: DryRunOpt = False,
     fmt: FormatOpt = "table",
     **backend_flags: Any,
 ) -> None:
     """Create hosts."""
-    from mngr import create_flags, output
+    from mngr import create_flags, output, resources
     from mngr.names import check_host_name, parse_tags
 
     _check_format(fmt)
@@ -154,6 +172,7 @@ def host_create(
         tags=tags,
         from_snapshot=from_snapshot,
         options=create_flags.options_for(type(backend), backend_flags),
+        resources=resources.parse(cpus=cpus, memory=memory, disk=disk, gpu=gpu),
     )
     if dry_run:
         _print_batch(batch)
@@ -713,6 +732,8 @@ def _click_usage_error(exc: Exception) -> str | None:
     if not isinstance(exc, click_exc.ClickException):
         return None
     text = exc.format_message()
+    # Typer validates values through pydantic: say it in mngr's words, not the validator's.
+    text = text.replace("Input should be", "must be").replace("Value error, ", "")
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
         text += f" (see '{ctx.command_path} --help')"

@@ -14,7 +14,7 @@ from typing import Any, get_args, get_origin
 from pydantic import ValidationError
 
 from mngr.backend import Backend, CreateOptions
-from mngr.errors import UsageError, validation_message
+from mngr.errors import MngrError, UsageError, validation_message
 from mngr.registry import backend_names, load_backend
 
 PREFIX = "bk_"
@@ -43,8 +43,19 @@ def _kind(annotation: Any) -> str:
     return "value"
 
 
+# `host create`'s own flags: a backend may not declare one (the resources among them are
+# core's, one meaning everywhere; a backend says it takes them with `Backend.takes`).
+CORE_FLAGS = frozenset(
+    "--provider -p --image --tag -t --from-snapshot --cpus --memory --disk --gpu --gpus "
+    "--dry-run --format -f --help -h".split()
+)
+
+
 def collect() -> dict[str, BackendFlag]:
+    """Every backend's create flags. A flag is one thing: a backend declaring a core flag,
+    or two backends one flag with different types or help, is refused here."""
     flags: dict[str, BackendFlag] = {}
+    annotations: dict[str, Any] = {}
     for backend in backend_names():
         try:
             model = load_backend(backend).create_options_model
@@ -53,12 +64,23 @@ def collect() -> dict[str, BackendFlag]:
         for name, info in model.model_fields.items():
             extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
             long = str(extra.get("flag") or "--" + name.replace("_", "-"))
+            decls = [long] + ([str(extra["short"])] if extra.get("short") else [])
+            if clash := CORE_FLAGS.intersection(decls):
+                raise MngrError(
+                    f"backend {backend!r} declares {min(clash)}, a flag of mngr's own; give "
+                    "its option another name"
+                )
             dest = PREFIX + name
             flag = flags.get(dest)
             if flag is None:
-                decls = [long] + ([str(extra["short"])] if extra.get("short") else [])
                 flag = flags[dest] = BackendFlag(
                     dest, name, decls, info.description or "", _kind(info.annotation)
+                )
+                annotations[dest] = info.annotation
+            elif annotations[dest] != info.annotation or flag.help != (info.description or ""):
+                raise MngrError(
+                    f"backends {flag.backends[0]!r} and {backend!r} both declare {long} with "
+                    "different meanings; give one of them a backend-specific name"
                 )
             flag.backends.append(backend)
     return flags

@@ -46,6 +46,9 @@ class Host(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     address: dict[str, Any] = Field(default_factory=dict)
     snapshots: list[str] = Field(default_factory=list)
+    # What this host cannot do beyond its provider's limits, with the reason (a spot
+    # instance cannot stop): {"stop/start": "..."}. Verbs refuse it before running anything.
+    unsupported: dict[str, str] = Field(default_factory=dict)
     # Backend-private handle (container id, instance id, ...); not part of the JSON output.
     native_id: str | None = Field(default=None, exclude=True)
 

@@ -25,7 +25,7 @@ ALL = (CPUS, MEMORY, DISK, GPU)
 
 
 @dataclass(frozen=True)
-class Resources:
+class ResourceRequest:
     cpus: float | None = None
     memory_bytes: int | None = None
     disk_bytes: int | None = None
@@ -100,8 +100,8 @@ def parse(
     memory: str | None = None,
     disk: str | None = None,
     gpu: str | None = None,
-) -> Resources:
-    return Resources(
+) -> ResourceRequest:
+    return ResourceRequest(
         cpus=None if cpus is None else parse_cpus(cpus),
         memory_bytes=None if memory is None else parse_size(memory, "--memory"),
         disk_bytes=None if disk is None else parse_size(disk, "--disk"),

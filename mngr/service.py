@@ -16,6 +16,7 @@ from mngr.engine import Engine, ListResult, Outcome
 from mngr.errors import UsageError, validation_message
 from mngr.plan import Plan
 from mngr.records import Host, ProviderErrorRow, Snapshot, utc_now
+from mngr.resources import ResourceRequest
 from mngr.runner import Command, Runner
 
 NO_COMMAND = "no command given (use: mngr host exec NAME -- CMD...)"
@@ -119,6 +120,7 @@ class Service:
         tags: dict[str, str] | None = None,
         from_snapshot: str | None = None,
         options: CreateOptions | dict[str, Any] | None = None,
+        resources: ResourceRequest | None = None,
         host_ids: list[str] | None = None,
         remote: bool = False,
     ) -> Batch:
@@ -133,6 +135,8 @@ class Service:
         provider = provider or self.settings.default_provider
         backend = self.engine.backend(provider)
         backend.require(Capability.CREATE)
+        resources = resources or ResourceRequest()
+        backend.require_resources(resources)
         if not isinstance(options, CreateOptions):
             options = self._create_options(backend, options or {}, remote=remote)
         snapshot = None
@@ -150,6 +154,7 @@ class Service:
                 tags=dict(tags or {}),
                 from_snapshot=snapshot,
                 options=options,
+                resources=resources,
             )
             batch.jobs.append(Job(f"{name}.{provider}", backend, backend.create_plan(request)))
         return batch
@@ -194,7 +199,7 @@ class Service:
             backend = self.engine.backend(host.provider)
             capability = needs[verb]
             if capability is not None:
-                backend.require(capability)
+                backend.require(capability, host)
             plan = getattr(backend, f"{verb}_plan")(host, **how)
             batch.jobs.append(Job(host.ref, backend, plan, host=host))
         return batch
@@ -213,13 +218,13 @@ class Service:
             raise UsageError(NO_COMMAND)
         host = self.engine.resolve_host(ref, provider)
         backend = self.engine.backend(host.provider)
-        backend.require(Capability.EXEC)
+        backend.require(Capability.EXEC, host)
         return backend.exec_command(host, argv, tty=tty, detach=detach)
 
     def shell_command(self, ref: str, provider: str | None = None, *, tty: bool = True) -> Command:
         host = self.engine.resolve_host(ref, provider)
         backend = self.engine.backend(host.provider)
-        backend.require(Capability.EXEC)
+        backend.require(Capability.EXEC, host)
         return backend.shell_command(host, tty=tty)
 
     # --- snapshots ----------------------------------------------------------------------
@@ -229,7 +234,7 @@ class Service:
 
         host = self.engine.resolve_host(ref, provider)
         backend = self.engine.backend(host.provider)
-        backend.require(Capability.SNAPSHOT)
+        backend.require(Capability.SNAPSHOT, host)
         if name:
             check_snapshot_name(name)
         else:

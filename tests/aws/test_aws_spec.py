@@ -302,12 +302,6 @@ def test_defaults_keep_host_keys_checked() -> None:
     assert config.instance_type == "t3.micro"
 
 
-def test_disk_gb_is_validated() -> None:
-    assert AwsCreateOptions.model_validate({"disk_gb": "20"}).disk_gb == 20
-    with pytest.raises(ValidationError):
-        AwsCreateOptions.model_validate({"disk_gb": "0"})
-
-
 # --- create plans (rendered as --dry-run prints them) -------------------------------------
 
 
@@ -326,10 +320,12 @@ def test_create_plan_checks_the_name_launches_and_waits(aws_backend) -> None:
     assert lines[2].startswith("# wait until web-1 is running")
 
 
-def test_disk_gb_reads_the_root_device_of_the_image_first(aws_backend) -> None:
+def test_disk_reads_the_root_device_of_the_image_first(aws_backend) -> None:
+    from mngr import resources
+
     backend = aws_backend(ami="ami-default")
-    options = AwsCreateOptions(disk_gb=40, ami="ami-9", instance_type="c7g.large")
-    plan = backend.create_plan(request(options=options))
+    options = AwsCreateOptions(ami="ami-9", instance_type="c7g.large")
+    plan = backend.create_plan(request(options=options, resources=resources.parse(disk="40g")))
     lines = plan.render()
     assert lines[0] == "aws ec2 describe-images --image-ids ami-9 --region us-east-1 --output json"
     assert "--instance-type c7g.large" in lines[2]

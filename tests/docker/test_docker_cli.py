@@ -172,9 +172,10 @@ def test_a_docker_flag_on_another_backend_is_refused(mngr) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--memory", "lots"], "--memory: "),
+        (["--memory", "lots"], "--memory 'lots': expected a size"),
+        (["--memory", "2"], "--memory 2: give a unit"),
         (["--env", "NOVALUE"], "--env: "),
-        (["--cpus", "many"], "--cpus must be a number"),
+        (["--cpus", "many"], "--cpus 'many': expected a number"),
     ],
 )
 def test_bad_docker_flag_values_are_usage_errors(mngr, flags: list[str], message: str) -> None:

@@ -73,8 +73,11 @@ HOST_JSON = {
 
 
 def test_create_argv_carries_the_request_as_flags() -> None:
-    options = ModalCreateOptions(cpus=2, memory="1.5g", gpu="A10G", timeout=600)
+    from mngr import resources
+
+    options = ModalCreateOptions(timeout=600)
     request = CreateRequest(
+        resources=resources.parse(cpus="2", memory="1.5g", gpu="A10G"),
         name="web",
         host_id=HOST_ID,
         created_at="2026-01-01T00:00:00Z",
@@ -115,15 +118,28 @@ def test_create_from_a_snapshot_names_the_snapshot_not_an_image() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "mib"), [("512m", 512), ("2g", 2048), ("1.5", 1536), ("2GiB", 2048), ("1t", 1048576)]
+    ("text", "mib"), [("512m", 512), ("2g", 2048), ("1.5g", 1536), ("2GiB", 2048), ("1t", 1048576)]
 )
 def test_memory_sizes_become_mib(text: str, mib: int) -> None:
-    assert ModalCreateOptions(memory=text).memory_mib() == mib
+    from mngr import resources
+
+    request = CreateRequest(
+        name="web", host_id=HOST_ID, created_at="2026-01-01T00:00:00Z",
+        resources=resources.parse(memory=text),
+    )  # fmt: skip
+    assert f"--memory-mib={mib}" in backend().create_plan(request).steps[0].command.argv
 
 
-def test_a_bad_memory_size_is_refused() -> None:
-    with pytest.raises(ValidationError):
-        ModalCreateOptions(memory="lots")
+def test_a_gpu_count_alone_is_refused_modal_needs_a_type() -> None:
+    from mngr import resources
+    from mngr.errors import UsageError
+
+    request = CreateRequest(
+        name="web", host_id=HOST_ID, created_at="2026-01-01T00:00:00Z",
+        resources=resources.parse(gpu="2"),
+    )  # fmt: skip
+    with pytest.raises(UsageError, match="Modal needs a GPU type"):
+        backend().create_plan(request)
 
 
 def test_app_defaults_to_the_provider_name_and_the_environment_is_passed() -> None:

@@ -19,8 +19,10 @@ A host `ref` is `NAME`, `NAME.PROVIDER` or a `host-…` id, as on the command li
 Tokens: `--token-file` holds one token per line; blank lines and `#` comments are ignored. A
 plain line (or one starting `rw:`) is a read-write token; a line starting `ro:` is a read-only
 token, which may call every GET but gets 403 on anything that changes a host or snapshot.
-Every route but health needs `Authorization: Bearer <token>` (401 without a valid one).
-Tokens are compared in constant time and never logged.
+Every route but health, the OpenAPI document included, needs `Authorization: Bearer <token>`
+(401 without a valid one), checked from the headers before any body is read. Tokens are
+compared in constant time and never logged. A token file that others can write is refused;
+one they can read is warned about.
 
 Errors are `{"error": {"kind": ..., "message": ...}}` with the status mapped from mngr's error
 kinds (see `STATUS_OF`); bad input is always a 4xx, never a 500.
@@ -82,6 +84,8 @@ READ_WRITE_PREFIX = "rw:"
 MIN_TOKEN_LENGTH = 16
 MAX_BODY_BYTES = 64 * 1024
 MAX_TAGS = 64
+PUBLIC_PATHS = frozenset({"/v1/health"})
+READ_METHODS = frozenset({"GET", "HEAD"})  # all a read-only token may call
 
 # A host ref: NAME, NAME.PROVIDER or host-<hex> (which is itself a valid NAME).
 HOST_REF_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}(\.[a-z0-9][a-z0-9_-]{0,62})?$"
@@ -150,12 +154,22 @@ def load_tokens(path: Path) -> list[Token]:
 
 
 def token_file_warning(path: Path) -> str | None:
+    """Refuse a token file that others can write (they could add their own token); a warning
+    for one they can read."""
     try:
-        mode = path.stat().st_mode
+        mode = stat.S_IMODE(path.stat().st_mode)
     except OSError:
-        return None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return f"token file {path} is readable by other users; consider chmod 600"
+        return None  # load_tokens says what is wrong with it
+    for verb, everyone, group in (
+        ("writable", stat.S_IWOTH, stat.S_IWGRP),
+        ("readable", stat.S_IROTH, stat.S_IRGRP),
+    ):
+        if mode & (everyone | group):
+            who = "others" if mode & everyone else "its group"
+            text = f"token file {path} is {verb} by {who} (mode {mode:04o}); run chmod 600 {path}"
+            if verb == "writable":
+                raise ConfigError(text)
+            return text
     return None
 
 
@@ -173,6 +187,18 @@ class ApiError(Exception):
 class Auth:
     def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
+
+    def check(self, method: str, authorization: bytes | None) -> None:
+        """Raise ApiError 401 without a valid token, 403 for a read-only one on a change."""
+        scheme, _, given = (authorization or b"").decode("latin-1").partition(" ")
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if scheme.lower() != "bearer" or not given.strip():
+            raise ApiError(401, "unauthorised", "a bearer token is required", challenge)
+        token = self.match(given.strip())
+        if token is None:
+            raise ApiError(401, "unauthorised", "the bearer token is not valid", challenge)
+        if token.read_only and method not in READ_METHODS:
+            raise ApiError(403, "unauthorised", "this token is read-only")
 
     def match(self, given: str) -> Token | None:
         """Compare against every token in constant time (no early exit on a match)."""
@@ -314,6 +340,24 @@ def _validation_message(errors: list[Any]) -> str:
     loc = [str(p) for p in first.get("loc", ())]
     where = ".".join(loc[1:] if loc[:1] == ["body"] and len(loc) > 1 else loc) or "request"
     return f"{where}: {first.get('msg', 'invalid request')}"
+
+
+class _Authenticate:
+    """Check the bearer token from the headers alone, before anything reads the body, on every
+    path but the public ones (so a caller without a token learns nothing, not even a 422)."""
+
+    def __init__(self, app: Any, auth: Auth) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            try:
+                self.auth.check(scope["method"], dict(scope["headers"]).get(b"authorization"))
+            except ApiError as exc:
+                await _error(exc.status, exc.kind, exc.message, exc.headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class _BodyLimit:
@@ -488,38 +532,22 @@ class Service:
 
 def create_app(settings: Settings, tokens: list[Token], *, jobs: int = 8) -> FastAPI:
     service = Service(settings, jobs)
-    auth = Auth(tokens)
     bearer = HTTPBearer(
         auto_error=False,
         description="A token from the server's --token-file ('ro:' lines are read-only).",
     )
 
-    def reader(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Token:
-        challenge = {"WWW-Authenticate": "Bearer"}
-        if creds is None or not creds.credentials:
-            raise ApiError(401, "unauthorised", "a bearer token is required", challenge)
-        token = auth.match(creds.credentials)
-        if token is None:
-            raise ApiError(401, "unauthorised", "the bearer token is not valid", challenge)
-        return token
-
-    def writer(token: Annotated[Token, Depends(reader)]) -> Token:
-        if token.read_only:
-            raise ApiError(403, "unauthorised", "this token is read-only")
-        return token
-
     app = FastAPI(
         title="mngr",
         version=__version__,
         description="Hosts through named provider instances: the API of `mngr serve`.",
-        openapi_url="/v1/openapi.json",
-        docs_url="/v1/docs",
+        openapi_url="/v1/openapi.json",  # behind the token, as every route but health
+        docs_url=None,  # a browser page cannot send the bearer token
         redoc_url=None,
         responses=ERROR_RESPONSES,
     )
     app.add_middleware(_BodyLimit)
+    app.add_middleware(_Authenticate, auth=Auth(tokens))  # the outermost: before any body
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -546,8 +574,8 @@ def create_app(settings: Settings, tokens: list[Token], *, jobs: int = 8) -> Fas
         # Starlette re-raises it after this answer, so uvicorn logs the traceback.
         return _error(500, "internal", "internal server error (see the server's log)")
 
-    Reader = Annotated[Token, Depends(reader)]
-    Writer = Annotated[Token, Depends(writer)]
+    # _Authenticate has checked the token; the dependency only declares it in the OpenAPI.
+    Reader = Writer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
     HostRef = Annotated[
         str, PathParam(pattern=HOST_REF_PATTERN, description="NAME, NAME.PROVIDER or host id.")
     ]
@@ -727,8 +755,8 @@ def serve(
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             raise ConfigError(f"{path}: TLS file not found")
-    tokens = load_tokens(token_file)
     warning = token_file_warning(token_file)
+    tokens = load_tokens(token_file)
     if warning:
         sys.stderr.write(f"warning: {warning}\n")
     app = create_app(exposed_settings(settings, providers), tokens, jobs=jobs)

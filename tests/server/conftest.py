@@ -148,6 +148,7 @@ def start_serve(
     tokens: str = TOKEN_FILE_TEXT,
     settings: str | None = None,
     wait: bool = True,
+    token_mode: int = 0o600,
 ) -> ServeProcess:
     """Start `mngr serve` on a free loopback port (port 0: the server picks and prints it)."""
     home = root / "home"
@@ -156,7 +157,7 @@ def start_serve(
         (home / ".config" / "mngr" / "settings.toml").write_text(settings, encoding="utf-8")
     token_file = root / "tokens"
     token_file.write_text(tokens, encoding="utf-8")
-    token_file.chmod(0o600)
+    token_file.chmod(token_mode)
     if not any(a.startswith("--listen") for a in args):
         args = ("--listen", "127.0.0.1:0", *args)
     if "--provider" not in args:

@@ -36,10 +36,13 @@ import socket
 import stat
 import sys
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -84,6 +87,10 @@ READ_WRITE_PREFIX = "rw:"
 MIN_TOKEN_LENGTH = 16
 MAX_BODY_BYTES = 64 * 1024
 MAX_TAGS = 64
+READ_THREADS = 16
+WRITE_THREADS = 16
+REQUEST_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 1000
 PUBLIC_PATHS = frozenset({"/v1/health"})
 READ_METHODS = frozenset({"GET", "HEAD"})  # all a read-only token may call
 
@@ -316,7 +323,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "Request body too large"),
         (422, "Request does not match the schema, or the backend cannot do this"),
         (502, "The provider failed, refused the server's credentials, or was unreachable"),
-        (503, "The provider's vendor CLI is missing on the server"),
+        (503, "The server is busy (retry), or the provider's vendor CLI is missing on it"),
         (504, "The provider did not answer in time"),
     )
 }
@@ -407,10 +414,14 @@ def exposed_settings(settings: Settings, providers: list[str] | None) -> Setting
 class Service:
     """The API's logic over the engine: plain blocking calls, run in FastAPI's threadpool."""
 
-    def __init__(self, settings: Settings, jobs: int = 8) -> None:
+    def __init__(
+        self, settings: Settings, jobs: int = 8, request_timeout_s: float = REQUEST_TIMEOUT_S
+    ) -> None:
         runner = Runner()
         runner.calls = deque(maxlen=256)  # type: ignore[assignment]  # a server runs for weeks
         self.engine = Engine(settings, runner, jobs=jobs)
+        # A provider slower than this is an error row, before the client gives up (60s).
+        self.engine.max_deadline_s = request_timeout_s
         self.settings = settings
 
     def _provider(self, name: str | None) -> str | None:
@@ -530,8 +541,42 @@ class Service:
         return snap
 
 
-def create_app(settings: Settings, tokens: list[Token], *, jobs: int = 8) -> FastAPI:
-    service = Service(settings, jobs)
+def _pool(size: int, what: str) -> Callable[..., Awaitable[Any]]:
+    """Run blocking calls on at most `size` threads of their own; a call beyond that is a 503
+    at once, not a queue that holds its caller (and its connection) for as long as the others."""
+    limiter = anyio.CapacityLimiter(size)
+    running = 0  # counted on the event loop: no await between the check and the count
+
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        nonlocal running
+        if running >= size:
+            raise ApiError(
+                503,
+                "busy",
+                f"the server is busy ({size} {what} are running); retry shortly",
+                {"Retry-After": "1"},
+            )
+        running += 1
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+        finally:
+            running -= 1
+
+    return run
+
+
+def create_app(
+    settings: Settings,
+    tokens: list[Token],
+    *,
+    jobs: int = 8,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+) -> FastAPI:
+    service = Service(settings, jobs, request_timeout_s)
+    # Reads and changes each have their own threads: many slow lists cannot hold up a create,
+    # and neither can hold up health, which needs no thread.
+    read = _pool(READ_THREADS, "reads")
+    write = _pool(WRITE_THREADS, "changes")
     bearer = HTTPBearer(
         auto_error=False,
         description="A token from the server's --token-file ('ro:' lines are read-only).",
@@ -594,43 +639,45 @@ def create_app(settings: Settings, tokens: list[Token], *, jobs: int = 8) -> Fas
         return providers
 
     @app.get("/v1/health", response_model=Health, tags=["meta"])
-    def health() -> Health:
+    async def health() -> Health:  # on the event loop: answered however busy the pools are
         return Health(status="ok", version=__version__)
 
     @app.get("/v1/providers", response_model=ProviderList, tags=["providers"])
-    def list_providers(_: Reader) -> ProviderList:
-        return service.providers()
+    async def list_providers(_: Reader) -> ProviderList:
+        return await read(service.providers)
 
     @app.get("/v1/hosts", response_model=HostList, tags=["hosts"])
-    def list_hosts(_: Reader, provider: Providers = None) -> HostList:
-        return service.list_hosts(_checked(provider))
+    async def list_hosts(_: Reader, provider: Providers = None) -> HostList:
+        return await read(service.list_hosts, _checked(provider))
 
     @app.post("/v1/hosts", response_model=HostResult, status_code=201, tags=["hosts"])
-    def create_host(_: Writer, body: CreateHostBody) -> HostResult:
-        return HostResult(host=service.create(body))
+    async def create_host(_: Writer, body: CreateHostBody) -> HostResult:
+        return HostResult(host=await write(service.create, body))
 
     @app.delete("/v1/hosts/{ref}", response_model=HostResult, tags=["hosts"])
-    def destroy_host(
+    async def destroy_host(
         _: Writer,
         ref: HostRef,
         provider: OneProvider = None,
         force: bool = False,
         purge: bool = False,
     ) -> HostResult:
-        return HostResult(host=service.destroy(ref, provider, force, purge))
+        return HostResult(host=await write(service.destroy, ref, provider, force, purge))
 
     @app.post("/v1/hosts/{ref}/stop", response_model=HostResult, tags=["hosts"])
-    def stop_host(
+    async def stop_host(
         _: Writer,
         ref: HostRef,
         provider: OneProvider = None,
         body: Annotated[StopBody | None, Body()] = None,
     ) -> HostResult:
-        return HostResult(host=service.stop(ref, provider, bool(body and body.snapshot)))
+        return HostResult(
+            host=await write(service.stop, ref, provider, bool(body and body.snapshot))
+        )
 
     @app.post("/v1/hosts/{ref}/start", response_model=HostResult, tags=["hosts"])
-    def start_host(_: Writer, ref: HostRef, provider: OneProvider = None) -> HostResult:
-        return HostResult(host=service.start(ref, provider))
+    async def start_host(_: Writer, ref: HostRef, provider: OneProvider = None) -> HostResult:
+        return HostResult(host=await write(service.start, ref, provider))
 
     @app.post(
         "/v1/hosts/{ref}/snapshots",
@@ -638,27 +685,31 @@ def create_app(settings: Settings, tokens: list[Token], *, jobs: int = 8) -> Fas
         status_code=201,
         tags=["snapshots"],
     )
-    def create_snapshot(
+    async def create_snapshot(
         _: Writer,
         ref: HostRef,
         provider: OneProvider = None,
         body: Annotated[SnapshotBody | None, Body()] = None,
     ) -> SnapshotResult:
-        return SnapshotResult(snapshot=service.snapshot(ref, provider, body and body.name))
+        return SnapshotResult(
+            snapshot=await write(service.snapshot, ref, provider, body and body.name)
+        )
 
     @app.get("/v1/snapshots", response_model=SnapshotList, tags=["snapshots"])
-    def list_snapshots(
+    async def list_snapshots(
         _: Reader,
         provider: Providers = None,
         host: Annotated[
             str | None, Query(pattern=NAME_PATTERN, description="Only snapshots of this host.")
         ] = None,
     ) -> SnapshotList:
-        return service.list_snapshots(_checked(provider), host)
+        return await read(service.list_snapshots, _checked(provider), host)
 
     @app.delete("/v1/snapshots/{ref}", response_model=SnapshotResult, tags=["snapshots"])
-    def delete_snapshot(_: Writer, ref: SnapRef, provider: OneProvider = None) -> SnapshotResult:
-        return SnapshotResult(snapshot=service.delete_snapshot(ref, provider))
+    async def delete_snapshot(
+        _: Writer, ref: SnapRef, provider: OneProvider = None
+    ) -> SnapshotResult:
+        return SnapshotResult(snapshot=await write(service.delete_snapshot, ref, provider))
 
     return app
 
@@ -738,6 +789,8 @@ def serve(
     insecure_http: bool = False,
     providers: list[str] | None = None,
     jobs: int = 8,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> None:
     """Check the flags, read the tokens, bind and serve until interrupted."""
     import uvicorn
@@ -759,7 +812,16 @@ def serve(
     tokens = load_tokens(token_file)
     if warning:
         sys.stderr.write(f"warning: {warning}\n")
-    app = create_app(exposed_settings(settings, providers), tokens, jobs=jobs)
+    if request_timeout_s <= 0:
+        raise UsageError("--request-timeout must be more than 0 seconds")
+    if max_connections < 1:
+        raise UsageError("--max-connections must be at least 1")
+    app = create_app(
+        exposed_settings(settings, providers),
+        tokens,
+        jobs=jobs,
+        request_timeout_s=request_timeout_s,
+    )
     config = uvicorn.Config(
         app,
         ssl_certfile=str(tls_cert) if tls_cert else None,

@@ -683,6 +683,12 @@ def serve(
             "--max-connections", help="Open connections at most; more are answered with 503."
         ),
     ] = 1000,
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            "--read-timeout", help="Seconds a client may take to send a request's headers or body."
+        ),
+    ] = 15.0,
 ) -> None:
     """Serve the HTTP API over this machine's providers (what the `mngr` backend talks to)."""
     from mngr import config
@@ -710,6 +716,7 @@ def serve(
             jobs=State.jobs,
             request_timeout_s=request_timeout,
             max_connections=max_connections,
+            read_timeout_s=read_timeout,
         )
     except KeyboardInterrupt:
         pass  # Ctrl-C / SIGTERM: uvicorn has already shut down gracefully

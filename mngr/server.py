@@ -32,9 +32,12 @@ import hmac
 import ipaddress
 import logging
 import os
+import resource
 import socket
 import stat
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -91,6 +94,7 @@ READ_THREADS = 16
 WRITE_THREADS = 16
 REQUEST_TIMEOUT_S = 30.0
 MAX_CONNECTIONS = 1000
+READ_TIMEOUT_S = 15.0  # for a request's headers, and again for its body
 PUBLIC_PATHS = frozenset({"/v1/health"})
 READ_METHODS = frozenset({"GET", "HEAD"})  # all a read-only token may call
 
@@ -369,10 +373,11 @@ class _Authenticate:
 
 class _BodyLimit:
     """Refuse request bodies over MAX_BODY_BYTES: by their Content-Length before anything
-    reads them, and while reading a chunked one."""
+    reads them, and while reading a chunked one; and bodies slower than `read_timeout_s`."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, read_timeout_s: float = READ_TIMEOUT_S) -> None:
         self.app = app
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -384,14 +389,25 @@ class _BodyLimit:
             await _error(413, "usage", too_big)(scope, receive, send)
             return
         received = 0
+        deadline = anyio.current_time() + self.read_timeout_s
+        complete = False
 
         async def counted() -> Any:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in; what follows is only the wait for a disconnect
+                return await receive()
+            message = None
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                message = await receive()
+            if message is None:
+                raise StarletteHTTPException(
+                    408, f"the request body did not arrive within {self.read_timeout_s:g}s"
+                )
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY_BYTES:
                     raise StarletteHTTPException(413, too_big)
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, counted, send)
@@ -571,6 +587,7 @@ def create_app(
     *,
     jobs: int = 8,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
+    read_timeout_s: float = READ_TIMEOUT_S,
 ) -> FastAPI:
     service = Service(settings, jobs, request_timeout_s)
     # Reads and changes each have their own threads: many slow lists cannot hold up a create,
@@ -591,7 +608,7 @@ def create_app(
         redoc_url=None,
         responses=ERROR_RESPONSES,
     )
-    app.add_middleware(_BodyLimit)
+    app.add_middleware(_BodyLimit, read_timeout_s=read_timeout_s)
     app.add_middleware(_Authenticate, auth=Auth(tokens))  # the outermost: before any body
 
     @app.exception_handler(ApiError)
@@ -742,19 +759,126 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, backlog: int) -> socket.socket:
     address = "127.0.0.1" if host == "localhost" else host
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((address, port))
-        sock.listen(2048)
+        sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def connection_limits(max_connections: int) -> tuple[int, int]:
+    """(connections, listen backlog) that fit the process's file descriptors, after raising
+    its soft limit to the hard one: half for connections, a quarter for a burst of accepts
+    (asyncio accepts up to the backlog at once), the rest for vendor calls and files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(1, min(max_connections, soft // 2)), max(8, min(2048, soft // 4))
+
+
+BUSY_BODY = b'{"error": {"kind": "busy", "message": "the server has too many connections"}}'
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+    % (len(BUSY_BODY), BUSY_BODY)
+)
+
+
+def guarded_protocol(max_connections: int, read_timeout_s: float) -> type:
+    """uvicorn's h11 protocol with at most `max_connections` open, each given
+    `read_timeout_s` to send a request's headers. At the limit, a new connection closes the
+    one that has waited longest without finishing its headers (half-open, as a flood's are);
+    when every connection is busy with a request, it is answered 503 and closed."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11(H11Protocol):
+        waiting_since: float | None = None  # loop time since it owes a request's headers
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._wait_for_headers()
+            if len(self.connections) > max_connections and not self._close_oldest_waiting():
+                transport.write(BUSY_RESPONSE)
+                transport.close()
+
+        def _wait_for_headers(self) -> None:
+            self.waiting_since = self.loop.time()
+            self.loop.call_later(read_timeout_s, self._headers_overdue)
+
+        def _headers_overdue(self) -> None:
+            since = self.waiting_since
+            if since is not None and self.loop.time() - since >= read_timeout_s * 0.99:
+                self.transport.close()
+
+        def _close_oldest_waiting(self) -> bool:
+            waiting = [
+                c
+                for c in self.connections
+                if c is not self and getattr(c, "waiting_since", None) is not None
+            ]
+            if not waiting:
+                return False
+            oldest = min(waiting, key=lambda c: c.waiting_since)
+            oldest.waiting_since = None
+            oldest.transport.close()
+            self.connections.discard(oldest)
+            return True
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request's headers are in
+                self.waiting_since = None
+
+        def on_response_complete(self) -> None:
+            if not self.transport.is_closing():
+                self._wait_for_headers()  # before super(): it may start a pipelined request
+            super().on_response_complete()
+
+    return GuardedH11
+
+
+class RepeatFilter(logging.Filter):
+    """Let one log line through at most `burst` times a minute: a flood of one error (a
+    client storm, descriptors running out) must not fill the disk. The next one after a
+    quiet minute says how many were left out."""
+
+    def __init__(self, burst: int = 10, window_s: float = 60.0) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window_s = window_s
+        self.seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        key = (record.name, record.levelno, text)
+        now = time.monotonic()
+        with self.lock:
+            if len(self.seen) > 10_000:
+                self.seen.clear()  # bounded memory, whatever the clients send
+            start, count = self.seen.get(key, (now, 0))
+            if now - start > self.window_s:
+                if count > self.burst:
+                    record.msg, record.args = f"{text} ({count - self.burst} more left out)", ()
+                start, count = now, 0
+            self.seen[key] = (start, count + 1)
+        return count < self.burst
 
 
 LOG_CONFIG: dict[str, Any] = {
@@ -763,18 +887,19 @@ LOG_CONFIG: dict[str, Any] = {
     "formatters": {
         "default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
+    "filters": {"repeats": {"()": RepeatFilter}},
     # Everything to stderr. Access lines hold the method, path and status: never headers.
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
             "formatter": "default",
             "stream": "ext://sys.stderr",
+            "filters": ["repeats"],
         }
     },
     "loggers": {
-        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-        "uvicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-        "mngr.server": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        name: {"handlers": ["stderr"], "level": "INFO", "propagate": False}
+        for name in ("uvicorn", "uvicorn.access", "mngr.server", "asyncio")
     },
 }
 
@@ -791,11 +916,20 @@ def serve(
     jobs: int = 8,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
+    read_timeout_s: float = READ_TIMEOUT_S,
 ) -> None:
     """Check the flags, read the tokens, bind and serve until interrupted."""
     import uvicorn
 
     host, port = parse_listen(listen)
+    for flag, value in (
+        ("--request-timeout", request_timeout_s),
+        ("--read-timeout", read_timeout_s),
+    ):
+        if not 0 < value < float("inf"):
+            raise UsageError(f"{flag} must be a number of seconds above 0")
+    if max_connections < 1:
+        raise UsageError("--max-connections must be at least 1")
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key must be given together")
     tls = tls_cert is not None
@@ -812,18 +946,18 @@ def serve(
     tokens = load_tokens(token_file)
     if warning:
         sys.stderr.write(f"warning: {warning}\n")
-    if request_timeout_s <= 0:
-        raise UsageError("--request-timeout must be more than 0 seconds")
-    if max_connections < 1:
-        raise UsageError("--max-connections must be at least 1")
     app = create_app(
         exposed_settings(settings, providers),
         tokens,
         jobs=jobs,
         request_timeout_s=request_timeout_s,
+        read_timeout_s=read_timeout_s,
     )
+    connections, backlog = connection_limits(max_connections)
     config = uvicorn.Config(
         app,
+        http=guarded_protocol(connections, read_timeout_s),
+        backlog=backlog,
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
         log_config=LOG_CONFIG,
@@ -834,7 +968,7 @@ def serve(
         config.load()
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise ConfigError(f"cannot load the TLS certificate or key: {exc}") from None
-    sock = _bind(host, port)
+    sock = _bind(host, port, backlog)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     sys.stderr.write(

@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import resource
 import signal
 import ssl
 import subprocess
@@ -149,6 +150,7 @@ def start_serve(
     settings: str | None = None,
     wait: bool = True,
     token_mode: int = 0o600,
+    nofile: int | None = None,
 ) -> ServeProcess:
     """Start `mngr serve` on a free loopback port (port 0: the server picks and prints it)."""
     home = root / "home"
@@ -171,6 +173,10 @@ def start_serve(
             stderr=subprocess.STDOUT,
             cwd=home,
             env=server_env(root),
+            # A low file-descriptor limit (soft and hard) shows what running out of them does.
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+            if nofile
+            else None,
         )
     server = ServeProcess(root, proc, log_path)
     if wait:

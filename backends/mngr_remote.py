@@ -65,6 +65,8 @@ from mngr.records import Host, HostState, Resources, Snapshot
 MAX_RESPONSE_BYTES = 64 << 20
 MAX_ERROR_BYTES = 1 << 20
 _WARNED_PLAIN_HTTP: set[str] = set()
+# What the server answers when it refused a request outright (a 4xx): nothing was made.
+REFUSALS = (UsageError, NotFoundError, UnauthorisedError, UnsupportedError)
 
 # The server's error kinds (mngr's own) back to mngr's error classes.
 ERROR_OF_KIND: dict[str, type[MngrError]] = {
@@ -423,9 +425,10 @@ class MngrBackend(Backend):
                     ]
                 else:
                     remote_options[key] = value
-        body: dict[str, Any] = {"name": request.name}
+        provider = self._remote_provider_for(request)
+        body: dict[str, Any] = {"name": request.name, "host_id": request.host_id}
         for key, value in (
-            ("provider", self._remote_provider_for(request)),
+            ("provider", provider),
             ("image", request.image),
             ("tags", request.tags or None),
             ("from_snapshot", request.from_snapshot.id if request.from_snapshot else None),
@@ -433,7 +436,29 @@ class MngrBackend(Backend):
         ):
             if value is not None:
                 body[key] = value
-        step = self._action("POST", self._url("/v1/hosts"), body, "host")
+        post = self._action("POST", self._url("/v1/hosts"), body, "host")
+        remove_url = self._url(f"/v1/hosts/{request.host_id}", provider=provider, force=True)
+        remove = self._action("DELETE", remove_url, None, "removed", missing_ok=True)
+
+        def create(ctx: Context) -> None:
+            try:
+                post.action(ctx)  # type: ignore[misc]
+            except REFUSALS:
+                ctx["refused"] = True  # the server answered no: it made nothing
+                raise
+
+        def undo(ctx: Context) -> None:
+            if not ctx.get("refused"):
+                remove.action(ctx)  # type: ignore[misc]
+
+        # A create that timed out (or lost its answer) may have made the host: the undo
+        # removes it by the id this create gave it, never by name (that may be another's).
+        step = Step(
+            post.description,
+            action=create,
+            undo=Step(remove.description, action=undo),
+            undo_if_failed=True,
+        )
         return Plan([step], finish=lambda ctx: self._host(ctx["host"]))
 
     def _host_url(self, host: Host, suffix: str = "", **query: Any) -> str:

@@ -74,6 +74,7 @@ from mngr.errors import (
     VendorTimeoutError,
 )
 from mngr.names import (
+    HOST_ID_RE,
     HOST_NAME_RE,
     PROVIDER_NAME_RE,
     check_tag,
@@ -240,6 +241,12 @@ class CreateHostBody(BaseModel):
         default_factory=dict,
         max_length=64,
         description="The provider backend's create options (its `host create` flags).",
+    )
+    host_id: str | None = Field(
+        None,
+        pattern=HOST_ID_RE.pattern,
+        description="The client's id for the new host: a create repeated with it (a retry) "
+        "gets that host back, and the client can remove it by this id.",
     )
 
     @field_validator("tags")
@@ -439,6 +446,8 @@ class Service:
         # A provider slower than this is an error row, before the client gives up (60s).
         self.engine.max_deadline_s = request_timeout_s
         self.settings = settings
+        self._creating: dict[str, threading.Event] = {}  # host id -> set once its create ends
+        self._creating_lock = threading.Lock()
 
     def _provider(self, name: str | None) -> str | None:
         if name is not None:
@@ -474,6 +483,44 @@ class Service:
         return self.engine.resolve_host(ref, self._provider(provider))
 
     def create(self, body: CreateHostBody) -> Host:
+        """Create the host; with the client's host id, once: a repeat (a retry of a create
+        whose answer was lost) gets that host back, after the first has ended."""
+        if body.host_id is None:
+            return self._create(body, new_host_id())
+        mine = threading.Event()
+        while (running := self._start_create(body.host_id, mine)) is not None:
+            running.wait()
+        try:
+            return self._made_by(body) or self._create(body, body.host_id)
+        finally:
+            with self._creating_lock:
+                del self._creating[body.host_id]
+            mine.set()
+
+    def _start_create(self, host_id: str, mine: threading.Event) -> threading.Event | None:
+        """Claim the create of this host id; the other create's event if it is running."""
+        with self._creating_lock:
+            running = self._creating.setdefault(host_id, mine)
+        return None if running is mine else running
+
+    def _made_by(self, body: CreateHostBody) -> Host | None:
+        """The host an earlier create with this body's host id made (409 if it has another
+        name), or None."""
+        provider = body.provider or self.settings.default_provider
+        [(_, host)] = self.engine.resolve_hosts([str(body.host_id)], provider, missing_ok=True)
+        if host is not None and host.name != body.name:
+            raise ConflictError(f"host id {body.host_id} belongs to host {host.ref}")
+        return host
+
+    def wait_for_create(self, ref: str) -> None:
+        """If `ref` is a host id being created, wait for that create to end: the undo of a
+        create whose answer the client never got must find the host it made."""
+        with self._creating_lock:
+            running = self._creating.get(ref)
+        if running is not None:
+            running.wait()
+
+    def _create(self, body: CreateHostBody, host_id: str) -> Host:
         provider = self._provider(body.provider) or self.settings.default_provider
         backend = self.engine.backend(provider)
         backend.require(Capability.CREATE)
@@ -495,7 +542,7 @@ class Service:
             snapshot = self.engine.resolve_snapshot(body.from_snapshot, provider)
         request = CreateRequest(
             name=body.name,
-            host_id=new_host_id(),
+            host_id=host_id,
             created_at=utc_now(),
             image=body.image,
             tags=dict(body.tags),
@@ -515,6 +562,7 @@ class Service:
         return host, execute(make_plan(backend, host), backend)
 
     def destroy(self, ref: str, provider: str | None, force: bool, purge: bool) -> Host:
+        self.wait_for_create(ref)
         host, _ = self._on_host(
             ref, provider, None, lambda b, h: b.destroy_plan(h, force=force, purge=purge)
         )

@@ -435,7 +435,7 @@ def exposed_settings(settings: Settings, providers: list[str] | None) -> Setting
 
 
 class Service:
-    """The API's logic over the engine: plain blocking calls, run in FastAPI's threadpool."""
+    """The API's logic over the engine: plain blocking calls, run on the app's thread pools."""
 
     def __init__(
         self, settings: Settings, jobs: int = 8, request_timeout_s: float = REQUEST_TIMEOUT_S
@@ -827,7 +827,7 @@ def connection_limits(max_connections: int) -> tuple[int, int]:
     its soft limit to the hard one: half for connections, a quarter for a burst of accepts
     (asyncio accepts up to the backlog at once), the rest for vendor calls and files."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
@@ -1002,6 +1002,11 @@ def serve(
         read_timeout_s=read_timeout_s,
     )
     connections, backlog = connection_limits(max_connections)
+    if connections < max_connections:
+        sys.stderr.write(
+            f"warning: serving at most {connections} connections, not {max_connections}: "
+            "the process may open too few files (ulimit -n) for more\n"
+        )
     config = uvicorn.Config(
         app,
         http=guarded_protocol(connections, read_timeout_s),

@@ -193,3 +193,9 @@ def test_a_repeated_log_line_is_let_through_ten_times_a_minute(server_deps) -> N
     repeats.window_s = 0  # a minute later: the next one says how many were left out
     later = record("socket.accept() out of system resource")
     assert repeats.filter(later) and later.getMessage().endswith("(490 more left out)")
+
+
+def test_too_few_file_descriptors_lower_the_connection_limit_with_a_warning(serve) -> None:
+    server = serve(nofile=128)
+    assert "warning: serving at most 64 connections, not 1000" in server.log()
+    assert request(server, "GET", "/v1/health", token=None)[0].status == 200

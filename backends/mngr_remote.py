@@ -34,6 +34,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import sys
 import time
 import urllib.parse
 from functools import cache
@@ -61,6 +62,13 @@ from mngr.errors import (
 from mngr.names import PROVIDER_NAME_RE
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState, Resources, Snapshot
+
+# Far more than any host list: a bigger answer is refused, never held in memory.
+MAX_RESPONSE_BYTES = 64 << 20
+MAX_ERROR_BYTES = 1 << 20
+_WARNED_PLAIN_HTTP: set[str] = set()
+# What the server answers when it refused a request outright (a 4xx): nothing was made.
+REFUSALS = (UsageError, NotFoundError, UnauthorisedError, UnsupportedError)
 
 # The server's error kinds (mngr's own) back to mngr's error classes.
 ERROR_OF_KIND: dict[str, type[MngrError]] = {
@@ -236,11 +244,16 @@ class MngrBackend(Backend):
         token = self._token() if auth else None
         if token is not None:
             request.add_unredirected_header("Authorization", f"Bearer {token}")
+            self._warn_if_plain_http()
         timeout = timeout_s or self.config.timeout_s
         deadline = time.monotonic() + timeout
         try:
             with self._opener().open(request, timeout=timeout) as response:
                 raw = _read_by(response, deadline)
+                if raw is None:
+                    raise VendorOutputError(
+                        f"{method} {url} answered with more than {MAX_RESPONSE_BYTES >> 20} MiB"
+                    )
         except urllib.error.HTTPError as exc:
             raise self._http_error(method, url, exc) from None
         except urllib.error.URLError as exc:
@@ -253,6 +266,18 @@ class MngrBackend(Backend):
             raise VendorOutputError(
                 f"{method} {url} answered with something other than JSON"
             ) from None
+
+    def _warn_if_plain_http(self) -> None:
+        """Once per server and process: a token in clear text on the network."""
+        parts = urllib.parse.urlsplit(self.config.url)
+        if parts.scheme != "http" or _is_loopback(parts.hostname or ""):
+            return
+        if self.config.url not in _WARNED_PLAIN_HTTP:
+            _WARNED_PLAIN_HTTP.add(self.config.url)
+            sys.stderr.write(
+                f"warning: provider {self.provider!r} sends its token over plain http to "
+                f"{parts.hostname}, readable on the network; use https\n"
+            )
 
     def _unreachable(self, url: str, reason: Any, timeout: float) -> MngrError:
         import ssl
@@ -269,7 +294,7 @@ class MngrBackend(Backend):
 
     def _http_error(self, method: str, url: str, exc: Any) -> MngrError:
         try:
-            detail = json.loads(exc.read() or b"{}").get("error") or {}
+            detail = json.loads(exc.read(MAX_ERROR_BYTES) or b"{}").get("error") or {}
         except (ValueError, AttributeError, OSError):
             detail = {}
         if not isinstance(detail, dict):
@@ -423,9 +448,10 @@ class MngrBackend(Backend):
                     ]
                 else:
                     remote_options[key] = value
-        body: dict[str, Any] = {"name": request.name}
+        provider = self._remote_provider_for(request)
+        body: dict[str, Any] = {"name": request.name, "host_id": request.host_id}
         for key, value in (
-            ("provider", self._remote_provider_for(request)),
+            ("provider", provider),
             ("image", request.image),
             ("tags", request.tags or None),
             ("from_snapshot", request.from_snapshot.id if request.from_snapshot else None),
@@ -433,7 +459,29 @@ class MngrBackend(Backend):
         ):
             if value is not None:
                 body[key] = value
-        step = self._action("POST", self._url("/v1/hosts"), body, "host")
+        post = self._action("POST", self._url("/v1/hosts"), body, "host")
+        remove_url = self._url(f"/v1/hosts/{request.host_id}", provider=provider, force=True)
+        remove = self._action("DELETE", remove_url, None, "removed", missing_ok=True)
+
+        def create(ctx: Context) -> None:
+            try:
+                post.action(ctx)  # type: ignore[misc]
+            except REFUSALS:
+                ctx["refused"] = True  # the server answered no: it made nothing
+                raise
+
+        def undo(ctx: Context) -> None:
+            if not ctx.get("refused"):
+                remove.action(ctx)  # type: ignore[misc]
+
+        # A create that timed out (or lost its answer) may have made the host: the undo
+        # removes it by the id this create gave it, never by name (that may be another's).
+        step = Step(
+            post.description,
+            action=create,
+            undo=Step(remove.description, action=undo),
+            undo_if_failed=True,
+        )
         return Plan([step], finish=lambda ctx: self._host(ctx["host"]))
 
     def _host_url(self, host: Host, suffix: str = "", **query: Any) -> str:
@@ -510,12 +558,17 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _read_by(response: Any, deadline: float) -> bytes:
-    """The whole body, or TimeoutError once the deadline has passed: the socket timeout
-    alone lets a server that trickles its answer hold the caller for ever."""
+def _read_by(response: Any, deadline: float) -> bytes | None:
+    """The whole body, None when it is over MAX_RESPONSE_BYTES, or TimeoutError once the
+    deadline has passed: the socket timeout alone lets a server that trickles its answer hold
+    the caller for ever."""
     chunks = []
+    size = 0
     while chunk := response.read1(65536):
         chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            return None
         if time.monotonic() > deadline:
             raise TimeoutError
     return b"".join(chunks)

@@ -645,6 +645,25 @@ def serve(
         list[str] | None,
         typer.Option("--provider", "-p", help="Serve only these providers (default: all)."),
     ] = None,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            "--request-timeout",
+            help="Seconds a list waits for a provider; a slower one is an error row.",
+        ),
+    ] = 30.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections", help="Open connections at most; more are answered with 503."
+        ),
+    ] = 1000,
+    read_timeout: Annotated[
+        float,
+        typer.Option(
+            "--read-timeout", help="Seconds a client may take to send a request's headers or body."
+        ),
+    ] = 15.0,
 ) -> None:
     """Serve the HTTP API over this machine's providers (what the `mngr` backend talks to)."""
     from mngr import config
@@ -670,6 +689,9 @@ def serve(
             insecure_http=insecure_http,
             providers=provider,
             jobs=State.jobs,
+            request_timeout_s=request_timeout,
+            max_connections=max_connections,
+            read_timeout_s=read_timeout,
         )
     except KeyboardInterrupt:
         pass  # Ctrl-C / SIGTERM: uvicorn has already shut down gracefully

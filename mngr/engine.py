@@ -124,6 +124,7 @@ class Engine:
         self.settings = settings
         self.runner = runner or Runner()
         self.jobs = jobs
+        self.max_deadline_s: float | None = None  # `mngr serve` answers before its client gives up
         self._backends: dict[str, Backend] = {}
 
     # --- providers --------------------------------------------------------------------
@@ -168,7 +169,8 @@ class Engine:
         timeouts = [
             getattr(self.settings.providers[p].config, "timeout_s", 60.0) or 60.0 for p in providers
         ]
-        return max(timeouts, default=60.0) + DEADLINE_MARGIN_S
+        longest = max(timeouts, default=60.0) + DEADLINE_MARGIN_S
+        return min(longest, self.max_deadline_s) if self.max_deadline_s else longest
 
     # --- listing ----------------------------------------------------------------------
 

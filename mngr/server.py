@@ -19,8 +19,10 @@ A host `ref` is `NAME`, `NAME.PROVIDER` or a `host-…` id, as on the command li
 Tokens: `--token-file` holds one token per line; blank lines and `#` comments are ignored. A
 plain line (or one starting `rw:`) is a read-write token; a line starting `ro:` is a read-only
 token, which may call every GET but gets 403 on anything that changes a host or snapshot.
-Every route but health needs `Authorization: Bearer <token>` (401 without a valid one).
-Tokens are compared in constant time and never logged.
+Every route but health, the OpenAPI document included, needs `Authorization: Bearer <token>`
+(401 without a valid one), checked from the headers before any body is read. Tokens are
+compared in constant time and never logged. A token file that others can write is refused;
+one they can read is warned about.
 
 Errors are `{"error": {"kind": ..., "message": ...}}` with the status mapped from mngr's error
 kinds (see `STATUS_OF`); bad input is always a 4xx, never a 500.
@@ -30,14 +32,20 @@ import hmac
 import ipaddress
 import logging
 import os
+import resource
 import socket
 import stat
 import sys
+import threading
+import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -67,6 +75,7 @@ from mngr.errors import (
     validation_message,
 )
 from mngr.names import (
+    HOST_ID_RE,
     HOST_NAME_RE,
     PROVIDER_NAME_RE,
     check_tag,
@@ -83,6 +92,13 @@ READ_WRITE_PREFIX = "rw:"
 MIN_TOKEN_LENGTH = 16
 MAX_BODY_BYTES = 64 * 1024
 MAX_TAGS = 64
+READ_THREADS = 16
+WRITE_THREADS = 16
+REQUEST_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 1000
+READ_TIMEOUT_S = 15.0  # for a request's headers, and again for its body
+PUBLIC_PATHS = frozenset({"/v1/health"})
+READ_METHODS = frozenset({"GET", "HEAD"})  # all a read-only token may call
 
 # A host ref: NAME, NAME.PROVIDER or host-<hex> (which is itself a valid NAME).
 HOST_REF_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}(\.[a-z0-9][a-z0-9_-]{0,62})?$"
@@ -151,12 +167,22 @@ def load_tokens(path: Path) -> list[Token]:
 
 
 def token_file_warning(path: Path) -> str | None:
+    """Refuse a token file that others can write (they could add their own token); a warning
+    for one they can read."""
     try:
-        mode = path.stat().st_mode
+        mode = stat.S_IMODE(path.stat().st_mode)
     except OSError:
-        return None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        return f"token file {path} is readable by other users; consider chmod 600"
+        return None  # load_tokens says what is wrong with it
+    for verb, everyone, group in (
+        ("writable", stat.S_IWOTH, stat.S_IWGRP),
+        ("readable", stat.S_IROTH, stat.S_IRGRP),
+    ):
+        if mode & (everyone | group):
+            who = "others" if mode & everyone else "its group"
+            text = f"token file {path} is {verb} by {who} (mode {mode:04o}); run chmod 600 {path}"
+            if verb == "writable":
+                raise ConfigError(text)
+            return text
     return None
 
 
@@ -174,6 +200,18 @@ class ApiError(Exception):
 class Auth:
     def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
+
+    def check(self, method: str, authorization: bytes | None) -> None:
+        """Raise ApiError 401 without a valid token, 403 for a read-only one on a change."""
+        scheme, _, given = (authorization or b"").decode("latin-1").partition(" ")
+        challenge = {"WWW-Authenticate": "Bearer"}
+        if scheme.lower() != "bearer" or not given.strip():
+            raise ApiError(401, "unauthorised", "a bearer token is required", challenge)
+        token = self.match(given.strip())
+        if token is None:
+            raise ApiError(401, "unauthorised", "the bearer token is not valid", challenge)
+        if token.read_only and method not in READ_METHODS:
+            raise ApiError(403, "unauthorised", "this token is read-only")
 
     def match(self, given: str) -> Token | None:
         """Compare against every token in constant time (no early exit on a match)."""
@@ -204,6 +242,12 @@ class CreateHostBody(BaseModel):
         default_factory=dict,
         max_length=64,
         description="The provider backend's create options (its `host create` flags).",
+    )
+    host_id: str | None = Field(
+        None,
+        pattern=HOST_ID_RE.pattern,
+        description="The client's id for the new host: a create repeated with it (a retry) "
+        "gets that host back, and the client can remove it by this id.",
     )
 
     @field_validator("tags")
@@ -291,7 +335,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (413, "Request body too large"),
         (422, "Request does not match the schema, or the backend cannot do this"),
         (502, "The provider failed, refused the server's credentials, or was unreachable"),
-        (503, "The provider's vendor CLI is missing on the server"),
+        (503, "The server is busy (retry), or the provider's vendor CLI is missing on it"),
         (504, "The provider did not answer in time"),
     )
 }
@@ -317,12 +361,31 @@ def _validation_message(errors: list[Any]) -> str:
     return validation_message(first, where) if first else "invalid request"
 
 
+class _Authenticate:
+    """Check the bearer token from the headers alone, before anything reads the body, on every
+    path but the public ones (so a caller without a token learns nothing, not even a 422)."""
+
+    def __init__(self, app: Any, auth: Auth) -> None:
+        self.app = app
+        self.auth = auth
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+            try:
+                self.auth.check(scope["method"], dict(scope["headers"]).get(b"authorization"))
+            except ApiError as exc:
+                await _error(exc.status, exc.kind, exc.message, exc.headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class _BodyLimit:
     """Refuse request bodies over MAX_BODY_BYTES: by their Content-Length before anything
-    reads them, and while reading a chunked one."""
+    reads them, and while reading a chunked one; and bodies slower than `read_timeout_s`."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, read_timeout_s: float = READ_TIMEOUT_S) -> None:
         self.app = app
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -334,14 +397,25 @@ class _BodyLimit:
             await _error(413, "usage", too_big)(scope, receive, send)
             return
         received = 0
+        deadline = anyio.current_time() + self.read_timeout_s
+        complete = False
 
         async def counted() -> Any:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # the body is in; what follows is only the wait for a disconnect
+                return await receive()
+            message = None
+            with anyio.move_on_after(deadline - anyio.current_time()):
+                message = await receive()
+            if message is None:
+                raise StarletteHTTPException(
+                    408, f"the request body did not arrive within {self.read_timeout_s:g}s"
+                )
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > MAX_BODY_BYTES:
                     raise StarletteHTTPException(413, too_big)
+                complete = not message.get("more_body", False)
             return message
 
         await self.app(scope, counted, send)
@@ -362,13 +436,19 @@ def exposed_settings(settings: Settings, providers: list[str] | None) -> Setting
 
 
 class Service:
-    """The API's logic over the engine: plain blocking calls, run in FastAPI's threadpool."""
+    """The API's logic over the engine: plain blocking calls, run on the app's thread pools."""
 
-    def __init__(self, settings: Settings, jobs: int = 8) -> None:
+    def __init__(
+        self, settings: Settings, jobs: int = 8, request_timeout_s: float = REQUEST_TIMEOUT_S
+    ) -> None:
         runner = Runner()
         runner.calls = deque(maxlen=256)  # type: ignore[assignment]  # a server runs for weeks
         self.engine = Engine(settings, runner, jobs=jobs)
+        # A provider slower than this is an error row, before the client gives up (60s).
+        self.engine.max_deadline_s = request_timeout_s
         self.settings = settings
+        self._creating: dict[str, threading.Event] = {}  # host id -> set once its create ends
+        self._creating_lock = threading.Lock()
 
     def _provider(self, name: str | None) -> str | None:
         if name is not None:
@@ -404,6 +484,44 @@ class Service:
         return self.engine.resolve_host(ref, self._provider(provider))
 
     def create(self, body: CreateHostBody) -> Host:
+        """Create the host; with the client's host id, once: a repeat (a retry of a create
+        whose answer was lost) gets that host back, after the first has ended."""
+        if body.host_id is None:
+            return self._create(body, new_host_id())
+        mine = threading.Event()
+        while (running := self._start_create(body.host_id, mine)) is not None:
+            running.wait()
+        try:
+            return self._made_by(body) or self._create(body, body.host_id)
+        finally:
+            with self._creating_lock:
+                del self._creating[body.host_id]
+            mine.set()
+
+    def _start_create(self, host_id: str, mine: threading.Event) -> threading.Event | None:
+        """Claim the create of this host id; the other create's event if it is running."""
+        with self._creating_lock:
+            running = self._creating.setdefault(host_id, mine)
+        return None if running is mine else running
+
+    def _made_by(self, body: CreateHostBody) -> Host | None:
+        """The host an earlier create with this body's host id made (409 if it has another
+        name), or None."""
+        provider = body.provider or self.settings.default_provider
+        [(_, host)] = self.engine.resolve_hosts([str(body.host_id)], provider, missing_ok=True)
+        if host is not None and host.name != body.name:
+            raise ConflictError(f"host id {body.host_id} belongs to host {host.ref}")
+        return host
+
+    def wait_for_create(self, ref: str) -> None:
+        """If `ref` is a host id being created, wait for that create to end: the undo of a
+        create whose answer the client never got must find the host it made."""
+        with self._creating_lock:
+            running = self._creating.get(ref)
+        if running is not None:
+            running.wait()
+
+    def _create(self, body: CreateHostBody, host_id: str) -> Host:
         provider = self._provider(body.provider) or self.settings.default_provider
         backend = self.engine.backend(provider)
         backend.require(Capability.CREATE)
@@ -425,7 +543,7 @@ class Service:
             snapshot = self.engine.resolve_snapshot(body.from_snapshot, provider)
         request = CreateRequest(
             name=body.name,
-            host_id=new_host_id(),
+            host_id=host_id,
             created_at=utc_now(),
             image=body.image,
             tags=dict(body.tags),
@@ -445,6 +563,7 @@ class Service:
         return host, execute(make_plan(backend, host), backend)
 
     def destroy(self, ref: str, provider: str | None, force: bool, purge: bool) -> Host:
+        self.wait_for_create(ref)
         host, _ = self._on_host(
             ref, provider, None, lambda b, h: b.destroy_plan(h, force=force, purge=purge)
         )
@@ -487,40 +606,59 @@ class Service:
         return snap
 
 
-def create_app(settings: Settings, tokens: list[Token], *, jobs: int = 8) -> FastAPI:
-    service = Service(settings, jobs)
-    auth = Auth(tokens)
+def _pool(size: int, what: str) -> Callable[..., Awaitable[Any]]:
+    """Run blocking calls on at most `size` threads of their own; a call beyond that is a 503
+    at once, not a queue that holds its caller (and its connection) for as long as the others."""
+    limiter = anyio.CapacityLimiter(size)
+    running = 0  # counted on the event loop: no await between the check and the count
+
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        nonlocal running
+        if running >= size:
+            raise ApiError(
+                503,
+                "busy",
+                f"the server is busy ({size} {what} are running); retry shortly",
+                {"Retry-After": "1"},
+            )
+        running += 1
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+        finally:
+            running -= 1
+
+    return run
+
+
+def create_app(
+    settings: Settings,
+    tokens: list[Token],
+    *,
+    jobs: int = 8,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+    read_timeout_s: float = READ_TIMEOUT_S,
+) -> FastAPI:
+    service = Service(settings, jobs, request_timeout_s)
+    # Reads and changes each have their own threads: many slow lists cannot hold up a create,
+    # and neither can hold up health, which needs no thread.
+    read = _pool(READ_THREADS, "reads")
+    write = _pool(WRITE_THREADS, "changes")
     bearer = HTTPBearer(
         auto_error=False,
         description="A token from the server's --token-file ('ro:' lines are read-only).",
     )
 
-    def reader(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Token:
-        challenge = {"WWW-Authenticate": "Bearer"}
-        if creds is None or not creds.credentials:
-            raise ApiError(401, "unauthorised", "a bearer token is required", challenge)
-        token = auth.match(creds.credentials)
-        if token is None:
-            raise ApiError(401, "unauthorised", "the bearer token is not valid", challenge)
-        return token
-
-    def writer(token: Annotated[Token, Depends(reader)]) -> Token:
-        if token.read_only:
-            raise ApiError(403, "unauthorised", "this token is read-only")
-        return token
-
     app = FastAPI(
         title="mngr",
         version=__version__,
         description="Hosts through named provider instances: the API of `mngr serve`.",
-        openapi_url="/v1/openapi.json",
-        docs_url="/v1/docs",
+        openapi_url="/v1/openapi.json",  # behind the token, as every route but health
+        docs_url=None,  # a browser page cannot send the bearer token
         redoc_url=None,
         responses=ERROR_RESPONSES,
     )
-    app.add_middleware(_BodyLimit)
+    app.add_middleware(_BodyLimit, read_timeout_s=read_timeout_s)
+    app.add_middleware(_Authenticate, auth=Auth(tokens))  # the outermost: before any body
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -547,8 +685,8 @@ def create_app(settings: Settings, tokens: list[Token], *, jobs: int = 8) -> Fas
         # Starlette re-raises it after this answer, so uvicorn logs the traceback.
         return _error(500, "internal", "internal server error (see the server's log)")
 
-    Reader = Annotated[Token, Depends(reader)]
-    Writer = Annotated[Token, Depends(writer)]
+    # _Authenticate has checked the token; the dependency only declares it in the OpenAPI.
+    Reader = Writer = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
     HostRef = Annotated[
         str, PathParam(pattern=HOST_REF_PATTERN, description="NAME, NAME.PROVIDER or host id.")
     ]
@@ -567,43 +705,45 @@ def create_app(settings: Settings, tokens: list[Token], *, jobs: int = 8) -> Fas
         return providers
 
     @app.get("/v1/health", response_model=Health, tags=["meta"])
-    def health() -> Health:
+    async def health() -> Health:  # on the event loop: answered however busy the pools are
         return Health(status="ok", version=__version__)
 
     @app.get("/v1/providers", response_model=ProviderList, tags=["providers"])
-    def list_providers(_: Reader) -> ProviderList:
-        return service.providers()
+    async def list_providers(_: Reader) -> ProviderList:
+        return await read(service.providers)
 
     @app.get("/v1/hosts", response_model=HostList, tags=["hosts"])
-    def list_hosts(_: Reader, provider: Providers = None) -> HostList:
-        return service.list_hosts(_checked(provider))
+    async def list_hosts(_: Reader, provider: Providers = None) -> HostList:
+        return await read(service.list_hosts, _checked(provider))
 
     @app.post("/v1/hosts", response_model=HostResult, status_code=201, tags=["hosts"])
-    def create_host(_: Writer, body: CreateHostBody) -> HostResult:
-        return HostResult(host=service.create(body))
+    async def create_host(_: Writer, body: CreateHostBody) -> HostResult:
+        return HostResult(host=await write(service.create, body))
 
     @app.delete("/v1/hosts/{ref}", response_model=HostResult, tags=["hosts"])
-    def destroy_host(
+    async def destroy_host(
         _: Writer,
         ref: HostRef,
         provider: OneProvider = None,
         force: bool = False,
         purge: bool = False,
     ) -> HostResult:
-        return HostResult(host=service.destroy(ref, provider, force, purge))
+        return HostResult(host=await write(service.destroy, ref, provider, force, purge))
 
     @app.post("/v1/hosts/{ref}/stop", response_model=HostResult, tags=["hosts"])
-    def stop_host(
+    async def stop_host(
         _: Writer,
         ref: HostRef,
         provider: OneProvider = None,
         body: Annotated[StopBody | None, Body()] = None,
     ) -> HostResult:
-        return HostResult(host=service.stop(ref, provider, bool(body and body.snapshot)))
+        return HostResult(
+            host=await write(service.stop, ref, provider, bool(body and body.snapshot))
+        )
 
     @app.post("/v1/hosts/{ref}/start", response_model=HostResult, tags=["hosts"])
-    def start_host(_: Writer, ref: HostRef, provider: OneProvider = None) -> HostResult:
-        return HostResult(host=service.start(ref, provider))
+    async def start_host(_: Writer, ref: HostRef, provider: OneProvider = None) -> HostResult:
+        return HostResult(host=await write(service.start, ref, provider))
 
     @app.post(
         "/v1/hosts/{ref}/snapshots",
@@ -611,27 +751,31 @@ def create_app(settings: Settings, tokens: list[Token], *, jobs: int = 8) -> Fas
         status_code=201,
         tags=["snapshots"],
     )
-    def create_snapshot(
+    async def create_snapshot(
         _: Writer,
         ref: HostRef,
         provider: OneProvider = None,
         body: Annotated[SnapshotBody | None, Body()] = None,
     ) -> SnapshotResult:
-        return SnapshotResult(snapshot=service.snapshot(ref, provider, body and body.name))
+        return SnapshotResult(
+            snapshot=await write(service.snapshot, ref, provider, body and body.name)
+        )
 
     @app.get("/v1/snapshots", response_model=SnapshotList, tags=["snapshots"])
-    def list_snapshots(
+    async def list_snapshots(
         _: Reader,
         provider: Providers = None,
         host: Annotated[
             str | None, Query(pattern=NAME_PATTERN, description="Only snapshots of this host.")
         ] = None,
     ) -> SnapshotList:
-        return service.list_snapshots(_checked(provider), host)
+        return await read(service.list_snapshots, _checked(provider), host)
 
     @app.delete("/v1/snapshots/{ref}", response_model=SnapshotResult, tags=["snapshots"])
-    def delete_snapshot(_: Writer, ref: SnapRef, provider: OneProvider = None) -> SnapshotResult:
-        return SnapshotResult(snapshot=service.delete_snapshot(ref, provider))
+    async def delete_snapshot(
+        _: Writer, ref: SnapRef, provider: OneProvider = None
+    ) -> SnapshotResult:
+        return SnapshotResult(snapshot=await write(service.delete_snapshot, ref, provider))
 
     return app
 
@@ -664,19 +808,126 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, backlog: int) -> socket.socket:
     address = "127.0.0.1" if host == "localhost" else host
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((address, port))
-        sock.listen(2048)
+        sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def connection_limits(max_connections: int) -> tuple[int, int]:
+    """(connections, listen backlog) that fit the process's file descriptors, after raising
+    its soft limit to the hard one: half for connections, a quarter for a burst of accepts
+    (asyncio accepts up to the backlog at once), the rest for vendor calls and files."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(1, min(max_connections, soft // 2)), max(8, min(2048, soft // 4))
+
+
+BUSY_BODY = b'{"error": {"kind": "busy", "message": "the server has too many connections"}}'
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"retry-after: 1\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+    % (len(BUSY_BODY), BUSY_BODY)
+)
+
+
+def guarded_protocol(max_connections: int, read_timeout_s: float) -> type:
+    """uvicorn's h11 protocol with at most `max_connections` open, each given
+    `read_timeout_s` to send a request's headers. At the limit, a new connection closes the
+    one that has waited longest without finishing its headers (half-open, as a flood's are);
+    when every connection is busy with a request, it is answered 503 and closed."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11(H11Protocol):
+        waiting_since: float | None = None  # loop time since it owes a request's headers
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._wait_for_headers()
+            if len(self.connections) > max_connections and not self._close_oldest_waiting():
+                transport.write(BUSY_RESPONSE)
+                transport.close()
+
+        def _wait_for_headers(self) -> None:
+            self.waiting_since = self.loop.time()
+            self.loop.call_later(read_timeout_s, self._headers_overdue)
+
+        def _headers_overdue(self) -> None:
+            since = self.waiting_since
+            if since is not None and self.loop.time() - since >= read_timeout_s * 0.99:
+                self.transport.close()
+
+        def _close_oldest_waiting(self) -> bool:
+            waiting = [
+                c
+                for c in self.connections
+                if c is not self and getattr(c, "waiting_since", None) is not None
+            ]
+            if not waiting:
+                return False
+            oldest = min(waiting, key=lambda c: c.waiting_since)
+            oldest.waiting_since = None
+            oldest.transport.close()
+            self.connections.discard(oldest)
+            return True
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request's headers are in
+                self.waiting_since = None
+
+        def on_response_complete(self) -> None:
+            if not self.transport.is_closing():
+                self._wait_for_headers()  # before super(): it may start a pipelined request
+            super().on_response_complete()
+
+    return GuardedH11
+
+
+class RepeatFilter(logging.Filter):
+    """Let one log line through at most `burst` times a minute: a flood of one error (a
+    client storm, descriptors running out) must not fill the disk. The next one after a
+    quiet minute says how many were left out."""
+
+    def __init__(self, burst: int = 10, window_s: float = 60.0) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window_s = window_s
+        self.seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        key = (record.name, record.levelno, text)
+        now = time.monotonic()
+        with self.lock:
+            if len(self.seen) > 10_000:
+                self.seen.clear()  # bounded memory, whatever the clients send
+            start, count = self.seen.get(key, (now, 0))
+            if now - start > self.window_s:
+                if count > self.burst:
+                    record.msg, record.args = f"{text} ({count - self.burst} more left out)", ()
+                start, count = now, 0
+            self.seen[key] = (start, count + 1)
+        return count < self.burst
 
 
 LOG_CONFIG: dict[str, Any] = {
@@ -685,18 +936,19 @@ LOG_CONFIG: dict[str, Any] = {
     "formatters": {
         "default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
+    "filters": {"repeats": {"()": RepeatFilter}},
     # Everything to stderr. Access lines hold the method, path and status: never headers.
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
             "formatter": "default",
             "stream": "ext://sys.stderr",
+            "filters": ["repeats"],
         }
     },
     "loggers": {
-        "uvicorn": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-        "uvicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
-        "mngr.server": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+        name: {"handlers": ["stderr"], "level": "INFO", "propagate": False}
+        for name in ("uvicorn", "uvicorn.access", "mngr.server", "asyncio")
     },
 }
 
@@ -711,11 +963,22 @@ def serve(
     insecure_http: bool = False,
     providers: list[str] | None = None,
     jobs: int = 8,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
+    read_timeout_s: float = READ_TIMEOUT_S,
 ) -> None:
     """Check the flags, read the tokens, bind and serve until interrupted."""
     import uvicorn
 
     host, port = parse_listen(listen)
+    for flag, value in (
+        ("--request-timeout", request_timeout_s),
+        ("--read-timeout", read_timeout_s),
+    ):
+        if not 0 < value < float("inf"):
+            raise UsageError(f"{flag} must be a number of seconds above 0")
+    if max_connections < 1:
+        raise UsageError("--max-connections must be at least 1")
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key must be given together")
     tls = tls_cert is not None
@@ -728,13 +991,27 @@ def serve(
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             raise ConfigError(f"{path}: TLS file not found")
-    tokens = load_tokens(token_file)
     warning = token_file_warning(token_file)
+    tokens = load_tokens(token_file)
     if warning:
         sys.stderr.write(f"warning: {warning}\n")
-    app = create_app(exposed_settings(settings, providers), tokens, jobs=jobs)
+    app = create_app(
+        exposed_settings(settings, providers),
+        tokens,
+        jobs=jobs,
+        request_timeout_s=request_timeout_s,
+        read_timeout_s=read_timeout_s,
+    )
+    connections, backlog = connection_limits(max_connections)
+    if connections < max_connections:
+        sys.stderr.write(
+            f"warning: serving at most {connections} connections, not {max_connections}: "
+            "the process may open too few files (ulimit -n) for more\n"
+        )
     config = uvicorn.Config(
         app,
+        http=guarded_protocol(connections, read_timeout_s),
+        backlog=backlog,
         ssl_certfile=str(tls_cert) if tls_cert else None,
         ssl_keyfile=str(tls_key) if tls_key else None,
         log_config=LOG_CONFIG,
@@ -745,7 +1022,7 @@ def serve(
         config.load()
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         raise ConfigError(f"cannot load the TLS certificate or key: {exc}") from None
-    sock = _bind(host, port)
+    sock = _bind(host, port, backlog)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     sys.stderr.write(

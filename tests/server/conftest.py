@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import resource
 import signal
 import ssl
 import subprocess
@@ -148,6 +149,8 @@ def start_serve(
     tokens: str = TOKEN_FILE_TEXT,
     settings: str | None = None,
     wait: bool = True,
+    token_mode: int = 0o600,
+    nofile: int | None = None,
 ) -> ServeProcess:
     """Start `mngr serve` on a free loopback port (port 0: the server picks and prints it)."""
     home = root / "home"
@@ -156,7 +159,7 @@ def start_serve(
         (home / ".config" / "mngr" / "settings.toml").write_text(settings, encoding="utf-8")
     token_file = root / "tokens"
     token_file.write_text(tokens, encoding="utf-8")
-    token_file.chmod(0o600)
+    token_file.chmod(token_mode)
     if not any(a.startswith("--listen") for a in args):
         args = ("--listen", "127.0.0.1:0", *args)
     if "--provider" not in args:
@@ -170,6 +173,10 @@ def start_serve(
             stderr=subprocess.STDOUT,
             cwd=home,
             env=server_env(root),
+            # A low file-descriptor limit (soft and hard) shows what running out of them does.
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+            if nofile
+            else None,
         )
     server = ServeProcess(root, proc, log_path)
     if wait:

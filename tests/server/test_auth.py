@@ -22,10 +22,29 @@ def test_missing_or_wrong_token_is_401_json(shared_server, token) -> None:
     assert answer.headers["www-authenticate"] == "Bearer"
 
 
-def test_health_and_openapi_need_no_token(shared_server) -> None:
+def test_only_health_answers_without_a_token(shared_server) -> None:
     assert shared_server.api("GET", "/v1/health", token=None).body["status"] == "ok"
-    doc = shared_server.api("GET", "/v1/openapi.json", token=None).body
+    assert shared_server.api("GET", "/v1/openapi.json", token=None).status == 401
+    doc = shared_server.api("GET", "/v1/openapi.json", token=RO_TOKEN).body
     assert doc["openapi"].startswith("3.") and "/v1/hosts" in doc["paths"]
+    assert shared_server.api("GET", "/v1/docs", token=None).status == 401
+    assert shared_server.api("GET", "/v1/docs").status == 404  # no page: it cannot send a token
+    assert shared_server.api("GET", "/v1/nothing-here", token=None).status == 401
+
+
+@pytest.mark.parametrize(
+    ("token", "status"), [(None, 401), (WRONG_TOKEN, 401), (RO_TOKEN, 403), (RW_TOKEN, 422)]
+)
+def test_the_token_is_checked_before_the_body_is_read(shared_server, token, status) -> None:
+    answer = shared_server.api(
+        "POST",
+        "/v1/hosts",
+        raw=b"{not json",
+        token=token,
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status == status
+    assert answer.body["error"]["kind"] == ("usage" if status == 422 else "unauthorised")
 
 
 def test_wrong_token_through_the_client_is_exit_5(team, mngr, monkeypatch) -> None:
@@ -167,6 +186,37 @@ def test_token_file_rules(server_deps, tmp_path: Path) -> None:
         assert "short-secret" not in str(info.value) and "space in" not in str(info.value)
     with pytest.raises(ConfigError, match="not found"):
         load_tokens(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [
+        (0o620, "writable by its group (mode 0620)"),
+        (0o602, "writable by others (mode 0602)"),
+        (0o666, "writable by others (mode 0666)"),
+    ],
+)
+def test_serve_refuses_a_token_file_others_can_write(server_deps, tmp_path, mode, words) -> None:
+    from tests.server.conftest import start_serve
+
+    server = start_serve(tmp_path / "srv", wait=False, token_mode=mode)
+    assert server.proc.wait(30) == 2
+    [line] = server.log().splitlines()
+    assert words in line and "chmod 600" in line and RW_TOKEN not in line
+
+
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [(0o640, "readable by its group (mode 0640)"), (0o604, "readable by others (mode 0604)")],
+)
+def test_serve_warns_about_a_token_file_others_can_read(serve, mode, words) -> None:
+    server = serve(token_mode=mode)
+    [warning] = [line for line in server.log().splitlines() if "token file" in line]
+    assert warning.startswith("warning: ") and words in warning
+
+
+def test_a_private_token_file_gets_no_warning(server) -> None:
+    assert "token file" not in server.log()
 
 
 def test_serve_refuses_a_bad_token_file(server_deps, tmp_path: Path) -> None:

@@ -175,3 +175,37 @@ def test_nothing_listens_is_unreachable(stub) -> None:
     server.close()
     with pytest.raises(UnreachableError, match="cannot reach"):
         backend_for(url).list_hosts()
+
+
+def test_an_answer_over_the_size_cap_is_refused_without_reading_it_all(stub, monkeypatch) -> None:
+    from mngr_backends import mngr_remote
+
+    from mngr.errors import VendorOutputError
+
+    monkeypatch.setattr(mngr_remote, "MAX_RESPONSE_BYTES", 1 << 20)
+    huge = b'{"hosts": [' + b" " * (3 << 20) + b"]}"
+    server = stub(lambda path: (200, {"Content-Type": "application/json"}, huge))
+    with pytest.raises(VendorOutputError, match=r"/v1/hosts answered with more than 1 MiB"):
+        backend_for(server.url).list_hosts()
+    fits = stub(json_answer(200, {"hosts": [], "errors": [], "pad": "x" * (1 << 19)}))
+    assert backend_for(fits.url).list_hosts() == []
+
+
+def test_a_token_sent_over_plain_http_off_loopback_is_warned_about_once(
+    stub, monkeypatch, capsys
+) -> None:
+    """The request goes to a loopback proxy: nothing leaves the machine."""
+    proxy = stub(json_answer(200, {"hosts": [], "errors": []}))
+    monkeypatch.setenv("http_proxy", proxy.url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    remote = backend_for("http://192.0.2.10:8421")
+    remote.list_hosts()
+    remote.list_hosts()
+    assert [path for path, _ in proxy.seen] == ["http://192.0.2.10:8421/v1/hosts"] * 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("warning: provider 'team' sends its token over plain http")
+    assert "192.0.2.10" in line and RW_TOKEN not in line
+    local = stub(json_answer(200, {"hosts": [], "errors": []}))
+    backend_for(local.url).list_hosts()  # loopback: no warning
+    assert capsys.readouterr().err == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -68,8 +69,10 @@ def test_duplicate_name_is_a_conflict_and_missing_host_is_not_found(team, mngr) 
 def test_dry_run_prints_the_http_calls_and_never_the_token(team, mngr) -> None:
     dry = mngr("host", "create", "web", "-p", "team", "--tag", "a=b", "--dry-run")
     assert dry.exit_code == 0
-    assert dry.stdout.strip() == (
-        f'# POST {team.url}/v1/hosts {{"name": "web", "tags": {{"a": "b"}}}}'
+    assert re.fullmatch(
+        rf'# POST {team.url}/v1/hosts \{{"name": "web", "host_id": "host-[0-9a-f]{{32}}", '
+        r'"tags": \{"a": "b"\}\}',
+        dry.stdout.strip(),
     )
     assert not (team.data_dir / "web").exists()
     assert mngr("host", "create", "web", "-p", "team").exit_code == 0

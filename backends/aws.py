@@ -470,7 +470,7 @@ class AwsSpec:
             },
             resources={"cpus": cores * threads if cores and threads else None},
             address={k: v for k, v in address.items() if v is not None},
-            native_id=instance.InstanceId,
+            handle=instance.InstanceId,
         )
 
     def snapshot_of(self, image: Ec2Image) -> Snapshot | None:
@@ -483,7 +483,7 @@ class AwsSpec:
             host=tags.get(TAG_HOST_NAME, ""),
             provider=self.provider,
             created_at=tags.get(TAG_CREATED_AT) or image.CreationDate,
-            native_id=image.ImageId,
+            handle=image.ImageId,
         )
 
 
@@ -502,7 +502,7 @@ def _load(model: type[M], stdout: str, command: str) -> M:
 
 
 def _instance_id(host: Host) -> str:
-    instance_id = host.native_id or host.address.get("instance_id")
+    instance_id = host.handle or host.address.get("instance_id")
     if not instance_id:
         raise MngrError(f"host {host.name!r} has no EC2 instance id")
     return instance_id
@@ -685,7 +685,7 @@ class AwsBackend(Backend):
         ]
         if purge:
             for snap in self.list_snapshots(host):
-                steps += self._image_deletion_steps(snap.native_id or snap.id)
+                steps += self._image_deletion_steps(snap.handle or snap.id)
         return Plan(steps)
 
     def stop_plan(self, host: Host, *, snapshot: bool = False) -> Plan:
@@ -753,7 +753,7 @@ class AwsBackend(Backend):
                 host=host.name,
                 provider=self.provider,
                 created_at=created_at,
-                native_id=ctx["image_id"],
+                handle=ctx["image_id"],
             ),
         )
 
@@ -763,7 +763,7 @@ class AwsBackend(Backend):
         return sorted(snaps, key=lambda s: (s.created_at or "", s.id))
 
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
-        return Plan(self._image_deletion_steps(snapshot.native_id or snapshot.id))
+        return Plan(self._image_deletion_steps(snapshot.handle or snapshot.id))
 
     def _image_deletion_steps(self, image_id: str) -> list[Step]:
         """Deregister an AMI and delete the EBS snapshots behind it (which outlive it)."""
@@ -822,7 +822,7 @@ class AwsBackend(Backend):
         if request.from_snapshot is not None:
             if named:
                 raise UsageError("--from-snapshot already chooses the image; drop --ami/--image")
-            return request.from_snapshot.native_id or request.from_snapshot.id
+            return request.from_snapshot.handle or request.from_snapshot.id
         if options.ami and request.image and options.ami != request.image:
             raise UsageError("--ami and --image name different images; give one of them")
         image = named or self.config.ami

@@ -466,7 +466,7 @@ class DockerSpec:
                         "docker_state": row.state,
                         **self.endpoint,
                     },
-                    native_id=row.id,
+                    handle=row.id,
                 )
             )
         return hosts
@@ -484,7 +484,7 @@ class DockerSpec:
                     host=labels.get(HOST_NAME, ""),
                     provider=self.config.name,
                     created_at=labels.get(CREATED_AT) or _iso(image.created),
-                    native_id=self.snapshot_ref(labels[SNAPSHOT_ID]),
+                    handle=self.snapshot_ref(labels[SNAPSHOT_ID]),
                 )
             )
         return sorted(snaps, key=lambda s: (s.created_at or "", s.id))
@@ -646,7 +646,7 @@ class DockerBackend(Backend):
                 )
             )
         elif request.from_snapshot is not None:
-            image = request.from_snapshot.native_id or self.spec.snapshot_ref(
+            image = request.from_snapshot.handle or self.spec.snapshot_ref(
                 request.from_snapshot.id
             )
         else:
@@ -693,7 +693,7 @@ class DockerBackend(Backend):
                     "container_id": ctx["container_id"],
                     **self.spec.endpoint,
                 },
-                native_id=ctx["container_id"],
+                handle=ctx["container_id"],
             )
 
         return Plan(steps, finish=finish)
@@ -716,7 +716,7 @@ class DockerBackend(Backend):
     # --- destroy / stop / start -------------------------------------------------------
 
     def _container(self, host: Host) -> str:
-        return host.native_id or self.spec.container_name(host.name)
+        return host.handle or self.spec.container_name(host.name)
 
     def _rmi_step(self, image: str) -> Step:
         return Step(
@@ -734,7 +734,7 @@ class DockerBackend(Backend):
         if host.image == self.spec.build_tag(host.id):
             steps.append(self._rmi_step(host.image))
         if purge:
-            steps += [self._rmi_step(s.native_id or s.id) for s in self.list_snapshots(host)]
+            steps += [self._rmi_step(s.handle or s.id) for s in self.list_snapshots(host)]
         return Plan(steps)
 
     def stop_plan(self, host: Host, *, snapshot: bool = False) -> Plan:
@@ -769,7 +769,7 @@ class DockerBackend(Backend):
                 host=host.name,
                 provider=self.provider,
                 created_at=created,
-                native_id=ref,
+                handle=ref,
             ),
         )
 
@@ -791,7 +791,7 @@ class DockerBackend(Backend):
         return self.spec.parse_snapshots(self._inspect_images(self.spec.image_inspect_argv(ids)))
 
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
-        return Plan([self._rmi_step(snapshot.native_id or self.spec.snapshot_ref(snapshot.id))])
+        return Plan([self._rmi_step(snapshot.handle or self.spec.snapshot_ref(snapshot.id))])
 
     # --- exec -------------------------------------------------------------------------
 

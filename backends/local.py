@@ -88,7 +88,7 @@ class LocalBackend(Backend):
                 tags=data.get("tags", {}),
                 address={"path": str(folder)},
                 snapshots=data.get("snapshots", []),
-                native_id=str(folder),
+                handle=str(folder),
             )
         except ValidationError as exc:
             err = exc.errors()[0]

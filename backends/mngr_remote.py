@@ -355,7 +355,7 @@ class MngrBackend(Backend):
                 ),
                 address=address,
                 snapshots=list(row.get("snapshots") or []),
-                native_id=row["provider"],
+                handle=row["provider"],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise VendorOutputError(
@@ -370,7 +370,7 @@ class MngrBackend(Backend):
                 host=row["host"],
                 provider=self.provider,
                 created_at=row.get("created_at"),
-                native_id=row["provider"],
+                handle=row["provider"],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise VendorOutputError(
@@ -421,7 +421,7 @@ class MngrBackend(Backend):
         options = request.options
         chosen = options.remote_provider if isinstance(options, MngrCreateOptions) else None
         if chosen is None and request.from_snapshot is not None:
-            chosen = request.from_snapshot.native_id
+            chosen = request.from_snapshot.handle
         if chosen is None and self.config.providers:
             chosen = self.config.providers[0]
         if chosen is not None and self.config.providers and chosen not in self.config.providers:
@@ -486,7 +486,7 @@ class MngrBackend(Backend):
 
     def _host_url(self, host: Host, suffix: str = "", **query: Any) -> str:
         ref = urllib.parse.quote(host.id, safe="")
-        return self._url(f"/v1/hosts/{ref}{suffix}", provider=host.native_id, **query)
+        return self._url(f"/v1/hosts/{ref}{suffix}", provider=host.handle, **query)
 
     def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
         url = self._host_url(host, force=force, purge=purge)
@@ -508,7 +508,7 @@ class MngrBackend(Backend):
         doc = self.call("GET", self._url("/v1/snapshots", provider=self.config.providers))
         snaps = [self._snapshot(row) for row in _rows(doc, "snapshots", self.config.url)]
         if host is not None:
-            snaps = [s for s in snaps if s.host == host.name and s.native_id == host.native_id]
+            snaps = [s for s in snaps if s.host == host.name and s.handle == host.handle]
         errors = self._remote_errors(doc)
         if errors:
             raise PartialListError(snaps, errors)
@@ -516,7 +516,7 @@ class MngrBackend(Backend):
 
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
         ref = urllib.parse.quote(snapshot.id, safe="")
-        url = self._url(f"/v1/snapshots/{ref}", provider=snapshot.native_id)
+        url = self._url(f"/v1/snapshots/{ref}", provider=snapshot.handle)
         return Plan([self._action("DELETE", url, None, "snapshot")])
 
     def check(self) -> dict[str, Any]:

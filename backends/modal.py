@@ -244,7 +244,7 @@ class ModalBackend(Backend):
                 resources=Resources(**resources),
                 address=address,
                 snapshots=data.get("snapshots") or [],
-                native_id=sandbox_id,
+                handle=sandbox_id,
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise VendorOutputError(
@@ -259,7 +259,7 @@ class ModalBackend(Backend):
                 host=data["host"],
                 provider=self.provider,
                 created_at=data.get("created_at"),
-                native_id=data.get("image_id"),
+                handle=data.get("image_id"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise VendorOutputError(
@@ -391,12 +391,12 @@ class ModalBackend(Backend):
     # --- exec ---------------------------------------------------------------------------
 
     def _sandbox_of(self, host: Host, verb: str) -> str:
-        if host.state != HostState.RUNNING or not host.native_id:
+        if host.state != HostState.RUNNING or not host.handle:
             raise MngrError(
                 f"cannot {verb} host {host.name!r}: it is {host.state}; "
                 f"run 'mngr host start {host.name}' first"
             )
-        return host.native_id
+        return host.handle
 
     def exec_command(
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False

@@ -352,7 +352,7 @@ class SshSpec:
                 "ssh": machine.destination,
                 "dir": f"{self.host_dir(machine)}/hosts/{name}",
             },
-            native_id=machine.name,
+            handle=machine.name,
         )
 
     def parse_read(self, machine: Machine, provider: str, stdout: str) -> Host | None:
@@ -700,6 +700,6 @@ class SshBackend(Backend):
         }
 
     def _machine_of(self, host: Host) -> Machine:
-        if host.native_id is None:
+        if host.handle is None:
             raise MngrError(f"host {host.name!r} does not say which machine holds it")
-        return self.machine(host.native_id)
+        return self.machine(host.handle)

@@ -49,8 +49,10 @@ class Host(BaseModel):
     # What this host cannot do beyond its provider's limits, with the reason (a spot
     # instance cannot stop): {"stop/start": "..."}. Verbs refuse it before running anything.
     unsupported: dict[str, str] = Field(default_factory=dict)
-    # Backend-private handle (container id, instance id, ...); not part of the JSON output.
-    native_id: str | None = Field(default=None, exclude=True)
+    # The backend's own opaque handle on the host (a container id, an instance id, a sandbox
+    # id, a claimed machine, a remote provider): only the backend that made the record reads
+    # it, and it is never in the JSON output. What a user may rely on is in `address`.
+    handle: str | None = Field(default=None, exclude=True)
 
     @property
     def ref(self) -> str:
@@ -65,7 +67,7 @@ class Snapshot(BaseModel):
     host: str
     provider: str
     created_at: str | None = None
-    native_id: str | None = Field(default=None, exclude=True)
+    handle: str | None = Field(default=None, exclude=True)  # the backend's own, as on Host
 
 
 class ProviderErrorRow(BaseModel):

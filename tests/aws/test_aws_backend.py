@@ -51,7 +51,7 @@ HOST = Host(
     backend="aws",
     state=HostState.RUNNING,
     address={"public_ip": "54.0.0.1", "instance_id": "i-1"},
-    native_id="i-1",
+    handle="i-1",
 )
 
 
@@ -187,7 +187,7 @@ def test_create_checks_name_launches_and_polls_until_running(fp, aws_backend) ->
     )
     backend = aws_backend(ami="ami-1")
     host = execute(backend.create_plan(create_request(tags={"team": "x"})), backend)
-    assert (host.name, host.state, host.native_id) == ("web-1", HostState.RUNNING, "i-new")
+    assert (host.name, host.state, host.handle) == ("web-1", HostState.RUNNING, "i-new")
     assert run.first_call.args[run.first_call.args.index("--client-token") + 1] == HOST_ID
 
 
@@ -210,7 +210,7 @@ def test_a_name_held_only_by_terminated_instances_is_free(fp, aws_backend) -> No
         aws("describe-instances", fp), stdout=listing(gone, instance("web-1", "running", "i-new"))
     )
     backend = aws_backend(ami="ami-1")
-    assert execute(backend.create_plan(create_request()), backend).native_id == "i-new"
+    assert execute(backend.create_plan(create_request()), backend).handle == "i-new"
 
 
 def test_of_two_concurrent_creates_the_later_one_gives_up_and_terminates(fp, aws_backend) -> None:
@@ -317,7 +317,7 @@ def test_snapshot_delete_of_a_gone_image_is_not_an_error(fp, aws_backend) -> Non
     failing(fp, "describe-images", "instance-not-found")
     failing(fp, "deregister-image", "instance-not-found")
     backend = aws_backend()
-    snap = Snapshot(id="ami-1", name="s", host="web-1", provider="cloud", native_id="ami-1")
+    snap = Snapshot(id="ami-1", name="s", host="web-1", provider="cloud", handle="ami-1")
     execute(backend.snapshot_delete_plan(snap), backend)
     assert fp.call_count(aws("delete-snapshot", fp)) == 0
 

@@ -156,7 +156,7 @@ def test_provider_check_and_a_destroy_of_an_unknown_instance(
         name="gone",
         provider="cloud",
         backend="aws",
-        native_id="i-0123456789abcdef0",
+        handle="i-0123456789abcdef0",
     )
     execute(backend.destroy_plan(gone), backend)  # InvalidInstanceID.NotFound: nothing to do
     assert backend.runner.calls[-1][2] == "terminate-instances"

@@ -38,11 +38,11 @@ def test_list_reads_hosts_from_tags_and_skips_instances_mngr_did_not_make(spec) 
     assert web2.image == "ami-1e749f67"
     assert web2.created_at == "2026-01-02T03:04:06Z"
     assert web2.tags == {"team": "a b,c=d"}
-    assert web2.native_id == web2.address["instance_id"]
+    assert web2.handle == web2.address["instance_id"]
     assert web2.address["lifecycle"] == "on-demand"
     assert spot.address["lifecycle"] == "spot"
     assert spot.address["ssh"] == f"ec2-user@{spot.address['public_ip']}"
-    assert "native_id" not in web2.model_dump(mode="json")
+    assert "handle" not in web2.model_dump(mode="json")
 
 
 def test_a_truncated_listing_hands_back_its_next_token(spec) -> None:

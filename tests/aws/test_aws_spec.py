@@ -158,7 +158,7 @@ def test_check_is_one_describe_regions_call() -> None:
 
 def test_snapshot_argv() -> None:
     s = spec()
-    host = Host(id=HOST_ID, name="web-1", provider="prod", backend="aws", native_id="i-1")
+    host = Host(id=HOST_ID, name="web-1", provider="prod", backend="aws", handle="i-1")
     argv = s.create_image_argv(host, "base", "2026-01-02T03:04:05Z", "snap-1")
     assert argv[:10] == [
         "aws",
@@ -335,7 +335,7 @@ def test_disk_reads_the_root_device_of_the_image_first(aws_backend) -> None:
 
 def test_image_comes_from_snapshot_then_ami_then_image_then_settings(aws_backend) -> None:
     backend = aws_backend(ami="ami-default")
-    snap = Snapshot(id="ami-snap", name="s", host="h", provider="cloud", native_id="ami-snap")
+    snap = Snapshot(id="ami-snap", name="s", host="h", provider="cloud", handle="ami-snap")
 
     def image_of(**changes) -> str:
         return backend.create_plan(request(**changes)).steps[1].command.argv[4]

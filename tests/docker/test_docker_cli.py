@@ -42,7 +42,7 @@ def test_list_shows_the_hosts_with_their_tags(fp, mngr) -> None:
     web = next(h for h in doc["hosts"] if h["name"] == "web")
     assert web["tags"] == {"team": "a,b=c d", "owner": "zoë ☃", "empty": ""}
     assert web["provider"] == "dk" and web["backend"] == "docker" and web["state"] == "running"
-    assert "native_id" not in web
+    assert "handle" not in web
 
 
 def test_daemon_down_is_an_error_row_and_the_other_providers_still_list(fp, mngr) -> None:
@@ -128,7 +128,7 @@ def test_a_container_gone_under_a_verb_is_exit_3(fp, mngr) -> None:
 
 def fixture_id(name: str) -> str:
     hosts = SPEC.parse_hosts(fixture_text("ps.jsonl"))
-    return next(str(h.native_id) for h in hosts if h.name == name)
+    return next(str(h.handle) for h in hosts if h.name == name)
 
 
 def test_exec_passes_the_exit_code_through_without_a_tty(fp, mngr) -> None:

@@ -43,11 +43,11 @@ def request(**fields: object) -> CreateRequest:
 
 def a_host(**fields: object) -> Host:
     base = {"id": HOST_ID, "name": "web", "provider": "dk", "backend": "docker"}
-    return Host.model_validate({"state": "running", "native_id": CID, **base, **fields})
+    return Host.model_validate({"state": "running", "handle": CID, **base, **fields})
 
 
 def snapshot(ref: str) -> Snapshot:
-    return Snapshot(id="snap-1", name="s", host="web", provider="dk", native_id=ref)
+    return Snapshot(id="snap-1", name="s", host="web", provider="dk", handle=ref)
 
 
 def register_failure(fp, argv: list[str], case: dict) -> None:
@@ -233,7 +233,7 @@ def test_env_values_reach_docker_on_stdin(fp) -> None:
     plan = b.create_plan(request(options=DockerCreateOptions(env=["TOKEN=s3cr3t"])))
     fp.register(plan.steps[0].command.argv, stdout=CID + "\n", stdin_callable=seen.append)
     host = execute(plan, b)
-    assert seen == ["TOKEN=s3cr3t\n"] and host.native_id == CID
+    assert seen == ["TOKEN=s3cr3t\n"] and host.handle == CID
     assert all("s3cr3t" not in " ".join(call) for call in fp.calls)
 
 

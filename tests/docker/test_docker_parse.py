@@ -41,7 +41,7 @@ def test_hosts_come_back_from_their_labels_and_states_map() -> None:
     assert web.created_at == "2025-01-01T10:00:00Z"
     assert web.image == "mngr-test-busybox:latest"
     assert web.address["container"] == "web.local_docker"
-    assert web.native_id == web.address["container_id"] and len(web.native_id) == 64
+    assert web.handle == web.address["container_id"] and len(web.handle) == 64
 
 
 def test_tag_values_with_commas_equals_spaces_and_unicode_round_trip() -> None:
@@ -88,7 +88,7 @@ def test_snapshots_come_back_from_image_labels() -> None:
     assert len(ids) == 1
     [snap] = SPEC.parse_snapshots(fixture_text("inspect_snapshots.json"))
     assert snap.name == "web-base" and snap.host == "web" and snap.provider == "local_docker"
-    assert snap.id.startswith("snap-") and snap.native_id == f"mngr-snapshot:{snap.id}"
+    assert snap.id.startswith("snap-") and snap.handle == f"mngr-snapshot:{snap.id}"
     assert snap.created_at and snap.created_at.endswith("Z")
 
 

@@ -38,7 +38,7 @@ def host(**fields: object) -> Host:
         "provider": "dk",
         "backend": "docker",
         "state": "running",
-        "native_id": "c" * 64,
+        "handle": "c" * 64,
     }
     return Host.model_validate({**base, **fields})
 
@@ -177,7 +177,7 @@ def test_create_plan_runs_a_build_then_the_built_image(tmp_path) -> None:
 def test_create_plan_starts_from_a_snapshot_or_the_default_image() -> None:
     backend = DockerBackend(config(image="debian:12"), Runner())
     snap = Snapshot(
-        id="snap-1", name="s", host="old", provider="dk", native_id="mngr-snapshot:snap-1"
+        id="snap-1", name="s", host="old", provider="dk", handle="mngr-snapshot:snap-1"
     )
     assert (
         backend.create_plan(request(from_snapshot=snap))

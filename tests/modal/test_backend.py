@@ -51,7 +51,7 @@ def running(**more: Any) -> Host:
         provider="cloud",
         backend="modal",
         state=HostState.RUNNING,
-        native_id="sb-123",
+        handle="sb-123",
         **more,
     )
 
@@ -189,7 +189,7 @@ def test_exec_runs_the_shim_attached_with_the_sandbox_id() -> None:
 
 
 def test_exec_on_a_stopped_host_says_how_to_start_it() -> None:
-    stopped = running().model_copy(update={"state": HostState.STOPPED, "native_id": None})
+    stopped = running().model_copy(update={"state": HostState.STOPPED, "handle": None})
     with pytest.raises(MngrError, match="it is stopped; run 'mngr host start web' first"):
         backend().exec_command(stopped, ["true"])
 
@@ -218,7 +218,7 @@ def test_list_parses_hosts(fp) -> None:
     fp.register(shim_call("list"), stdout=json.dumps({"hosts": [HOST_JSON], "snapshots": []}))
     [host] = backend().list_hosts()
     assert host.name == "web" and host.state == HostState.RUNNING and host.backend == "modal"
-    assert host.native_id == "sb-123" and host.address == {
+    assert host.handle == "sb-123" and host.address == {
         "app": "mngr-cloud",
         "sandbox_id": "sb-123",
     }
@@ -350,7 +350,7 @@ def test_snapshots_parse(fp) -> None:
         stdout=json.dumps({"snapshots": [{**snap, "image_id": "im-1"}]}),
     )
     [parsed] = backend().list_snapshots(running())
-    assert parsed.id == snap["id"] and parsed.provider == "cloud" and parsed.native_id == "im-1"
+    assert parsed.id == snap["id"] and parsed.provider == "cloud" and parsed.handle == "im-1"
 
 
 def test_shell_is_an_attached_exec_of_a_login_shell() -> None:

@@ -26,11 +26,11 @@ def read(name: str) -> str:
 def test_list_gives_running_and_stopped_hosts(backend: ModalBackend) -> None:
     data = backend._parse(read("list.json"), "list")
     web, db = (backend._host(h) for h in data["hosts"])
-    assert web.state == HostState.RUNNING and web.native_id.startswith("sb-")
+    assert web.state == HostState.RUNNING and web.handle.startswith("sb-")
     assert web.resources.cpus == 2.0 and web.resources.memory_gb == 4.0
     assert web.resources.gpus == "T4" and web.tags == {"team": "ml"}
-    assert web.address == {"app": "mngr-cloud", "sandbox_id": web.native_id}
-    assert db.state == HostState.STOPPED and db.native_id is None and db.address == {}
+    assert web.address == {"app": "mngr-cloud", "sandbox_id": web.handle}
+    assert db.state == HostState.STOPPED and db.handle is None and db.address == {}
     assert db.image == "postgres:16" and db.snapshots == ["snap-" + "0" * 31 + "2"]
     assert {h.provider for h in (web, db)} == {"cloud"} and web.backend == "modal"
 
@@ -41,7 +41,7 @@ def test_create_stop_and_snapshot_outputs(backend: ModalBackend) -> None:
     stopped = backend._host(backend._parse(read("stop.json"), "stop"))
     assert stopped.name == "db" and stopped.state == HostState.STOPPED
     snap = backend._snapshot(backend._parse(read("snapshot.json"), "snapshot"))
-    assert snap.name == "base" and snap.host == "web" and snap.native_id.startswith("im-")
+    assert snap.name == "base" and snap.host == "web" and snap.handle.startswith("im-")
 
 
 def test_list_snapshots_output(backend: ModalBackend) -> None:

@@ -130,7 +130,7 @@ def test_unknown_host_fields_and_states_are_tolerated(stub) -> None:
     server = stub(json_answer(200, {"hosts": [row], "errors": []}))
     [host] = backend_for(server.url).list_hosts()
     assert host.provider == "team" and host.state == "unknown" and host.resources.cpus == 2
-    assert host.address["provider"] == "aws-prod" and host.native_id == "aws-prod"
+    assert host.address["provider"] == "aws-prod" and host.handle == "aws-prod"
 
 
 @pytest.mark.parametrize(
@@ -162,7 +162,7 @@ def test_destroy_of_a_host_already_gone_is_not_an_error(stub) -> None:
 
     server = stub(json_answer(404, {"error": {"kind": "not-found", "message": "no host"}}))
     backend = backend_for(server.url)
-    host = Host(id="host-" + "1" * 32, name="web", provider="team", backend="mngr", native_id="p")
+    host = Host(id="host-" + "1" * 32, name="web", provider="team", backend="mngr", handle="p")
     execute(backend.destroy_plan(host, force=True), backend)
     assert server.seen == [(f"/v1/hosts/{host.id}?provider=p&force=true", f"Bearer {RW_TOKEN}")]
 

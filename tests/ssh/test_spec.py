@@ -243,7 +243,7 @@ def test_record_parses_to_a_running_host_on_its_machine() -> None:
     assert host is not None
     assert (host.id, host.name, host.provider, host.backend) == (HOST_ID, "web", "pool", "ssh")
     assert host.state == HostState.RUNNING and host.tags == {"a": "b"}
-    assert host.native_id == "m2" and host.address["ssh"] == "box.example:2222"
+    assert host.handle == "m2" and host.address["ssh"] == "box.example:2222"
 
 
 @pytest.mark.parametrize(

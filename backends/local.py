@@ -58,9 +58,12 @@ class LocalBackend(Backend):
 
     @property
     def root(self) -> Path:
-        if self.config.root:
-            return Path(os.path.expanduser(self.config.root))
-        return paths.data_home() / "local" / self.provider
+        return _root_of(self.config)
+
+    @classmethod
+    def shared_state_key(cls, config: ProviderConfig) -> str | None:
+        assert isinstance(config, LocalConfig)
+        return f"root {os.path.realpath(_root_of(config))}"
 
     def host_dir(self, name: str) -> Path:
         return self.root / check_host_name(name)
@@ -80,6 +83,11 @@ class LocalBackend(Backend):
                 raise ValueError("not a JSON object")
             if data.get("name") != folder.name:
                 raise ValueError(f"its name {data.get('name')!r} is not the directory's")
+            if data.get("provider", self.provider) != self.provider:  # older records have none
+                raise ValueError(
+                    f"it belongs to provider {data['provider']!r} (a root shared with it, or "
+                    "a renamed provider); not listed, not touched"
+                )
             return Host(
                 id=data["id"],
                 name=data["name"],
@@ -240,6 +248,7 @@ class LocalBackend(Backend):
                 new=True,
                 id=request.host_id,
                 name=request.name,
+                provider=self.provider,
                 state=HostState.RUNNING.value,
                 image=snap.id if snap else request.image,
                 created_at=request.created_at,
@@ -446,6 +455,12 @@ class LocalBackend(Backend):
         if folder.is_symlink() or not folder.resolve().is_relative_to(self.root.resolve()):
             raise MngrError(f"refusing to touch {folder}: not a directory under {self.root}")
         return folder
+
+
+def _root_of(config: LocalConfig) -> Path:
+    if config.root:
+        return Path(os.path.expanduser(config.root))
+    return paths.data_home() / "local" / config.name
 
 
 def _stamp() -> str:

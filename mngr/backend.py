@@ -90,6 +90,12 @@ class Backend(ABC):
         if reason is not None:
             raise UnsupportedError(f"backend '{cls.name}' cannot {capability}: {reason}")
 
+    @classmethod
+    def shared_state_key(cls, config: ProviderConfig) -> str | None:
+        """Where this provider keeps its hosts, when two providers with equal keys would see
+        and destroy each other's hosts (settings naming both are refused); None: never."""
+        return None
+
     # --- running vendor commands ------------------------------------------------------
 
     def run(self, command: Command, *, cancellable: bool = True) -> Completed:

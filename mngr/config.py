@@ -224,7 +224,28 @@ def load(explicit: Path | None = None) -> Settings:
         )
     for entry in merged.values():
         validate_entry(entry)
+    check_shared_state(merged)
     return settings
+
+
+def check_shared_state(providers: dict[str, ProviderEntry]) -> None:
+    """Two enabled providers that keep their hosts in one place would see and destroy each
+    other's hosts: refuse such settings, naming both."""
+    from mngr.registry import load_backend
+
+    seen: dict[str, ProviderEntry] = {}
+    for entry in providers.values():
+        if entry.config is None or not entry.config.enabled:
+            continue
+        key = load_backend(entry.backend).shared_state_key(entry.config)
+        if key is None:
+            continue
+        first = seen.setdefault(key, entry)
+        if first is not entry:
+            raise ConfigError(
+                f"{entry.sources[-1]}: providers {first.name!r} and {entry.name!r} would keep "
+                f"their hosts in one place ({key}); give each its own"
+            )
 
 
 def validate_entry(entry: ProviderEntry) -> None:

@@ -311,3 +311,53 @@ def test_a_snapshot_never_brings_its_own_pid_files_or_record(mngr, isolated_home
     assert mngr("host", "create", "web", "--from-snapshot", "evil").exit_code == 0
     assert (root / "web" / "kept").read_text() == "ok\n"
     assert not (root / "web" / ".mngr" / "pids").exists()
+
+
+# --- 5. providers never share their hosts -----------------------------------------------
+
+
+def test_two_local_providers_sharing_a_root_are_refused_naming_both(
+    mngr, user_settings: Path, isolated_home: Path
+) -> None:
+    user_settings.write_text(
+        '[providers.teama]\nbackend = "local"\nroot = "~/hosts"\n'
+        f'[providers.teamb]\nbackend = "local"\nroot = "{isolated_home}/x/../hosts"\n'
+    )
+    for args in (("host", "list"), ("host", "destroy", "web.teamb", "--yes")):
+        result = mngr(*args)
+        assert result.exit_code == 2
+        [line] = result.stderr.strip().splitlines()
+        assert "providers 'teama' and 'teamb' would keep their hosts in one place" in line
+        assert str(user_settings) in line and str(isolated_home / "hosts") in line
+
+
+def test_a_root_that_is_another_providers_default_is_refused(
+    mngr, user_settings: Path, isolated_home: Path
+) -> None:
+    default = isolated_home / ".local" / "share" / "mngr" / "local" / "local"
+    user_settings.write_text(f'[providers.mine]\nbackend = "local"\nroot = "{default}"\n')
+    result = mngr("host", "list")
+    assert result.exit_code == 2 and "providers 'local' and 'mine'" in result.stderr
+    user_settings.write_text(
+        f'[providers.mine]\nbackend = "local"\nroot = "{default}"\n'
+        "[providers.local]\nenabled = false\n"
+    )
+    assert mngr("host", "list").exit_code == 0  # the built-in one is switched off
+
+
+def test_a_host_whose_record_names_another_provider_is_neither_listed_nor_touched(
+    mngr, user_settings: Path
+) -> None:
+    user_settings.write_text('[providers.teama]\nbackend = "local"\nroot = "~/hosts"\n')
+    assert mngr("host", "create", "web", "-p", "teama").exit_code == 0
+    folder = Path(hosts(mngr)["web"]["address"]["path"])
+    # The same folder, now configured as another provider's (teama renamed, or a root that
+    # two machines' settings point at).
+    user_settings.write_text('[providers.teamb]\nbackend = "local"\nroot = "~/hosts"\n')
+    listed = mngr("host", "list", "-p", "teamb", "--format", "json")
+    assert listed.exit_code == 6 and json.loads(listed.stdout)["hosts"] == []
+    [row] = json.loads(listed.stdout)["errors"]
+    assert "belongs to provider 'teama'" in row["message"]
+    destroyed = mngr("host", "destroy", "web.teamb", "--yes")
+    assert destroyed.exit_code == 1 and "belongs to provider 'teama'" in destroyed.stderr
+    assert (folder / ".mngr" / "host.json").exists()

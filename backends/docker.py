@@ -646,9 +646,7 @@ class DockerBackend(Backend):
                 )
             )
         elif request.from_snapshot is not None:
-            image = request.from_snapshot.handle or self.spec.snapshot_ref(
-                request.from_snapshot.id
-            )
+            image = request.from_snapshot.handle or self.spec.snapshot_ref(request.from_snapshot.id)
         else:
             image = request.image or self.config.image
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from mngr.runner import Command
 META = ".mngr"
 RECORD = "host.json"
 SNAPSHOTS = ".snapshots"
+DETACH_ENV = "MNGR_DETACHED"  # marks the processes of one `exec --detach` (see _kill_groups)
 
 
 class LocalConfig(ProviderConfig):
@@ -55,9 +58,12 @@ class LocalBackend(Backend):
 
     @property
     def root(self) -> Path:
-        if self.config.root:
-            return Path(os.path.expanduser(self.config.root))
-        return paths.data_home() / "local" / self.provider
+        return _root_of(self.config)
+
+    @classmethod
+    def shared_state_key(cls, config: ProviderConfig) -> str | None:
+        assert isinstance(config, LocalConfig)
+        return f"root {os.path.realpath(_root_of(config))}"
 
     def host_dir(self, name: str) -> Path:
         return self.root / check_host_name(name)
@@ -77,6 +83,11 @@ class LocalBackend(Backend):
                 raise ValueError("not a JSON object")
             if data.get("name") != folder.name:
                 raise ValueError(f"its name {data.get('name')!r} is not the directory's")
+            if data.get("provider", self.provider) != self.provider:  # older records have none
+                raise ValueError(
+                    f"it belongs to provider {data['provider']!r} (a root shared with it, or "
+                    "a renamed provider); not listed, not touched"
+                )
             return Host(
                 id=data["id"],
                 name=data["name"],
@@ -99,35 +110,78 @@ class LocalBackend(Backend):
         except (TypeError, ValueError) as exc:
             raise MngrError(f"bad host record {record}: {exc}") from None
 
-    def _write(self, folder: Path, *, new: bool = False, **changes: Any) -> None:
-        self._update(folder, lambda data: data.update(changes), new=new)
+    def _write(self, folder: Path, host_id: str, *, new: bool = False, **changes: Any) -> None:
+        self._update(folder, host_id, lambda data: data.update(changes), new=new)
 
     def _update(
-        self, folder: Path, change: Callable[[dict[str, Any]], None], *, new: bool = False
+        self,
+        folder: Path,
+        host_id: str,
+        change: Callable[[dict[str, Any]], None],
+        *,
+        new: bool = False,
     ) -> None:
-        """Read-modify-write of the record, under a lock so that concurrent stop, start and
-        snapshot of one host (several mngr processes) never lose each other's update."""
+        """Read-modify-write of host `host_id`'s record, under its lock so that concurrent
+        stop, start and snapshot of one host (several mngr processes) never lose each
+        other's update, nor change a newer host that took the name meanwhile."""
+        with self._locked(folder) as data:
+            data = {} if new else self._expect(folder, host_id, data)
+            change(data)
+            _atomic_write(folder / META / RECORD, json.dumps(data, indent=2, ensure_ascii=False))
+
+    @contextmanager
+    def _locked(self, folder: Path) -> Iterator[dict[str, Any] | None]:
+        """Hold the host's record lock; yield its record, or None when it has none (gone, or
+        a create still running)."""
         record = folder / META / RECORD
         try:
             lock = os.open(folder / META / "lock", os.O_CREAT | os.O_RDWR, 0o600)
-        except FileNotFoundError:  # destroyed meanwhile: never leave a stub record behind
-            raise NotFoundError(f"host {folder.name!r} no longer exists ({record})") from None
+        except (FileNotFoundError, NotADirectoryError):  # destroyed: never leave a stub behind
+            yield None
+            return
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            data: dict[str, Any] = {}
-            if not new:
-                try:
-                    data = json.loads(record.read_text(encoding="utf-8"))
-                except FileNotFoundError:
-                    raise NotFoundError(
-                        f"host {folder.name!r} no longer exists ({record})"
-                    ) from None
-                except ValueError as exc:
-                    raise MngrError(f"unreadable host record {record}: {exc}") from None
-            change(data)
-            _atomic_write(record, json.dumps(data, indent=2, ensure_ascii=False))
+            try:
+                data = json.loads(record.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                data = None
+            except ValueError as exc:
+                raise MngrError(f"unreadable host record {record}: {exc}") from None
+            yield data
         finally:
             os.close(lock)
+
+    def _expect(self, folder: Path, host_id: str, data: dict[str, Any] | None) -> dict[str, Any]:
+        """The record, if it is still host `host_id`'s: the name may have been destroyed and
+        given to a new host since this command looked it up."""
+        if data is None:
+            raise NotFoundError(f"host {folder.name!r} no longer exists ({folder / META / RECORD})")
+        if not isinstance(data, dict) or data.get("id") != host_id:
+            now = data.get("id") if isinstance(data, dict) else None
+            raise ConflictError(
+                f"host {folder.name!r} changed since this command looked it up: it is now "
+                f"{now}, not {host_id}; nothing done"
+            )
+        return data
+
+    def _retire(self, folder: Path, host_id: str, made: tuple[int, int] | None = None) -> None:
+        """Remove the directory of host `host_id` while it is still that host's (or, for a
+        create's undo, the very directory the create made): never a newer host's."""
+        with self._locked(folder) as data:
+            if made is not None:  # a create's undo: its own directory, with its record or none
+                if data is None:
+                    mine = _identity(folder) == made
+                else:
+                    mine = isinstance(data, dict) and data.get("id") == host_id
+                if not mine:
+                    return
+            elif data is None:
+                return  # gone already: nothing to do
+            else:
+                self._expect(folder, host_id, data)
+            trash = folder.with_name(f".removing-{host_id}")
+            os.rename(folder, trash)  # atomic: from here on the name is free, the data ours
+        _remove_tree(trash)
 
     # --- verbs ------------------------------------------------------------------------
 
@@ -173,6 +227,7 @@ class LocalBackend(Backend):
                 raise ConflictError(
                     f"host {request.name!r} already exists in provider {self.provider!r}"
                 ) from None
+            ctx["made"] = _identity(folder)
             (folder / META).mkdir()
 
         def restore(ctx: Context) -> None:
@@ -180,15 +235,20 @@ class LocalBackend(Backend):
             archive = self._snapshot_path(snap.id)
             if not archive.exists():
                 raise NotFoundError(f"snapshot {snap.id} has no archive at {archive}")
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(folder, filter="data")
+            try:
+                with tarfile.open(archive, "r:gz") as tar:
+                    tar.extractall(folder, filter=_restore_filter)
+            except tarfile.TarError as exc:
+                raise MngrError(f"cannot restore snapshot {snap.id}: {exc}") from None
 
         def write_record(ctx: Context) -> None:
             self._write(
                 folder,
+                request.host_id,
                 new=True,
                 id=request.host_id,
                 name=request.name,
+                provider=self.provider,
                 state=HostState.RUNNING.value,
                 image=snap.id if snap else request.image,
                 created_at=request.created_at,
@@ -200,7 +260,10 @@ class LocalBackend(Backend):
             Step(
                 f"create directory {folder}",
                 action=make_dir,
-                undo=Step(f"remove directory {folder}", action=lambda ctx: _remove_tree(folder)),
+                undo=Step(
+                    f"remove directory {folder} (the one this create made)",
+                    action=lambda ctx: self._retire(folder, request.host_id, ctx.get("made")),
+                ),
             ),
         ]
         if snap is not None:
@@ -209,7 +272,8 @@ class LocalBackend(Backend):
 
         def finish(ctx: Context) -> Host:
             host = self._read(folder)
-            assert host is not None
+            if host is None or host.id != request.host_id:
+                raise ConflictError(f"host {request.name!r} was destroyed while being created")
             return host
 
         return Plan(steps, finish=finish)
@@ -217,13 +281,23 @@ class LocalBackend(Backend):
     def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
         folder = self._folder_of(host)
         steps = [
-            Step(f"stop processes of {host.name}", action=lambda ctx: _kill_groups(folder)),
-            Step(f"remove directory {folder}", action=lambda ctx: _remove_tree(folder)),
+            Step(
+                f"stop processes of {host.name}",
+                action=lambda ctx: self._stop_processes(folder, host.id, gone_ok=True),
+            ),
+            Step(f"remove directory {folder}", action=lambda ctx: self._retire(folder, host.id)),
         ]
         if purge:
             for snap in self.list_snapshots(host):
                 steps.append(self._delete_snapshot_step(snap))
         return Plan(steps)
+
+    def _stop_processes(self, folder: Path, host_id: str, *, gone_ok: bool = False) -> None:
+        with self._locked(folder) as data:
+            if data is None and gone_ok:
+                return
+            self._expect(folder, host_id, data)
+            _kill_groups(folder)
 
     def stop_plan(self, host: Host, *, snapshot: bool = False) -> Plan:
         folder = self._folder_of(host)
@@ -231,10 +305,13 @@ class LocalBackend(Backend):
         if snapshot:
             steps += self.snapshot_create_plan(host, f"{host.name}-stop-{_stamp()}").steps
         steps += [
-            Step(f"stop processes of {host.name}", action=lambda ctx: _kill_groups(folder)),
+            Step(
+                f"stop processes of {host.name}",
+                action=lambda ctx: self._stop_processes(folder, host.id),
+            ),
             Step(
                 f"mark {host.name} stopped",
-                action=lambda ctx: self._write(folder, state=HostState.STOPPED.value),
+                action=lambda ctx: self._write(folder, host.id, state=HostState.STOPPED.value),
             ),
         ]
         return Plan(steps)
@@ -245,7 +322,7 @@ class LocalBackend(Backend):
             [
                 Step(
                     f"mark {host.name} running",
-                    action=lambda ctx: self._write(folder, state=HostState.RUNNING.value),
+                    action=lambda ctx: self._write(folder, host.id, state=HostState.RUNNING.value),
                 ),
             ]
         )
@@ -263,6 +340,8 @@ class LocalBackend(Backend):
         created = utc_now()
 
         def pack(ctx: Context) -> None:
+            with self._locked(folder) as data:
+                self._expect(folder, host.id, data)  # describe checks again, under the lock
             archive.parent.mkdir(parents=True, exist_ok=True)
             tmp = archive.with_suffix(".partial")
             with tarfile.open(tmp, "w:gz") as tar:
@@ -285,7 +364,9 @@ class LocalBackend(Backend):
                     }
                 ),
             )
-            self._update(folder, lambda data: data.setdefault("snapshots", []).append(snap_id))
+            self._update(
+                folder, host.id, lambda data: data.setdefault("snapshots", []).append(snap_id)
+            )
 
         def remove(ctx: Context) -> None:
             for path in (archive, meta, archive.with_suffix(".partial")):
@@ -376,6 +457,12 @@ class LocalBackend(Backend):
         return folder
 
 
+def _root_of(config: LocalConfig) -> Path:
+    if config.root:
+        return Path(os.path.expanduser(config.root))
+    return paths.data_home() / "local" / config.name
+
+
 def _stamp() -> str:
     return utc_now().replace("-", "").replace(":", "").lower()
 
@@ -386,6 +473,28 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _restore_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's 'data' filter, except that a symbolic link keeps its target as it was, an
+    absolute one too (a virtualenv's bin/python). Still nothing lands outside `dest`: every
+    member's own path is checked with the links already made resolved (so nothing is written
+    through a link), a hard link must point inside, devices are refused."""
+    if member.name.split("/", 1)[0] == META:
+        return None  # the record, lock and pid files are the new host's own
+    if member.issym():
+        owner = {"uid": None, "gid": None, "uname": None, "gname": None}
+        return tarfile.tar_filter(member, dest).replace(**owner, deep=False)
+    return tarfile.data_filter(member, dest)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """Which directory sits at this path now (device, inode): a name can be reused."""
+    try:
+        info = folder.lstat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
 def _remove_tree(folder: Path) -> None:
     if folder.is_symlink():
         folder.unlink()
@@ -394,16 +503,58 @@ def _remove_tree(folder: Path) -> None:
 
 
 def _kill_groups(folder: Path) -> None:
-    """End every process group `exec --detach` started in this host."""
+    """End every process group `exec --detach` started in this host, and only those: a pid
+    file that names 0, 1, mngr's own process (group) or a pid since reused is never obeyed."""
     pid_dir = folder / META / "pids"
     if not pid_dir.is_dir():
         return
+    ours = {os.getpid(), os.getpgrp()}
     for pid_file in pid_dir.iterdir():
         try:
-            os.killpg(int(pid_file.name), signal.SIGTERM)
-        except (ValueError, ProcessLookupError, PermissionError):
-            pass
+            pid = int(pid_file.name, 10)
+            started, token = pid_file.read_text(encoding="utf-8").split("\n", 1)[0].split(" ")
+        except (ValueError, OSError):  # not written by _detach: nothing to identify it by
+            pid = 0
+        if pid > 1 and pid not in ours and _is_detached_group(pid, started, token):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
         pid_file.unlink(missing_ok=True)
+
+
+def _is_detached_group(pgid: int, started: str, token: str) -> bool:
+    """Is process group `pgid` still the one _detach started (leader start time `started`,
+    environment marked with `token`)?"""
+    leader = _process(pgid)
+    if leader is not None:
+        return leader == (pgid, started)
+    # The leader has exited. The kernel keeps its pid unused while its group lives, but the
+    # group may be a later one of a process that got the pid after ours ended: a member of
+    # ours carries the token in its environment.
+    mark = f"{DETACH_ENV}={token}".encode()
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:  # no /proc: nothing can be identified, so nothing is signalled
+        return False
+    for entry in entries:
+        if entry.name.isdigit() and (_process(int(entry.name)) or (0,))[0] == pgid:
+            try:
+                if mark in (entry / "environ").read_bytes().split(b"\0"):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def _process(pid: int) -> tuple[int, str] | None:
+    """(process group, start time in clock ticks since boot) of a live process, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": comm may hold anything
+    return int(fields[2]), fields[19]
 
 
 def _detach(folder: str, argv: list[str]) -> int:
@@ -417,10 +568,12 @@ def _detach(folder: str, argv: list[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"error: cannot prepare {meta} for a detached command: {exc.strerror}\n")
         return 1
+    token = secrets.token_hex(16)
     try:
         proc = subprocess.Popen(
             argv,
             cwd=folder,
+            env={**os.environ, DETACH_ENV: token},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -429,7 +582,11 @@ def _detach(folder: str, argv: list[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"error: cannot start {argv[0]!r}: {exc.strerror}\n")
         return 127
-    (meta / "pids" / str(proc.pid)).write_text(" ".join(argv))
+    # Its start time tells this process from a later one given the same pid (see _kill_groups).
+    started = _process(proc.pid)
+    (meta / "pids" / str(proc.pid)).write_text(
+        f"{started[1] if started else '-'} {token}\n{' '.join(argv)}\n", encoding="utf-8"
+    )
     sys.stdout.write(f"started pid {proc.pid} (log: {meta / 'logs' / 'detached.log'})\n")
     return 0
 

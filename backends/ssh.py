@@ -3,7 +3,7 @@
 Layout on each machine, under `host_dir` (default `~/.mngr`):
 
     claim/              exists <=> the machine is claimed: `mkdir` is the atomic claim
-    claim/owner         "<host-id> <name>" of the claiming host (release checks it)
+    claim/owner         "<host-id> <name> <provider>" of the claiming host (release checks it)
     claim/host.json     the host record: the only state there is
     claim/pids/         processes started by `host exec --detach` (destroy ends them)
     hosts/<name>/       the host's working directory: commands run here
@@ -23,7 +23,7 @@ import stat
 import tempfile
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeGuard
 
 from pydantic import (
     BaseModel,
@@ -51,7 +51,7 @@ from mngr.errors import (
     exit_status,
     first_line,
 )
-from mngr.names import HOST_ID_RE, HOST_NAME_RE, check_host_name
+from mngr.names import HOST_ID_RE, HOST_NAME_RE, PROVIDER_NAME_RE, check_host_name
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState
 from mngr.runner import Command
@@ -175,31 +175,44 @@ class SshCreateOptions(CreateOptions):
 # --- remote scripts (constants: values arrive only as "$1", "$2", ...) ---------------------
 
 CLAIMED_EXIT = 75  # the claim script's answer for "this machine is already claimed"
+CHANGED = "changed"  # the release script's answer for "the claim is another host's now"
 
-# $1 host_dir, $2 host id, $3 name. mkdir succeeds for exactly one claimer.
+# $1 host_dir, $2 host id, $3 name, $4 provider. mkdir succeeds for exactly one claimer.
 CLAIM_SCRIPT = (
     'umask 077; mkdir -p -- "$1" && cd -- "$1" || exit 1; '
-    'if err=$(mkdir claim 2>&1); then printf "%s %s\\n" "$2" "$3" > claim/owner && exit 0; '
+    'if err=$(mkdir claim 2>&1); then printf "%s %s %s\\n" "$2" "$3" "$4" > claim/owner && exit 0; '
     "rm -f claim/owner; rmdir claim; exit 1; fi; "
     f"if [ -e claim ]; then cat claim/owner 2>/dev/null; exit {CLAIMED_EXIT}; fi; "
     'printf "%s\\n" "$err" >&2; exit 1'
 )
 # $1 host_dir, $2 host id, $3 name; stdin: the record. Refuses if the claim is not ours.
 WRITE_SCRIPT = (
-    'umask 077; cd -- "$1" || exit 1; read -r id name < claim/owner || exit 1; '
+    'umask 077; cd -- "$1" || exit 1; read -r id rest < claim/owner || exit 1; '
     'if [ "$id" != "$2" ]; then echo "the claim is no longer ours" >&2; exit 1; fi; '
     'mkdir -p -- "hosts/$3" && cat > claim/.host.json.tmp && mv -f claim/.host.json.tmp '
     "claim/host.json"
 )
+# `started PID`: what tells a process from a later one given the same pid (its start time),
+# empty when none runs. A detached process's pid file holds it, so release never signals a
+# process that merely reuses the pid of one that exited.
+STARTED_FUNCTION = (
+    'started() { if [ -r "/proc/$1/stat" ]; then sed "s/.*) //" "/proc/$1/stat" | '
+    'cut -d" " -f20; else ps -o lstart= -p "$1" 2>/dev/null; fi; }; '
+)
 # $1 host_dir, $2 host id, $3 name. Only ever touches hosts/$3 and the claim, and only
-# while the claim is this host's. The rename makes the release atomic. A concurrent release
-# of the same host may take the claim away meanwhile: then this one is done too.
+# while the claim is this host's (another host's: prints CHANGED and the owner's id). The
+# rename makes the release atomic. A concurrent release of the same host may take the claim
+# away meanwhile: then this one is done too. Never signals pid 0, 1, itself or its parent.
 RELEASE_SCRIPT = (
     '[ -d "$1" ] || exit 0; cd -- "$1" || exit 1; [ -f claim/owner ] || exit 0; '
-    'read -r id name < claim/owner || exit 1; [ "$id" = "$2" ] || exit 0; '
-    'for f in claim/pids/*; do [ -f "$f" ] && kill -TERM "${f##*/}" 2>/dev/null; done; '
+    "read -r id rest < claim/owner || exit 1; "
+    f'[ "$id" = "$2" ] || {{ echo "{CHANGED} $id"; exit 0; }}; '
+    + STARTED_FUNCTION
+    + 'for f in claim/pids/*; do p=${f##*/}; case $p in ""|0*|1|*[!0-9]*) continue;; esac; '
+    '[ "$p" = "$$" ] || [ "$p" = "$PPID" ] && continue; s=$(started "$p"); '
+    '[ -n "$s" ] && [ "$s" = "$(cat -- "$f")" ] && kill -TERM "$p" 2>/dev/null; done; '
     'rm -rf -- "hosts/$3" || exit 1; '
-    'ours() { read -r id name < claim/owner && [ "$id" = "$1" ]; } 2>/dev/null; '
+    'ours() { read -r id rest < claim/owner && [ "$id" = "$1" ]; } 2>/dev/null; '
     'ours "$2" || exit 0; '
     'err=$(mv -- claim ".released-$2" 2>&1) || '
     '{ ours "$2" || exit 0; printf "%s\\n" "$err" >&2; exit 1; }; '
@@ -217,9 +230,9 @@ READ_SCRIPT = (
 # Not `exec`: a command killed by signal N exits 128+N, as in a shell (ssh says 255).
 EXEC_SCRIPT = 'cd -- "$1/hosts/$2" || exit 1; shift 2; "$@"; exit $?'
 DETACH_SCRIPT = (
-    'cd -- "$1" || exit 1; c=$(pwd)/claim; cd -- "hosts/$2" || exit 1; shift 2; '
+    STARTED_FUNCTION + 'cd -- "$1" || exit 1; c=$(pwd)/claim; cd -- "hosts/$2" || exit 1; shift 2; '
     'mkdir -p -- "$c/pids" || exit 1; nohup "$@" >> "$c/detached.log" 2>&1 < /dev/null & '
-    'p=$!; : > "$c/pids/$p"; echo "started pid $p (log: $c/detached.log)"'
+    'p=$!; started "$p" > "$c/pids/$p"; echo "started pid $p (log: $c/detached.log)"'
 )
 SHELL_SCRIPT = 'cd -- "$1/hosts/$2" || exit 1; exec "${SHELL:-/bin/sh}" -l'
 
@@ -294,7 +307,9 @@ class SshSpec:
     # --- verbs --------------------------------------------------------------------------
 
     def claim(self, machine: Machine, host_id: str, name: str) -> Command:
-        return self._command(machine, CLAIM_SCRIPT, _id(host_id), check_host_name(name))
+        return self._command(
+            machine, CLAIM_SCRIPT, _id(host_id), check_host_name(name), self.config.name
+        )
 
     def write_record(self, machine: Machine, record: dict[str, Any]) -> Command:
         text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
@@ -362,15 +377,21 @@ class SshSpec:
             return None
         if owner.strip() == NO_OWNER:
             raise VendorOutputError(f"machine {machine.name!r}: {self.half_made(machine)}")
-        host_id, _, name = owner.strip().partition(" ")
-        if not HOST_ID_RE.fullmatch(host_id) or not HOST_NAME_RE.fullmatch(name):
+        host_id, name, owner_provider = parse_owner(owner)
+        if (
+            not HOST_ID_RE.fullmatch(host_id)
+            or not HOST_NAME_RE.fullmatch(name)
+            or not PROVIDER_NAME_RE.fullmatch(owner_provider or provider)
+        ):
             raise VendorOutputError(
                 f"machine {machine.name!r}: unreadable claim owner {owner.strip()[:80]!r} in "
                 f"{self.host_dir(machine)}/claim/owner"
             )
         if not rest.strip():  # claimed, record not written yet: a create in progress
             return self.host(
-                machine, provider, {"id": host_id, "name": name, "state": HostState.BUILDING}
+                machine,
+                owner_provider or provider,
+                {"id": host_id, "name": name, "state": HostState.BUILDING},
             )
         try:
             record = json.loads(rest)
@@ -378,7 +399,11 @@ class SshSpec:
             if not isinstance(tags, dict):
                 raise ValueError("tags is not an object")
             fields = {"id": host_id, "name": name, "created_at": record.get("created_at")}
-            return self.host(machine, provider, {**fields, "tags": tags})
+            # Whose host: a machine may be in the pools of several providers.
+            owned_by = owner_provider or record.get("provider") or provider
+            if not isinstance(owned_by, str) or not PROVIDER_NAME_RE.fullmatch(owned_by):
+                raise ValueError(f"unreadable provider {str(owned_by)[:80]!r}")
+            return self.host(machine, owned_by, {**fields, "tags": tags})
         except ValidationError as exc:  # a tag or created_at that is not a string
             problem = exc.errors()[0]
             where = ".".join(str(part) for part in problem["loc"])
@@ -460,6 +485,14 @@ class HostKeyError(MngrError):
     """The machine's host key is unknown or changed: never connected to, never 'fixed' here."""
 
     kind = "host-key"
+
+
+def parse_owner(line: str) -> tuple[str, str, str | None]:
+    """A claim's owner line -> (host id, name, provider or None: written before it was)."""
+    words = line.split()
+    if len(words) not in (2, 3):
+        return "", "", None
+    return words[0], words[1], words[2] if len(words) == 3 else None
 
 
 def _id(host_id: str) -> str:
@@ -570,7 +603,7 @@ class SshBackend(Backend):
 
     def list_hosts(self) -> list[Host]:
         pool = self._read_pool(list(self.config.machines))
-        hosts = [host for _, host, error in pool if host is not None and error is None]
+        hosts = [host for _, host, error in pool if self._owns(host) and error is None]
         errors = [error for _, _, error in pool if error is not None]
         if errors:
             raise PartialListError(hosts, errors)
@@ -592,13 +625,13 @@ class SshBackend(Backend):
             ctx["machine"] = self._claim_first_free(candidates, request, ctx, chosen=bool(chosen))
 
         def release(ctx: Context) -> None:
-            if "machine" in ctx:
+            if "machine" in ctx:  # never another host's claim (the script checks the id)
                 self.run(self.spec.release(ctx["machine"], request.host_id, name))
 
         def check_name_unique(ctx: Context) -> None:
             others = [m for m in self.config.machines if m != ctx["machine"]]
             for machine, host, _ in self._read_pool(others):
-                if host is not None and host.name == name:
+                if self._owns(host) and host.name == name:
                     raise ConflictError(
                         f"host {name!r} already exists in provider {self.provider!r} "
                         f"(on machine {machine.name!r})"
@@ -641,7 +674,7 @@ class SshBackend(Backend):
             if done.returncode == 0:
                 return machine
             if done.returncode == CLAIMED_EXIT:
-                owner = done.stdout.strip().partition(" ")[2]
+                owner = self._ref(*parse_owner(done.stdout)[1:])
                 if chosen:
                     where = f"machine {machine.name!r} of provider {self.provider!r}"
                     raise ConflictError(
@@ -672,9 +705,19 @@ class SshBackend(Backend):
                 Step(
                     f"release machine {machine.name} held by {host.name}",
                     command=self.spec.release(machine, host.id, host.name),
+                    parse=lambda out, ctx: self._check_released(host, machine, out),
                 )
             ]
         )
+
+    def _check_released(self, host: Host, machine: Machine, out: str) -> None:
+        word, _, now = out.strip().partition(" ")
+        if word == CHANGED:
+            holder = now if HOST_ID_RE.fullmatch(now) else "another host"
+            raise ConflictError(
+                f"host {host.name!r} changed since this command looked it up: machine "
+                f"{machine.name!r} is now held by {holder}, not {host.id}; nothing done"
+            )
 
     def exec_command(
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False
@@ -692,12 +735,20 @@ class SshBackend(Backend):
         errors = [str(error) for _, _, error in pool if error is not None]
         if errors:
             raise UnreachableError("; ".join(errors))
-        claimed = {m.name: h.name for m, h, _ in pool if h is not None}
+        claimed = {m.name: self._ref(h.name, h.provider) for m, h, _ in pool if h is not None}
         return {
             "machines": len(pool),
             "free": len(pool) - len(claimed),
             "claimed": claimed,
         }
+
+    def _owns(self, host: Host | None) -> TypeGuard[Host]:
+        """Is this host one of this provider's (a machine may be in several pools)?"""
+        return host is not None and host.provider == self.provider
+
+    def _ref(self, name: str, provider: str | None) -> str:
+        """A host's name as this provider's user knows it: NAME, or NAME.PROVIDER if another's."""
+        return name if provider in (None, self.provider) else f"{name}.{provider}"
 
     def _machine_of(self, host: Host) -> Machine:
         if host.handle is None:

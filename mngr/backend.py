@@ -130,6 +130,12 @@ class Backend(ABC):
         `provider list` shows it after "configured"."""
         return None
 
+    @classmethod
+    def shared_state_key(cls, config: ProviderConfig) -> str | None:
+        """Where this provider keeps its hosts, when two providers with equal keys would see
+        and destroy each other's hosts (settings naming both are refused); None: never."""
+        return None
+
     # --- running vendor commands ------------------------------------------------------
 
     def run(self, command: Command, *, cancellable: bool = True) -> Completed:

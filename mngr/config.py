@@ -281,6 +281,7 @@ def load(explicit: Path | None = None, *, check_trust: bool = True) -> Settings:
         validate_entry(entry)
         if check_trust:
             check_trusted(entry)
+    check_shared_state(merged)
     return settings
 
 
@@ -295,6 +296,26 @@ def check_trusted(entry: ProviderEntry) -> None:
                 f"{where(path, line)}: provider {entry.name!r}: {key!r} may only be set by a "
                 f"settings file you trust (it decides where credentials go or what runs); "
                 f"read the file, then run `mngr config trust {shlex.quote(str(path))}`"
+            )
+
+
+def check_shared_state(providers: dict[str, ProviderEntry]) -> None:
+    """Two enabled providers that keep their hosts in one place would see and destroy each
+    other's hosts: refuse such settings, naming both."""
+    from mngr.registry import load_backend
+
+    seen: dict[str, ProviderEntry] = {}
+    for entry in providers.values():
+        if entry.config is None or not entry.config.enabled:
+            continue
+        key = load_backend(entry.backend).shared_state_key(entry.config)
+        if key is None:
+            continue
+        first = seen.setdefault(key, entry)
+        if first is not entry:
+            raise ConfigError(
+                f"{entry.sources[-1]}: providers {first.name!r} and {entry.name!r} would keep "
+                f"their hosts in one place ({key}); give each its own"
             )
 
 

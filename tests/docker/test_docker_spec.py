@@ -176,9 +176,7 @@ def test_create_plan_runs_a_build_then_the_built_image(tmp_path) -> None:
 
 def test_create_plan_starts_from_a_snapshot_or_the_default_image() -> None:
     backend = DockerBackend(config(image="debian:12"), Runner())
-    snap = Snapshot(
-        id="snap-1", name="s", host="old", provider="dk", handle="mngr-snapshot:snap-1"
-    )
+    snap = Snapshot(id="snap-1", name="s", host="old", provider="dk", handle="mngr-snapshot:snap-1")
     assert (
         backend.create_plan(request(from_snapshot=snap))
         .render()[0]

@@ -4,6 +4,7 @@ run by a local `sh` exactly as the remote login shell would run them."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 from pathlib import Path
@@ -294,10 +295,10 @@ def remote(
 
 
 def test_claim_succeeds_once_then_reports_the_owner(tmp_path: Path) -> None:
-    assert remote(tmp_path, CLAIM_SCRIPT, ".mngr", HOST_ID, "web").returncode == 0
-    second = remote(tmp_path, CLAIM_SCRIPT, ".mngr", OTHER_ID, "api")
-    assert second.returncode == CLAIMED_EXIT and second.stdout.strip() == f"{HOST_ID} web"
-    assert (tmp_path / ".mngr" / "claim" / "owner").read_text() == f"{HOST_ID} web\n"
+    assert remote(tmp_path, CLAIM_SCRIPT, ".mngr", HOST_ID, "web", "pool").returncode == 0
+    second = remote(tmp_path, CLAIM_SCRIPT, ".mngr", OTHER_ID, "api", "pool")
+    assert second.returncode == CLAIMED_EXIT and second.stdout.strip() == f"{HOST_ID} web pool"
+    assert (tmp_path / ".mngr" / "claim" / "owner").read_text() == f"{HOST_ID} web pool\n"
 
 
 def test_claim_reports_why_it_cannot_create_the_host_dir(tmp_path: Path) -> None:
@@ -374,3 +375,46 @@ def test_exec_script_exits_128_plus_n_for_a_killed_command(tmp_path: Path) -> No
     (tmp_path / ".mngr" / "hosts" / "web").mkdir(parents=True)
     argv = ["sh", "-c", EXEC_SCRIPT, "mngr", ".mngr", "web", "sh", "-c", "kill -9 $$"]
     assert subprocess.run(argv, cwd=tmp_path, capture_output=True).returncode == 137
+
+
+def test_release_never_signals_pid_0_1_itself_or_a_reused_pid(tmp_path: Path) -> None:
+    """`kill` stubbed by a shell function (it takes precedence over the builtin), so that
+    nothing is really signalled even where the script would."""
+    remote(tmp_path, CLAIM_SCRIPT, ".mngr", HOST_ID, "web", "pool")
+    pids = tmp_path / ".mngr" / "claim" / "pids"
+    pids.mkdir()
+    for name in ("0", "1", "-1", "01", "1x", "*"):
+        (pids / name).write_text("")
+    (pids / str(os.getpid())).write_text("not its start time\n")
+    log = tmp_path / "signalled"
+    stub = f'kill() {{ echo "$*" >> {shlex.quote(str(log))}; }}; '
+    done = subprocess.run(
+        ["sh", "-c", stub + RELEASE_SCRIPT, "mngr", ".mngr", HOST_ID, "web"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not log.exists(), log.read_text()
+    assert not (tmp_path / ".mngr" / "claim").exists()
+
+
+def test_release_of_another_hosts_claim_says_so_and_signals_nothing(tmp_path: Path) -> None:
+    import signal as signals
+
+    remote(tmp_path, CLAIM_SCRIPT, ".mngr", HOST_ID, "web", "pool")
+    pids = tmp_path / ".mngr" / "claim" / "pids"
+    pids.mkdir()
+    sleeper = subprocess.Popen(["sleep", "300"])
+    try:
+        stat = Path(f"/proc/{sleeper.pid}/stat").read_text()
+        (pids / str(sleeper.pid)).write_text(stat.rsplit(")", 1)[1].split()[19] + "\n")
+        done = remote(tmp_path, RELEASE_SCRIPT, ".mngr", OTHER_ID, "web")
+        assert done.returncode == 0 and done.stdout == f"changed {HOST_ID}\n"
+        assert sleeper.poll() is None
+        # Its own host's release ends it: the recorded start time is the process's.
+        assert remote(tmp_path, RELEASE_SCRIPT, ".mngr", HOST_ID, "web").returncode == 0
+        assert sleeper.wait(5) == -signals.SIGTERM
+    finally:
+        sleeper.kill()
+        sleeper.wait()

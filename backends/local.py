@@ -27,8 +27,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from mngr import paths
-from mngr.backend import Backend, CreateOptions, CreateRequest, ProviderConfig
-from mngr.errors import ConflictError, MngrError, NotFoundError, PartialListError
+from mngr.backend import Backend, CreateOptions, CreateRequest, Listing, ProviderConfig
+from mngr.errors import ConflictError, MngrError, NotFoundError
 from mngr.names import check_host_name, new_snapshot_id
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState, Snapshot, utc_now
@@ -185,7 +185,7 @@ class LocalBackend(Backend):
 
     # --- verbs ------------------------------------------------------------------------
 
-    def list_hosts(self) -> list[Host]:
+    def list_hosts(self) -> list[Host] | Listing:
         if not self.root.exists():
             return []
         if not self.root.is_dir():
@@ -203,7 +203,7 @@ class LocalBackend(Backend):
             if host is not None:
                 hosts.append(host)
         if errors:
-            raise PartialListError(hosts, errors)
+            return Listing(hosts, errors)
         return hosts
 
     def create_plan(self, request: CreateRequest) -> Plan:
@@ -448,7 +448,11 @@ class LocalBackend(Backend):
         return Command([os.environ.get("SHELL") or "/bin/sh"], cwd=str(folder))
 
     def check(self) -> dict[str, Any]:
-        return {"root": str(self.root), "hosts": len(self.list_hosts())}
+        listed = self.list_hosts()
+        return {
+            "root": str(self.root),
+            "hosts": len(listed.items if isinstance(listed, Listing) else listed),
+        }
 
     def _folder_of(self, host: Host) -> Path:
         folder = self.host_dir(host.name)

@@ -44,13 +44,12 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from mngr import __version__
-from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, ProviderConfig
+from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, Listing, ProviderConfig
 from mngr.errors import (
     ConfigError,
     ConflictError,
     MngrError,
     NotFoundError,
-    PartialListError,
     UnauthorisedError,
     UnreachableError,
     UnsupportedError,
@@ -386,12 +385,12 @@ class MngrBackend(Backend):
 
     # --- verbs ------------------------------------------------------------------------
 
-    def list_hosts(self) -> list[Host]:
+    def list_hosts(self) -> list[Host] | Listing:
         doc = self.call("GET", self._url("/v1/hosts", provider=self.config.providers))
         hosts = [self._host(row) for row in _rows(doc, "hosts", self.config.url)]
         errors = self._remote_errors(doc)
         if errors:
-            raise PartialListError(hosts, errors)
+            return Listing(hosts, errors)
         return hosts
 
     def _action(
@@ -504,14 +503,14 @@ class MngrBackend(Backend):
         step = self._action("POST", self._host_url(host, "/snapshots"), {"name": name}, "snapshot")
         return Plan([step], finish=lambda ctx: self._snapshot(ctx["snapshot"]))
 
-    def list_snapshots(self, host: Host | None = None) -> list[Snapshot]:
+    def list_snapshots(self, host: Host | None = None) -> list[Snapshot] | Listing:
         doc = self.call("GET", self._url("/v1/snapshots", provider=self.config.providers))
         snaps = [self._snapshot(row) for row in _rows(doc, "snapshots", self.config.url)]
         if host is not None:
             snaps = [s for s in snaps if s.host == host.name and s.handle == host.handle]
         errors = self._remote_errors(doc)
         if errors:
-            raise PartialListError(snaps, errors)
+            return Listing(snaps, errors)
         return snaps
 
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:

@@ -34,13 +34,12 @@ from pydantic import (
     model_validator,
 )
 
-from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, ProviderConfig
+from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, Listing, ProviderConfig
 from mngr.engine import fan_out
 from mngr.errors import (
     ConflictError,
     InterruptedByUser,
     MngrError,
-    PartialListError,
     UnauthorisedError,
     UnreachableError,
     UsageError,
@@ -601,12 +600,12 @@ class SshBackend(Backend):
             result.append((outcome.item, outcome.value, error))
         return result
 
-    def list_hosts(self) -> list[Host]:
+    def list_hosts(self) -> list[Host] | Listing:
         pool = self._read_pool(list(self.config.machines))
         hosts = [host for _, host, error in pool if self._owns(host) and error is None]
         errors = [error for _, _, error in pool if error is not None]
         if errors:
-            raise PartialListError(hosts, errors)
+            return Listing(hosts, errors)
         return hosts
 
     # --- verbs --------------------------------------------------------------------------

@@ -88,6 +88,16 @@ class CreateRequest:
                 raise UsageError(f"--image: {exc}") from None
 
 
+@dataclass
+class Listing:
+    """What a pool lists when some of it answered: the hosts (or snapshots) it could read,
+    and one error for each part that failed (a machine that is down). `list_hosts` and
+    `list_snapshots` return it instead of a plain list when anything failed."""
+
+    items: list[Any] = field(default_factory=list)
+    errors: list[MngrError] = field(default_factory=list)
+
+
 class Backend(ABC):
     name: ClassVar[str]
     config_model: ClassVar[type[ProviderConfig]] = ProviderConfig
@@ -151,7 +161,7 @@ class Backend(ABC):
     # --- verbs ------------------------------------------------------------------------
 
     @abstractmethod
-    def list_hosts(self) -> list[Host]: ...
+    def list_hosts(self) -> list[Host] | Listing: ...
 
     @abstractmethod
     def create_plan(self, request: CreateRequest) -> Plan: ...
@@ -171,7 +181,7 @@ class Backend(ABC):
         self.require(Capability.SNAPSHOT)
         raise NotImplementedError
 
-    def list_snapshots(self, host: Host | None = None) -> list[Snapshot]:
+    def list_snapshots(self, host: Host | None = None) -> list[Snapshot] | Listing:
         if Capability.SNAPSHOT in self.unsupported:
             return []
         raise NotImplementedError

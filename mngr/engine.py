@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from mngr import paths
-from mngr.backend import Backend
+from mngr.backend import Backend, Listing
 from mngr.config import BUILTIN, Settings
 from mngr.errors import (
     ConfigError,
     InterruptedByUser,
     MngrError,
     NotFoundError,
-    PartialListError,
     UnauthorisedError,
     UnreachableError,
     UsageError,
@@ -182,15 +181,8 @@ class Engine:
             jobs=max(self.jobs, len(names)),
             deadline_s=self.deadline(names),
         )
-        result = ListResult()
-        for outcome in outcomes:
-            if isinstance(outcome.error, PartialListError):
-                result.hosts.extend(outcome.error.hosts)  # type: ignore[arg-type]
-                result.errors += [error_row(outcome.item, e) for e in outcome.error.errors]
-            elif outcome.error is not None:
-                result.errors.append(self._builtin_hint(error_row(outcome.item, outcome.error)))
-            else:
-                result.hosts.extend(outcome.value)
+        hosts, errors = _collect(outcomes)
+        result = ListResult(hosts, [self._builtin_hint(row) for row in errors])
         result.hosts.sort(key=lambda h: (h.provider, h.name))
         answered = [o.item for o in outcomes if o.error is None]
         _remember_host_names(answered, result.hosts, complete=not providers)
@@ -220,17 +212,7 @@ class Engine:
             jobs=max(self.jobs, len(names)),
             deadline_s=self.deadline(names),
         )
-        snaps: list[Snapshot] = []
-        errors: list[ProviderErrorRow] = []
-        for outcome in outcomes:
-            if isinstance(outcome.error, PartialListError):
-                snaps.extend(outcome.error.hosts)  # type: ignore[arg-type]  # its snapshots
-                errors += [error_row(outcome.item, e) for e in outcome.error.errors]
-            elif outcome.error is not None:
-                errors.append(error_row(outcome.item, outcome.error))
-            else:
-                snaps.extend(outcome.value)
-        return snaps, errors
+        return _collect(outcomes)
 
     # --- resolving references ---------------------------------------------------------
 
@@ -305,6 +287,22 @@ class Engine:
 
     def run_plans(self, work: list[tuple[Backend, Plan]]) -> list[Outcome]:
         return fan_out(lambda pair: execute(pair[1], pair[0]), work, jobs=self.jobs)
+
+
+def _collect(outcomes: list[Outcome]) -> tuple[list[Any], list[ProviderErrorRow]]:
+    """Every provider's items, and an error row for each provider (or part of a pool, from
+    a `Listing`) that failed."""
+    items: list[Any] = []
+    errors: list[ProviderErrorRow] = []
+    for outcome in outcomes:
+        if outcome.error is not None:
+            errors.append(error_row(outcome.item, outcome.error))
+        elif isinstance(outcome.value, Listing):
+            items.extend(outcome.value.items)
+            errors += [error_row(outcome.item, e) for e in outcome.value.errors]
+        else:
+            items.extend(outcome.value)
+    return items, errors
 
 
 def error_row(provider: str, error: BaseException) -> ProviderErrorRow:

@@ -107,22 +107,6 @@ class InterruptedByUser(MngrError):
     kind = "interrupted"
 
 
-class PartialListError(MngrError):
-    """A provider listed some of its hosts but not all (one machine of a pool is down...).
-
-    `Engine.list_hosts` shows `hosts` and one error row per entry of `errors`; anything else
-    that lists one provider sees an ordinary error.
-    """
-
-    exit_code = EXIT_PARTIAL
-    kind = "partial"
-
-    def __init__(self, hosts: list[object], errors: list[Exception]) -> None:
-        self.hosts = list(hosts)
-        self.errors = list(errors)
-        super().__init__("; ".join(str(e) for e in errors) or "some hosts could not be listed")
-
-
 class VendorCommandError(MngrError):
     """A vendor command exited non-zero. Keeps argv, exit code, stdout and stderr.
 

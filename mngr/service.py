@@ -13,9 +13,9 @@ from typing import Any
 from mngr.backend import Backend, Capability, CreateOptions, CreateRequest
 from mngr.config import Settings
 from mngr.engine import Engine, ListResult, Outcome
-from mngr.errors import UsageError, validation_message
+from mngr.errors import MngrError, UsageError, validation_message
 from mngr.plan import Plan
-from mngr.records import Host, ProviderErrorRow, Snapshot, utc_now
+from mngr.records import Host, HostState, ProviderErrorRow, Snapshot, utc_now
 from mngr.resources import ResourceRequest
 from mngr.runner import Command, Runner
 
@@ -216,16 +216,24 @@ class Service:
         """The command that runs `argv` on the host, stdio passed through."""
         if not argv:
             raise UsageError(NO_COMMAND)
-        host = self.engine.resolve_host(ref, provider)
+        host = self._running(ref, provider)
         backend = self.engine.backend(host.provider)
         backend.require(Capability.EXEC, host)
         return backend.exec_command(host, argv, tty=tty, detach=detach)
 
     def shell_command(self, ref: str, provider: str | None = None, *, tty: bool = True) -> Command:
-        host = self.engine.resolve_host(ref, provider)
+        host = self._running(ref, provider)
         backend = self.engine.backend(host.provider)
         backend.require(Capability.EXEC, host)
         return backend.shell_command(host, tty=tty)
+
+    def _running(self, ref: str, provider: str | None) -> Host:
+        host = self.engine.resolve_host(ref, provider)
+        if host.state in (HostState.STOPPED, HostState.STOPPING, HostState.FAILED):
+            raise MngrError(
+                f"host {host.name!r} is {host.state}; start it first: mngr host start {host.ref}"
+            )
+        return host
 
     # --- snapshots ----------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""A provider that lists only part of its hosts (PartialListError): the engine shows the
+"""A provider that lists only part of its hosts (a `Listing` with errors): the engine shows the
 hosts it got and one error row per part that failed, next to the other providers."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from mngr import config, registry
-from mngr.backend import Backend, ProviderConfig
+from mngr.backend import Backend, Listing, ProviderConfig
 from mngr.engine import Engine
-from mngr.errors import PartialListError, UnauthorisedError, UnreachableError
+from mngr.errors import UnauthorisedError, UnreachableError
 from mngr.records import Host
 
 
@@ -20,9 +20,9 @@ class HalfBackend(Backend):
     name = "half"
     config_model = ProviderConfig
 
-    def list_hosts(self) -> list[Host]:
+    def list_hosts(self) -> Listing:
         host = Host(id="host-" + "1" * 32, name="up", provider=self.provider, backend=self.name)
-        raise PartialListError(
+        return Listing(
             [host],
             [UnreachableError("part b: connection refused"), UnauthorisedError("part c: denied")],
         )

@@ -41,9 +41,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from mngr import __version__
+from mngr import __version__, resources
+from mngr.api import ERROR_OF_KIND, CreateHostBody
 from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, Listing, ProviderConfig
 from mngr.errors import (
     ConfigError,
@@ -54,9 +55,9 @@ from mngr.errors import (
     UnreachableError,
     UnsupportedError,
     UsageError,
-    VendorMissingError,
     VendorOutputError,
     VendorTimeoutError,
+    validation_message,
 )
 from mngr.names import PROVIDER_NAME_RE
 from mngr.plan import Context, Plan, Step
@@ -68,20 +69,6 @@ MAX_ERROR_BYTES = 1 << 20
 _WARNED_PLAIN_HTTP: set[str] = set()
 # What the server answers when it refused a request outright (a 4xx): nothing was made.
 REFUSALS = (UsageError, NotFoundError, UnauthorisedError, UnsupportedError)
-
-# The server's error kinds (mngr's own) back to mngr's error classes.
-ERROR_OF_KIND: dict[str, type[MngrError]] = {
-    "usage": UsageError,
-    "config": UsageError,
-    "unsupported": UnsupportedError,
-    "not-found": NotFoundError,
-    "conflict": ConflictError,
-    "vendor-missing": VendorMissingError,
-    "unauthorised": UnauthorisedError,
-    "unreachable": UnreachableError,
-    "timeout": VendorTimeoutError,
-    "bad-output": VendorOutputError,
-}
 
 
 class MngrRemoteConfig(ProviderConfig):
@@ -148,6 +135,7 @@ class MngrBackend(Backend):
     name = "mngr"
     config_model = MngrRemoteConfig
     create_options_model = MngrCreateOptions
+    takes = frozenset(resources.ALL)  # the server's backend decides
     unsupported = {
         Capability.EXEC: "the mngr server API does not run commands on hosts; use the "
         "host's address (`mngr host list --format json`) with the remote's own tools",
@@ -448,16 +436,25 @@ class MngrBackend(Backend):
                 else:
                     remote_options[key] = value
         provider = self._remote_provider_for(request)
-        body: dict[str, Any] = {"name": request.name, "host_id": request.host_id}
-        for key, value in (
-            ("provider", provider),
-            ("image", request.image),
-            ("tags", request.tags or None),
-            ("from_snapshot", request.from_snapshot.id if request.from_snapshot else None),
-            ("options", remote_options or None),
-        ):
-            if value is not None:
-                body[key] = value
+        asked = request.resources
+        fields = {
+            "name": request.name,
+            "host_id": request.host_id,
+            "provider": provider,
+            "image": request.image,
+            "tags": request.tags or None,
+            "from_snapshot": request.from_snapshot.id if request.from_snapshot else None,
+            "options": remote_options or None,
+            "cpus": None if asked.cpus is None else f"{asked.cpus:g}",
+            "memory": resources.size_text(asked.memory_bytes),
+            "disk": resources.size_text(asked.disk_bytes),
+            "gpu": asked.gpu,
+        }
+        try:  # the server's own body model: a value it would refuse is refused here first
+            body = CreateHostBody.model_validate({k: v for k, v in fields.items() if v})
+        except ValidationError as exc:
+            raise UsageError(validation_message(exc.errors()[0])) from None
+        body = body.model_dump(exclude_none=True, exclude_defaults=True) | {"name": request.name}
         post = self._action("POST", self._url("/v1/hosts"), body, "host")
         remove_url = self._url(f"/v1/hosts/{request.host_id}", provider=provider, force=True)
         remove = self._action("DELETE", remove_url, None, "removed", missing_ok=True)

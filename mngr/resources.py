@@ -75,6 +75,11 @@ def parse_size(text: str, flag: str) -> int:
     return int(size)
 
 
+def size_text(size: int | None) -> str | None:
+    """A size in bytes as `parse_size` reads it back exactly (`2097152.0k`)."""
+    return None if size is None else f"{size / KIB}k"
+
+
 def parse_cpus(text: str | float) -> float:
     try:
         cpus = float(text)

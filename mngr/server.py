@@ -51,13 +51,26 @@ from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mngr import __version__
-from mngr.backend import Capability, CreateRequest
+from mngr import __version__, resources
+from mngr.api import (
+    HOST_REF_PATTERN,
+    NAME_PATTERN,
+    PROVIDER_PATTERN,
+    CreateHostBody,
+    ErrorBody,
+    Health,
+    HostList,
+    HostResult,
+    ProviderInfo,
+    ProviderList,
+    SnapshotBody,
+    SnapshotList,
+    SnapshotResult,
+    StopBody,
+)
 from mngr.config import Settings
-from mngr.engine import Engine
 from mngr.errors import (
     ConfigError,
     ConflictError,
@@ -74,16 +87,10 @@ from mngr.errors import (
     VendorTimeoutError,
     validation_message,
 )
-from mngr.names import (
-    HOST_ID_RE,
-    HOST_NAME_RE,
-    PROVIDER_NAME_RE,
-    check_tag,
-    new_host_id,
-)
-from mngr.plan import execute
-from mngr.records import SCHEMA_VERSION, Host, ProviderErrorRow, Snapshot, utc_now
+from mngr.names import PROVIDER_NAME_RE
+from mngr.records import Host, Snapshot
 from mngr.runner import Runner
+from mngr.service import Service
 
 log = logging.getLogger("mngr.server")
 
@@ -91,7 +98,6 @@ READ_ONLY_PREFIX = "ro:"
 READ_WRITE_PREFIX = "rw:"
 MIN_TOKEN_LENGTH = 16
 MAX_BODY_BYTES = 64 * 1024
-MAX_TAGS = 64
 READ_THREADS = 16
 WRITE_THREADS = 16
 REQUEST_TIMEOUT_S = 30.0
@@ -100,12 +106,6 @@ READ_TIMEOUT_S = 15.0  # for a request's headers, and again for its body
 PUBLIC_PATHS = frozenset({"/v1/health"})
 READ_METHODS = frozenset({"GET", "HEAD"})  # all a read-only token may call
 
-# A host ref: NAME, NAME.PROVIDER or host-<hex> (which is itself a valid NAME).
-HOST_REF_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}(\.[a-z0-9][a-z0-9_-]{0,62})?$"
-NAME_PATTERN = HOST_NAME_RE.pattern
-PROVIDER_PATTERN = PROVIDER_NAME_RE.pattern
-# Printable ASCII without spaces, not starting with '-' (it reaches vendor argv).
-IMAGE_PATTERN = r"^[A-Za-z0-9_./:@][\x21-\x7e]{0,511}$"
 
 # Most specific first: the first class an error is an instance of decides its status.
 STATUS_OF: list[tuple[type[MngrError], int]] = [
@@ -223,105 +223,7 @@ class Auth:
         return found
 
 
-# --- request and response bodies ------------------------------------------------------------
-
-
-class CreateHostBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=NAME_PATTERN, description="Host name (as on the command line).")
-    provider: str | None = Field(
-        None, pattern=PROVIDER_PATTERN, description="Provider (default: the server's default)."
-    )
-    image: str | None = Field(None, pattern=IMAGE_PATTERN)
-    tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_TAGS)
-    from_snapshot: str | None = Field(
-        None, pattern=NAME_PATTERN, description="Snapshot id or name to start from."
-    )
-    options: dict[str, Any] = Field(
-        default_factory=dict,
-        max_length=64,
-        description="The provider backend's create options (its `host create` flags).",
-    )
-    host_id: str | None = Field(
-        None,
-        pattern=HOST_ID_RE.pattern,
-        description="The client's id for the new host: a create repeated with it (a retry) "
-        "gets that host back, and the client can remove it by this id.",
-    )
-
-    @field_validator("tags")
-    @classmethod
-    def _check_tags(cls, tags: dict[str, str]) -> dict[str, str]:
-        for key, value in tags.items():
-            try:
-                check_tag(key, value)
-            except UsageError as exc:
-                raise ValueError(str(exc)) from None
-        return tags
-
-
-class StopBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    snapshot: bool = Field(False, description="Snapshot the host before stopping it.")
-
-
-class SnapshotBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str | None = Field(None, pattern=NAME_PATTERN)
-
-
-class HostList(BaseModel):
-    schema_version: int = SCHEMA_VERSION
-    hosts: list[Host]
-    errors: list[ProviderErrorRow]
-
-
-class HostResult(BaseModel):
-    schema_version: int = SCHEMA_VERSION
-    host: Host
-
-
-class SnapshotList(BaseModel):
-    schema_version: int = SCHEMA_VERSION
-    snapshots: list[Snapshot]
-    errors: list[ProviderErrorRow]
-
-
-class SnapshotResult(BaseModel):
-    schema_version: int = SCHEMA_VERSION
-    snapshot: Snapshot
-
-
-class ProviderInfo(BaseModel):
-    name: str
-    backend: str
-    default: bool
-    available: bool
-    reason: str | None = None
-    unsupported: dict[str, str] = Field(default_factory=dict)
-
-
-class ProviderList(BaseModel):
-    schema_version: int = SCHEMA_VERSION
-    providers: list[ProviderInfo]
-
-
-class Health(BaseModel):
-    status: str
-    version: str
-    schema_version: int = SCHEMA_VERSION
-
-
-class ErrorDetail(BaseModel):
-    kind: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
+# --- the API's answers ----------------------------------------------------------------------
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -435,175 +337,82 @@ def exposed_settings(settings: Settings, providers: list[str] | None) -> Setting
     return Settings(kept, default, settings.layers)
 
 
-class Service:
-    """The API's logic over the engine: plain blocking calls, run on the app's thread pools."""
+class Api:
+    """The routes' calls into the use-case layer: blocking, run on the app's thread pools,
+    returning the API's bodies."""
 
-    def __init__(
-        self, settings: Settings, jobs: int = 8, request_timeout_s: float = REQUEST_TIMEOUT_S
-    ) -> None:
+    def __init__(self, settings: Settings, jobs: int, request_timeout_s: float) -> None:
         runner = Runner()
         runner.calls = deque(maxlen=256)  # type: ignore[assignment]  # a server runs for weeks
-        self.engine = Engine(settings, runner, jobs=jobs)
+        self.service = Service(settings, runner, jobs=jobs)
         # A provider slower than this is an error row, before the client gives up (60s).
-        self.engine.max_deadline_s = request_timeout_s
-        self.settings = settings
-        self._creating: dict[str, threading.Event] = {}  # host id -> set once its create ends
-        self._creating_lock = threading.Lock()
-
-    def _provider(self, name: str | None) -> str | None:
-        if name is not None:
-            self.settings.provider(name)
-        return name
+        self.service.engine.max_deadline_s = request_timeout_s
 
     def providers(self) -> ProviderList:
-        from mngr.registry import is_known, load_backend
-
         rows = []
-        for entry in self.settings.providers.values():
-            unsupported: dict[str, str] = {}
-            if not entry.unavailable and is_known(entry.backend):
-                cls = load_backend(entry.backend)
-                unsupported = {str(k): v for k, v in cls.unsupported.items()}
+        for row in self.service.provider_rows():
+            unavailable = self.service.settings.provider(row["name"]).unavailable
             rows.append(
                 ProviderInfo(
-                    name=entry.name,
-                    backend=entry.backend,
-                    default=entry.name == self.settings.default_provider,
-                    available=entry.unavailable is None,
-                    reason=entry.unavailable,
-                    unsupported=unsupported,
+                    name=row["name"],
+                    backend=row["backend"],
+                    default=row["default"],
+                    available=unavailable is None,
+                    reason=unavailable,
+                    unsupported={} if unavailable else row["unsupported"],
                 )
             )
         return ProviderList(providers=rows)
 
     def list_hosts(self, providers: list[str] | None) -> HostList:
-        result = self.engine.list_hosts(providers or None)
+        result = self.service.list_hosts(providers)
         return HostList(hosts=result.hosts, errors=result.errors)
 
-    def host(self, ref: str, provider: str | None) -> Host:
-        return self.engine.resolve_host(ref, self._provider(provider))
-
     def create(self, body: CreateHostBody) -> Host:
-        """Create the host; with the client's host id, once: a repeat (a retry of a create
-        whose answer was lost) gets that host back, after the first has ended."""
-        if body.host_id is None:
-            return self._create(body, new_host_id())
-        mine = threading.Event()
-        while (running := self._start_create(body.host_id, mine)) is not None:
-            running.wait()
-        try:
-            return self._made_by(body) or self._create(body, body.host_id)
-        finally:
-            with self._creating_lock:
-                del self._creating[body.host_id]
-            mine.set()
-
-    def _start_create(self, host_id: str, mine: threading.Event) -> threading.Event | None:
-        """Claim the create of this host id; the other create's event if it is running."""
-        with self._creating_lock:
-            running = self._creating.setdefault(host_id, mine)
-        return None if running is mine else running
-
-    def _made_by(self, body: CreateHostBody) -> Host | None:
-        """The host an earlier create with this body's host id made (409 if it has another
-        name), or None."""
-        provider = body.provider or self.settings.default_provider
-        [(_, host)] = self.engine.resolve_hosts([str(body.host_id)], provider, missing_ok=True)
-        if host is not None and host.name != body.name:
-            raise ConflictError(f"host id {body.host_id} belongs to host {host.ref}")
-        return host
-
-    def wait_for_create(self, ref: str) -> None:
-        """If `ref` is a host id being created, wait for that create to end: the undo of a
-        create whose answer the client never got must find the host it made."""
-        with self._creating_lock:
-            running = self._creating.get(ref)
-        if running is not None:
-            running.wait()
-
-    def _create(self, body: CreateHostBody, host_id: str) -> Host:
-        provider = self._provider(body.provider) or self.settings.default_provider
-        backend = self.engine.backend(provider)
-        backend.require(Capability.CREATE)
-        model = backend.create_options_model
-        for key in body.options:
-            extra = model.model_fields[key].json_schema_extra if key in model.model_fields else {}
-            if isinstance(extra, dict) and extra.get("serve") is False:
-                raise UsageError(
-                    f"options.{key}: backend {backend.name!r} does not take this option through "
-                    "mngr serve (it acts on the server's own machine)"
-                )
-        try:
-            options = model.model_validate(body.options)
-        except ValidationError as exc:
-            raise UsageError(f"options.{_validation_message(exc.errors())}") from None
-        snapshot = None
-        if body.from_snapshot:
-            backend.require(Capability.SNAPSHOT)
-            snapshot = self.engine.resolve_snapshot(body.from_snapshot, provider)
-        request = CreateRequest(
-            name=body.name,
-            host_id=host_id,
-            created_at=utc_now(),
+        return self.service.create_host(
+            body.name,
+            host_id=body.host_id,
+            provider=body.provider,
             image=body.image,
-            tags=dict(body.tags),
-            from_snapshot=snapshot,
-            options=options,
+            tags=body.tags,
+            from_snapshot=body.from_snapshot,
+            options=body.options,
+            resources=resources.parse(
+                cpus=body.cpus, memory=body.memory, disk=body.disk, gpu=body.gpu
+            ),  # fmt: skip
+            remote=True,
         )
-        return execute(backend.create_plan(request), backend)
 
-    def _on_host(
-        self, ref: str, provider: str | None, capability: Capability | None, make_plan: Any
-    ) -> tuple[Host, Any]:
-        """Resolve the host, check the backend can, run the plan: (host, the plan's result)."""
-        host = self.host(ref, provider)
-        backend = self.engine.backend(host.provider)
-        if capability is not None:
-            backend.require(capability)
-        return host, execute(make_plan(backend, host), backend)
+    def _on_host(self, verb: str, ref: str, provider: str | None, **how: Any) -> Host:
+        batch = self.service.prepare_on_hosts(verb, [ref], provider, **how)
+        self.service.run_one(batch)
+        host = batch.jobs[0].host
+        assert host is not None
+        return host
 
     def destroy(self, ref: str, provider: str | None, force: bool, purge: bool) -> Host:
-        self.wait_for_create(ref)
-        host, _ = self._on_host(
-            ref, provider, None, lambda b, h: b.destroy_plan(h, force=force, purge=purge)
-        )
-        return host
+        self.service.wait_for_create(ref)
+        return self._on_host("destroy", ref, provider, force=force, purge=purge)
 
     def stop(self, ref: str, provider: str | None, snapshot: bool) -> Host:
-        host, _ = self._on_host(
-            ref, provider, Capability.STOP_START, lambda b, h: b.stop_plan(h, snapshot=snapshot)
-        )
-        return self._refreshed(host)
+        return self.service.refreshed(self._on_host("stop", ref, provider, snapshot=snapshot))
 
     def start(self, ref: str, provider: str | None) -> Host:
-        host, _ = self._on_host(ref, provider, Capability.STOP_START, lambda b, h: b.start_plan(h))
-        return self._refreshed(host)
-
-    def _refreshed(self, host: Host) -> Host:
-        try:
-            return self.engine.resolve_host(host.id, host.provider)
-        except MngrError:
-            return host  # the verb succeeded; only the re-read did not
+        return self.service.refreshed(self._on_host("start", ref, provider))
 
     def snapshot(self, ref: str, provider: str | None, name: str | None) -> Snapshot:
-        stamp = utc_now().replace(":", "").replace("-", "").lower()
-
-        def plan(backend: Any, host: Host) -> Any:
-            return backend.snapshot_create_plan(host, name or f"{host.name}-{stamp}"[:63])
-
-        return self._on_host(ref, provider, Capability.SNAPSHOT, plan)[1]
+        return self.service.run_one(self.service.prepare_snapshot(ref, provider, name))
 
     def list_snapshots(self, providers: list[str] | None, host: str | None) -> SnapshotList:
-        snaps, errors = self.engine.list_snapshots(providers or None)
-        if host is not None:
-            snaps = [s for s in snaps if host in (s.host, s.id)]
+        snaps, errors = self.service.list_snapshots(providers, host)
         return SnapshotList(snapshots=snaps, errors=errors)
 
     def delete_snapshot(self, ref: str, provider: str | None) -> Snapshot:
-        snap = self.engine.resolve_snapshot(ref, self._provider(provider))
-        backend = self.engine.backend(snap.provider)
-        execute(backend.snapshot_delete_plan(snap), backend)
-        return snap
+        batch = self.service.prepare_snapshot_delete([ref], provider)
+        self.service.run_one(batch)
+        snapshot = batch.jobs[0].snapshot
+        assert snapshot is not None
+        return snapshot
 
 
 def _pool(size: int, what: str) -> Callable[..., Awaitable[Any]]:
@@ -638,7 +447,7 @@ def create_app(
     request_timeout_s: float = REQUEST_TIMEOUT_S,
     read_timeout_s: float = READ_TIMEOUT_S,
 ) -> FastAPI:
-    service = Service(settings, jobs, request_timeout_s)
+    service = Api(settings, jobs, request_timeout_s)
     # Reads and changes each have their own threads: many slow lists cannot hold up a create,
     # and neither can hold up health, which needs no thread.
     read = _pool(READ_THREADS, "reads")

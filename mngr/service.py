@@ -7,13 +7,14 @@ prints a batch for `--dry-run`, or runs it and reports each outcome.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from mngr.backend import Backend, Capability, CreateOptions, CreateRequest
 from mngr.config import Settings
 from mngr.engine import Engine, ListResult, Outcome
-from mngr.errors import MngrError, UsageError, validation_message
+from mngr.errors import ConflictError, MngrError, UsageError, validation_message
 from mngr.plan import Plan
 from mngr.records import Host, HostState, ProviderErrorRow, Snapshot, utc_now
 from mngr.resources import ResourceRequest
@@ -46,6 +47,8 @@ class Service:
     def __init__(self, settings: Settings, runner: Runner | None = None, jobs: int = 8) -> None:
         self.settings = settings
         self.engine = Engine(settings, runner, jobs=jobs)
+        self._creating: dict[str, threading.Event] = {}  # host id -> set once its create ends
+        self._creating_lock = threading.Lock()
 
     # --- providers ----------------------------------------------------------------------
 
@@ -274,8 +277,60 @@ class Service:
             batch.jobs.append(Job(snap.id, backend, plan, snapshot=snap))
         return batch
 
+    def create_host(
+        self, name: str, *, host_id: str | None = None, provider: str | None = None, **how: Any
+    ) -> Host:
+        """One host, made once per `host_id`: a repeat (a retry of a create whose answer was
+        lost) waits for the first to end and gets its host back; the id with another name is
+        a conflict. `how` as for `prepare_create`."""
+        if host_id is None:
+            return self.run_one(self.prepare_create([name], provider=provider, **how))
+        mine = threading.Event()
+        with self._creating_lock:
+            running = self._creating.setdefault(host_id, mine)
+        while running is not mine:
+            running.wait()
+            with self._creating_lock:
+                running = self._creating.setdefault(host_id, mine)
+        try:
+            provider = provider or self.settings.default_provider
+            [(_, made)] = self.engine.resolve_hosts([host_id], provider, missing_ok=True)
+            if made is not None:
+                if made.name != name:
+                    raise ConflictError(f"host id {host_id} belongs to host {made.ref}")
+                return made
+            return self.run_one(
+                self.prepare_create([name], provider=provider, host_ids=[host_id], **how)
+            )
+        finally:
+            with self._creating_lock:
+                del self._creating[host_id]
+            mine.set()
+
+    def wait_for_create(self, ref: str) -> None:
+        """If `ref` is a host id being created here, wait until that create ends: the undo of
+        a create whose answer never arrived must find the host it made."""
+        with self._creating_lock:
+            running = self._creating.get(ref)
+        if running is not None:
+            running.wait()
+
+    def refreshed(self, host: Host) -> Host:
+        """The host as its provider reports it now (after stop/start), or as it was."""
+        try:
+            return self.engine.resolve_host(host.id, host.provider)
+        except MngrError:
+            return host  # the verb succeeded; only the re-read did not
+
     # --- running ------------------------------------------------------------------------
 
     def run(self, batch: Batch) -> list[Outcome]:
         """Run every job's plan (concurrently, at most `jobs` at once); one outcome each."""
         return self.engine.run_plans([(job.backend, job.plan) for job in batch.jobs])
+
+    def run_one(self, batch: Batch) -> Any:
+        """Run a batch of one job: its result, or its error raised."""
+        [outcome] = self.run(batch)
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.value

@@ -130,3 +130,18 @@ def test_provider_check_reports_the_server(team, mngr) -> None:
     assert result.exit_code == 0, result.stderr
     [row] = json.loads(result.stdout)["providers"]
     assert row["ok"] is True and row["details"]["providers"] == ["local"]
+
+
+def test_resources_travel_to_the_servers_backend_which_decides(team, mngr) -> None:
+    """`--memory` means the same through a server: parsed here, sent with its unit, and
+    refused by the server's own backend when it does not take it (local takes none)."""
+    dry = mngr(
+        "host", "create", "web", "-p", "team", "--memory", "2g", "--cpus", "1.5", "--dry-run"
+    )
+    assert dry.exit_code == 0 and '"cpus": "1.5", "memory": "2097152.0k"' in dry.stdout
+    refused = mngr("host", "create", "web", "-p", "team", "--memory", "2g")
+    assert refused.exit_code == 2
+    assert "--memory is not supported by backend 'local'" in refused.stderr
+    bare = mngr("host", "create", "web", "-p", "team", "--memory", "2")
+    assert bare.exit_code == 2 and "give a unit" in bare.stderr
+    assert not (team.data_dir / "web").exists()

@@ -19,6 +19,10 @@ ProvidersOpt = Annotated[
     list[str] | None, typer.Option("--provider", "-p", help="Only these providers (repeatable).")
 ]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+ProjectFilesArg = Annotated[
+    list[Path] | None,
+    typer.Argument(help="Settings files (default: this project's .mngr/ files)."),
+]
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Print the vendor commands that would run; run none.")
 ]
@@ -574,10 +578,7 @@ def _project_files(paths_given: list[Path] | None) -> list[Path]:
 
 @config_app.command("trust")
 def config_trust(
-    files: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Settings files (default: this project's .mngr/ files)."),
-    ] = None,
+    files: ProjectFilesArg = None,
 ) -> None:
     """Trust project settings files as they are now (path and content hash)."""
     from mngr import config, output, trust
@@ -592,10 +593,7 @@ def config_trust(
 
 @config_app.command("untrust")
 def config_untrust(
-    files: Annotated[
-        list[Path] | None,
-        typer.Argument(help="Settings files (default: this project's .mngr/ files)."),
-    ] = None,
+    files: ProjectFilesArg = None,
 ) -> None:
     """Stop trusting project settings files."""
     from mngr import output, trust

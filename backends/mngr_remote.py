@@ -31,19 +31,16 @@ the server could not list is an error row too, beside the hosts of the others.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import sys
-import time
 import urllib.parse
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
-from mngr import __version__, resources
+from mngr import resources
 from mngr.api import ERROR_OF_KIND, CreateHostBody
 from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, Listing, ProviderConfig
 from mngr.errors import (
@@ -56,16 +53,13 @@ from mngr.errors import (
     UnsupportedError,
     UsageError,
     VendorOutputError,
-    VendorTimeoutError,
     validation_message,
 )
 from mngr.names import PROVIDER_NAME_RE
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState, Resources, Snapshot
+from mngr.toolkit.http import HttpStatusError, JsonClient
 
-# Far more than any host list: a bigger answer is refused, never held in memory.
-MAX_RESPONSE_BYTES = 64 << 20
-MAX_ERROR_BYTES = 1 << 20
 _WARNED_PLAIN_HTTP: set[str] = set()
 # What the server answers when it refused a request outright (a 4xx): nothing was made.
 REFUSALS = (UsageError, NotFoundError, UnauthorisedError, UnsupportedError)
@@ -151,15 +145,6 @@ class MngrBackend(Backend):
 
     # --- HTTP -------------------------------------------------------------------------
 
-    def _url(self, path: str, **query: Any) -> str:
-        pairs = [
-            (key, str(v).lower() if isinstance(v, bool) else str(v))
-            for key, value in query.items()
-            if value is not None and value is not False
-            for v in (value if isinstance(value, list) else [value])
-        ]
-        return self.config.url + path + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
-
     def _token(self) -> str | None:
         where: str
         if not self.config.has_token:
@@ -187,25 +172,14 @@ class MngrBackend(Backend):
             )
         return token
 
-    def _opener(self) -> Any:
-        import ssl
-        import urllib.request
-
-        handlers: list[urllib.request.BaseHandler] = [_no_redirects()]
-        if self.config.url.startswith("https:"):  # a TLS context costs ~25 ms: only when used
-            context = ssl.create_default_context(cafile=self._ca_file())
-            handlers.append(urllib.request.HTTPSHandler(context=context))
-        if _is_loopback(urllib.parse.urlsplit(self.config.url).hostname or ""):
-            handlers.append(urllib.request.ProxyHandler({}))  # never send loopback to a proxy
-        return urllib.request.build_opener(*handlers)
-
-    def _ca_file(self) -> str | None:
-        if not self.config.ca_file:
-            return None
-        path = os.path.expanduser(self.config.ca_file)
-        if not os.path.isfile(path):
-            raise ConfigError(f"provider {self.provider!r}: ca_file {path} not found")
-        return path
+    @property
+    def client(self) -> JsonClient:
+        ca_file = None
+        if self.config.ca_file:
+            ca_file = os.path.expanduser(self.config.ca_file)
+            if not os.path.isfile(ca_file):
+                raise ConfigError(f"provider {self.provider!r}: ca_file {ca_file} not found")
+        return JsonClient(self.config.url, ca_file, self.config.timeout_s)
 
     def call(
         self,
@@ -217,102 +191,51 @@ class MngrBackend(Backend):
         timeout_s: float | None = None,
     ) -> Any:
         """One request -> its JSON answer; every failure becomes a specific MngrError."""
-        # Imported here: loading the settings (which loads this module) stays fast.
-        import urllib.error
-        import urllib.request
-        from http.client import HTTPException
-
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Accept", "application/json")
-        request.add_header("User-Agent", f"mngr/{__version__}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
+        client = self.client
         token = self._token() if auth else None
-        if token is not None:
-            request.add_unredirected_header("Authorization", f"Bearer {token}")
-            self._warn_if_plain_http()
-        timeout = timeout_s or self.config.timeout_s
-        deadline = time.monotonic() + timeout
+        if token is not None and client.plain_http_to_another_machine:
+            self._warn_plain_http()
         try:
-            with self._opener().open(request, timeout=timeout) as response:
-                raw = _read_by(response, deadline)
-                if raw is None:
-                    raise VendorOutputError(
-                        f"{method} {url} answered with more than {MAX_RESPONSE_BYTES >> 20} MiB"
-                    )
-        except urllib.error.HTTPError as exc:
+            return client.call(method, url, body, token=token, timeout_s=timeout_s)
+        except HttpStatusError as exc:
             raise self._http_error(method, url, exc) from None
-        except urllib.error.URLError as exc:
-            raise self._unreachable(url, exc.reason, timeout) from None
-        except (OSError, HTTPException) as exc:
-            raise self._unreachable(url, exc, timeout) from None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise VendorOutputError(
-                f"{method} {url} answered with something other than JSON"
-            ) from None
 
-    def _warn_if_plain_http(self) -> None:
+    def _warn_plain_http(self) -> None:
         """Once per server and process: a token in clear text on the network."""
-        parts = urllib.parse.urlsplit(self.config.url)
-        if parts.scheme != "http" or _is_loopback(parts.hostname or ""):
-            return
         if self.config.url not in _WARNED_PLAIN_HTTP:
             _WARNED_PLAIN_HTTP.add(self.config.url)
+            host = urllib.parse.urlsplit(self.config.url).hostname
             sys.stderr.write(
                 f"warning: provider {self.provider!r} sends its token over plain http to "
-                f"{parts.hostname}, readable on the network; use https\n"
+                f"{host}, readable on the network; use https\n"
             )
 
-    def _unreachable(self, url: str, reason: Any, timeout: float) -> MngrError:
-        import ssl
-
-        if isinstance(reason, TimeoutError):
-            return VendorTimeoutError(f"{url} did not answer within {timeout:g}s")
-        if isinstance(reason, ssl.SSLCertVerificationError):
-            return UnreachableError(
-                f"cannot reach {url}: TLS certificate not trusted ({reason.verify_message}); "
-                "name a private CA with ca_file"
-            )
-        text = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
-        return UnreachableError(f"cannot reach {url}: {text}")
-
-    def _http_error(self, method: str, url: str, exc: Any) -> MngrError:
-        try:
-            detail = json.loads(exc.read(MAX_ERROR_BYTES) or b"{}").get("error") or {}
-        except (ValueError, AttributeError, OSError):
-            detail = {}
-        if not isinstance(detail, dict):
-            detail = {}
-        message = str(detail.get("message") or exc.reason or "no error text")
-        kind = str(detail.get("kind") or "")
-        where = f"{method} {url} (HTTP {exc.code})"
-        if exc.code == 401 and not self.config.has_token:
+    def _http_error(self, method: str, url: str, exc: HttpStatusError) -> MngrError:
+        where = f"{method} {url} (HTTP {exc.status})"
+        if exc.status == 401 and not self.config.has_token:
             origin = f" in {self.origin}" if self.origin else ""
             return UnauthorisedError(
                 f"{self.config.url} wants a token and provider {self.provider!r} has none: set "
                 f"token_env (an environment variable) or token_file (a file) under "
                 f"[providers.{self.provider}]{origin}"
             )
-        if exc.code in (401, 403):
-            return UnauthorisedError(f"{where}: the server refused the token: {message}")
-        if 300 <= exc.code < 400:
+        if exc.status in (401, 403):
+            return UnauthorisedError(f"{where}: the server refused the token: {exc.message}")
+        if 300 <= exc.status < 400:
             return UnreachableError(f"{where}: the server redirected; check the url setting")
-        cls = ERROR_OF_KIND.get(kind)
+        cls = ERROR_OF_KIND.get(exc.error_kind)
         if cls is None:
-            if exc.code == 404:
+            if exc.status == 404:
                 cls = NotFoundError
-            elif exc.code == 409:
+            elif exc.status == 409:
                 cls = ConflictError
-            elif 400 <= exc.code < 500:
+            elif 400 <= exc.status < 500:
                 cls = UsageError
-            elif exc.code in (502, 503, 504):
+            elif exc.status in (502, 503, 504):
                 cls = UnreachableError
             else:
                 cls = MngrError
-        return cls(f"{self.config.url}: {message}")
+        return cls(f"{self.config.url}: {exc.message}")
 
     # --- records ----------------------------------------------------------------------
 
@@ -374,7 +297,7 @@ class MngrBackend(Backend):
     # --- verbs ------------------------------------------------------------------------
 
     def list_hosts(self) -> list[Host] | Listing:
-        doc = self.call("GET", self._url("/v1/hosts", provider=self.config.providers))
+        doc = self.call("GET", self.client.url("/v1/hosts", provider=self.config.providers))
         hosts = [self._host(row) for row in _rows(doc, "hosts", self.config.url)]
         errors = self._remote_errors(doc)
         if errors:
@@ -455,8 +378,8 @@ class MngrBackend(Backend):
         except ValidationError as exc:
             raise UsageError(validation_message(exc.errors()[0])) from None
         body = body.model_dump(exclude_none=True, exclude_defaults=True) | {"name": request.name}
-        post = self._action("POST", self._url("/v1/hosts"), body, "host")
-        remove_url = self._url(f"/v1/hosts/{request.host_id}", provider=provider, force=True)
+        post = self._action("POST", self.client.url("/v1/hosts"), body, "host")
+        remove_url = self.client.url(f"/v1/hosts/{request.host_id}", provider=provider, force=True)
         remove = self._action("DELETE", remove_url, None, "removed", missing_ok=True)
 
         def create(ctx: Context) -> None:
@@ -482,7 +405,7 @@ class MngrBackend(Backend):
 
     def _host_url(self, host: Host, suffix: str = "", **query: Any) -> str:
         ref = urllib.parse.quote(host.id, safe="")
-        return self._url(f"/v1/hosts/{ref}{suffix}", provider=host.handle, **query)
+        return self.client.url(f"/v1/hosts/{ref}{suffix}", provider=host.handle, **query)
 
     def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
         url = self._host_url(host, force=force, purge=purge)
@@ -501,7 +424,7 @@ class MngrBackend(Backend):
         return Plan([step], finish=lambda ctx: self._snapshot(ctx["snapshot"]))
 
     def list_snapshots(self, host: Host | None = None) -> list[Snapshot] | Listing:
-        doc = self.call("GET", self._url("/v1/snapshots", provider=self.config.providers))
+        doc = self.call("GET", self.client.url("/v1/snapshots", provider=self.config.providers))
         snaps = [self._snapshot(row) for row in _rows(doc, "snapshots", self.config.url)]
         if host is not None:
             snaps = [s for s in snaps if s.host == host.name and s.handle == host.handle]
@@ -512,12 +435,12 @@ class MngrBackend(Backend):
 
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
         ref = urllib.parse.quote(snapshot.id, safe="")
-        url = self._url(f"/v1/snapshots/{ref}", provider=snapshot.handle)
+        url = self.client.url(f"/v1/snapshots/{ref}", provider=snapshot.handle)
         return Plan([self._action("DELETE", url, None, "snapshot")])
 
     def check(self) -> dict[str, Any]:
-        health = self.call("GET", self._url("/v1/health"), auth=False)
-        doc = self.call("GET", self._url("/v1/providers"))
+        health = self.call("GET", self.client.url("/v1/health"), auth=False)
+        doc = self.call("GET", self.client.url("/v1/providers"))
         names = [p.get("name") for p in _rows(doc, "providers", self.config.url)]
         wanted = self.config.providers
         missing = [p for p in wanted or [] if p not in names]
@@ -530,44 +453,6 @@ class MngrBackend(Backend):
             "server_version": health.get("version") if isinstance(health, dict) else None,
             "providers": wanted or names,
         }
-
-
-@cache
-def _no_redirects() -> Any:
-    import urllib.request
-
-    class NoRedirects(urllib.request.HTTPRedirectHandler):
-        """A redirect is an error: the request (and its token) goes only where `url` says."""
-
-        def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-            return None
-
-    return NoRedirects()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _read_by(response: Any, deadline: float) -> bytes | None:
-    """The whole body, None when it is over MAX_RESPONSE_BYTES, or TimeoutError once the
-    deadline has passed: the socket timeout alone lets a server that trickles its answer hold
-    the caller for ever."""
-    chunks = []
-    size = 0
-    while chunk := response.read1(65536):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            return None
-        if time.monotonic() > deadline:
-            raise TimeoutError
-    return b"".join(chunks)
 
 
 def _rows(doc: Any, key: str, url: str) -> list[dict[str, Any]]:

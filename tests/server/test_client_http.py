@@ -178,11 +178,10 @@ def test_nothing_listens_is_unreachable(stub) -> None:
 
 
 def test_an_answer_over_the_size_cap_is_refused_without_reading_it_all(stub, monkeypatch) -> None:
-    from mngr_backends import mngr_remote
-
     from mngr.errors import VendorOutputError
+    from mngr.toolkit import http
 
-    monkeypatch.setattr(mngr_remote, "MAX_RESPONSE_BYTES", 1 << 20)
+    monkeypatch.setattr(http, "MAX_RESPONSE_BYTES", 1 << 20)
     huge = b'{"hosts": [' + b" " * (3 << 20) + b"]}"
     server = stub(lambda path: (200, {"Content-Type": "application/json"}, huge))
     with pytest.raises(VendorOutputError, match=r"/v1/hosts answered with more than 1 MiB"):

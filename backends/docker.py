@@ -68,14 +68,9 @@ SNAPSHOT_REPO = "mngr-snapshot"
 BUILD_REPO = "mngr-build"
 # Exit codes of a keep-alive ended from outside: clean, SIGKILL, SIGTERM, daemon shutdown.
 STOPPED_EXIT_CODES = {0, 137, 143, 255}
-DOCKER_STATES = {
-    "created": HostState.BUILDING,
-    "running": HostState.RUNNING,
-    "restarting": HostState.RUNNING,
-    "paused": HostState.STOPPED,
-    "removing": HostState.DESTROYED,
-    "dead": HostState.FAILED,
-}
+DOCKER_STATES = {"created": HostState.BUILDING, "running": HostState.RUNNING,
+                 "restarting": HostState.RUNNING, "paused": HostState.STOPPED,
+                 "removing": HostState.DESTROYED, "dead": HostState.FAILED}  # fmt: skip
 HOST_SCHEMES = ("unix://", "tcp://", "ssh://")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # `docker ps` prints one JSON object a line holding just what a Host needs. Labels are read
@@ -206,17 +201,12 @@ def _host_state(state: str, status: str) -> HostState:
 def _memory_gb(label: str | None) -> float | None:
     """The memory label in GiB: bytes (`2147483648b`), or a docker size (`256m`) on hosts
     made before sizes were core's."""
-    if not label:
-        return None
+    if label and re.fullmatch(r"\d+b?", label):
+        return int(label.rstrip("b")) / 2**30
     try:
-        size = (
-            int(label.rstrip("b"))
-            if re.fullmatch(r"\d+b?", label)
-            else (resources.parse_size(label, "--memory"))
-        )
+        return resources.parse_size(label, "--memory") / 2**30 if label else None
     except UsageError:
         return None
-    return size / 2**30
 
 
 def _gpus(value: str | None) -> int | str | None:
@@ -403,37 +393,37 @@ class DockerSpec:
         return lines[-1]
 
     def parse_hosts(self, stdout: str) -> list[Host]:
-        hosts = []
-        for row in vendor_json.parse_many(_PsRow, stdout, "docker ps"):
-            labels = row.labels
-            if not labels.get(HOST_ID) or not labels.get(HOST_NAME):
-                continue  # labelled by hand, not made by mngr
-            cpus = labels.get("mngr.cpus")
-            hosts.append(
-                Host(
-                    id=labels[HOST_ID],
-                    name=labels[HOST_NAME],
-                    provider=self.config.name,
-                    backend=DockerBackend.name,
-                    state=_host_state(row.state, row.status),
-                    image=row.image,
-                    created_at=labels.get(CREATED_AT) or None,
-                    tags=_tags(labels),
-                    resources=Resources(
-                        cpus=float(cpus) if cpus else None,
-                        memory_gb=_memory_gb(labels.get("mngr.memory")),
-                        gpus=_gpus(labels.get("mngr.gpus")),
-                    ),
-                    address={
-                        "container": row.names,
-                        "container_id": row.id,
-                        "docker_state": row.state,
-                        **self.endpoint,
-                    },
-                    handle=row.id,
-                )
-            )
-        return hosts
+        rows = vendor_json.parse_many(_PsRow, stdout, "docker ps")
+        # Without both labels a container was labelled by hand, not made by mngr.
+        return [self.host(r) for r in rows if r.labels.get(HOST_ID) and r.labels.get(HOST_NAME)]
+
+    def host(self, row: _PsRow) -> Host:
+        """The record of a container, read from its labels alone (create reads back the
+        labels it wrote, so its record is the one `list` shows)."""
+        labels = row.labels
+        cpus = labels.get(LIMIT_PREFIX + "cpus")
+        return Host(
+            id=labels[HOST_ID],
+            name=labels[HOST_NAME],
+            provider=self.config.name,
+            backend=DockerBackend.name,
+            state=_host_state(row.state, row.status),
+            image=row.image,
+            created_at=labels.get(CREATED_AT) or None,
+            tags=_tags(labels),
+            resources=Resources(
+                cpus=float(cpus) if cpus else None,
+                memory_gb=_memory_gb(labels.get(LIMIT_PREFIX + "memory")),
+                gpus=_gpus(labels.get(LIMIT_PREFIX + "gpus")),
+            ),
+            address={
+                "container": row.names,
+                "container_id": row.id,
+                "docker_state": row.state,
+                **self.endpoint,
+            },
+            handle=row.id,
+        )
 
     def parse_snapshots(self, stdout: str) -> list[Snapshot]:
         snaps = []
@@ -469,15 +459,8 @@ class DockerSpec:
 # --- docker's stderr ------------------------------------------------------------------------
 
 # Lines docker prints around the one that says what went wrong.
-_NOISE = (
-    "DEPRECATED:",
-    "Install the buildx",
-    "https://docs.docker.com/go/buildx",
-    "WARNING:",
-    "See 'docker",
-    "Run 'docker",
-    "Unable to find image",
-)
+_NOISE = ("DEPRECATED:", "Install the buildx", "https://docs.docker.com/go/buildx", "WARNING:",
+          "See 'docker", "Run 'docker", "Unable to find image")  # fmt: skip
 
 
 def telling_line(stderr: str, *, last: bool = False) -> str:
@@ -497,57 +480,33 @@ def telling_line(stderr: str, *, last: bool = False) -> str:
 
 
 # First match wins; `say` may use {detail} (the telling line), {where} and {provider}.
+# fmt: off
 RULES = [
-    Rule(
-        "permission denied while trying to connect",
-        UnauthorisedError,
-        say="not allowed to use the Docker daemon at {where} (add the user to the 'docker' "
-        "group, or set 'host'): {detail}",
-    ),
-    Rule(
-        r"Permission denied \(publickey",
-        UnauthorisedError,
-        say="ssh refused the login to {where}: {detail}",
-    ),
+    Rule("permission denied while trying to connect", UnauthorisedError,
+         say="not allowed to use the Docker daemon at {where} (add the user to the 'docker' "
+             "group, or set 'host'): {detail}"),
+    Rule(r"Permission denied \(publickey", UnauthorisedError,
+         say="ssh refused the login to {where}: {detail}"),
     # A pull that failed (once the pull worked, what failed is something else).
-    Rule(
-        r"(?s)^(?!.*Status: Downloaded newer image).*Unable to find image '([^']+)' locally",
-        NotFoundError,
-        say="image {0!r} is not on the Docker host and could not be pulled: {detail}",
-    ),
-    Rule(
-        r'container name "/([^".]+)\.[^"]*" is already in use',
-        ConflictError,
-        say="host {0!r} already exists in provider {provider!r}",
-    ),
-    Rule(
-        "You cannot remove a running container",
-        ConflictError,
-        say="the host is running: stop it first, or pass --force",
-    ),
-    Rule(
-        r"(?s)conflict: unable to.*is using its referenced image",
-        ConflictError,
-        say="a host still uses this image (destroy it first): {detail}",
-    ),
+    Rule(r"(?s)^(?!.*Status: Downloaded newer image).*Unable to find image '([^']+)' locally",
+         NotFoundError,
+         say="image {0!r} is not on the Docker host and could not be pulled: {detail}"),
+    Rule(r'container name "/([^".]+)\.[^"]*" is already in use', ConflictError,
+         say="host {0!r} already exists in provider {provider!r}"),
+    Rule("You cannot remove a running container", ConflictError,
+         say="the host is running: stop it first, or pass --force"),
+    Rule(r"(?s)conflict: unable to.*is using its referenced image", ConflictError,
+         say="a host still uses this image (destroy it first): {detail}"),
     Rule(r"No such (container|object|image)", NotFoundError),
     # Another destroy of this host got there first: for destroy, the host is gone.
-    Rule(
-        r"removal of container \S+ is already in progress",
-        NotFoundError,
-        say="another call is already removing the container: {detail}",
-    ),
-    Rule(
-        r"docker endpoint: context .*(does not exist|not found)",
-        ConfigError,
-        say="provider {provider!r}: {detail}",
-    ),
-    Rule(
-        "Cannot connect to the Docker daemon|error during connect",
-        UnreachableError,
-        say="cannot reach the Docker daemon at {where}: {detail}",
-    ),
+    Rule(r"removal of container \S+ is already in progress", NotFoundError,
+         say="another call is already removing the container: {detail}"),
+    Rule(r"docker endpoint: context .*(does not exist|not found)", ConfigError,
+         say="provider {provider!r}: {detail}"),
+    Rule("Cannot connect to the Docker daemon|error during connect", UnreachableError,
+         say="cannot reach the Docker daemon at {where}: {detail}"),
 ]
+# fmt: on
 
 
 # --- the backend ----------------------------------------------------------------------------
@@ -637,31 +596,13 @@ class DockerBackend(Backend):
                 ),
             )
         )
-        memory = request.resources.memory_bytes
 
         def finish(ctx: Context) -> Host:
-            return Host(
-                id=request.host_id,
-                name=request.name,
-                provider=self.provider,
-                backend=self.name,
-                state=HostState.RUNNING,
-                image=image,
-                created_at=request.created_at,
-                tags=dict(request.tags),
-                resources=Resources(
-                    cpus=request.resources.cpus,
-                    memory_gb=None if memory is None else memory / 2**30,
-                    gpus=_gpus(request.resources.gpu),
-                ),
-                address={
-                    "container": name,
-                    "container_id": ctx["container_id"],
-                    "docker_state": "running",
-                    **self.spec.endpoint,
-                },
-                handle=ctx["container_id"],
+            labels = self.spec.host_labels(request)
+            row = _PsRow(
+                id=ctx["container_id"], names=name, state="running", image=image, labels=labels
             )
+            return self.spec.host(row)
 
         return Plan(steps, finish=finish)
 

@@ -488,7 +488,7 @@ RULES = [
     Rule(r"Permission denied \(publickey", UnauthorisedError,
          say="ssh refused the login to {where}: {detail}"),
     # A pull that failed (once the pull worked, what failed is something else).
-    Rule(r"(?s)^(?!.*Status: Downloaded newer image).*Unable to find image '([^']+)' locally",
+    Rule(r"(?s)^(?!.*Status: Downloaded newer image).*?Unable to find image '([^']+)' locally",
          NotFoundError,
          say="image {0!r} is not on the Docker host and could not be pulled: {detail}"),
     Rule(r'container name "/([^".]+)\.[^"]*" is already in use', ConflictError,

@@ -10,6 +10,11 @@ second host of one name; it runs `sleep infinity` under Docker's init, so `stop`
     snapshots          `docker commit` -> mngr-snapshot:<snap-id>, mngr.kind=snapshot
     built images       `--build` -> mngr-build:<host-id>, mngr.kind=build
 
+A host's `address` holds `container` (its name), `container_id`, `docker_state` (docker's own
+word: a `paused` container is listed as stopped, and `start` unpauses it) and `docker_host` or
+`docker_context` when the provider names one. Its `handle` is the container id.
+
+`--memory 2g` reaches docker as `--memory 2147483648b`: sizes are core's, in bytes.
 `list` is one `docker ps` whatever the number of hosts: a template prints each container
 as a JSON line, reading every label by its key.
 """
@@ -22,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from mngr import resources
 from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
@@ -43,6 +48,10 @@ from mngr.names import new_snapshot_id
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState, Resources, Snapshot, utc_now
 from mngr.runner import Command, Runner
+from mngr.toolkit import vendor_json
+from mngr.toolkit.argv import Argv
+from mngr.toolkit.rules import Rule, classify
+from mngr.toolkit.vendor_json import Lenient
 
 KIND = "mngr.kind"
 PROVIDER = "mngr.provider"
@@ -51,9 +60,7 @@ HOST_NAME = "mngr.host-name"
 CREATED_AT = "mngr.created-at"
 TAGS = "mngr.tags"
 TAG_PREFIX = "mngr.tag."
-CPUS = "mngr.cpus"
-MEMORY = "mngr.memory"
-GPUS = "mngr.gpus"
+LIMIT_PREFIX = "mngr."  # mngr.cpus, mngr.memory, mngr.gpus: the docker limits asked for
 SNAPSHOT_ID = "mngr.snapshot-id"
 SNAPSHOT_NAME = "mngr.snapshot-name"
 
@@ -61,12 +68,14 @@ SNAPSHOT_REPO = "mngr-snapshot"
 BUILD_REPO = "mngr-build"
 # Exit codes of a keep-alive ended from outside: clean, SIGKILL, SIGTERM, daemon shutdown.
 STOPPED_EXIT_CODES = {0, 137, 143, 255}
+DOCKER_STATES = {"created": HostState.BUILDING, "running": HostState.RUNNING,
+                 "restarting": HostState.RUNNING, "paused": HostState.STOPPED,
+                 "removing": HostState.DESTROYED, "dead": HostState.FAILED}  # fmt: skip
 HOST_SCHEMES = ("unix://", "tcp://", "ssh://")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-MEMORY_RE = re.compile(r"^\d+(\.\d+)?\s?([kmgtp]i?b?|b)?$", re.IGNORECASE)
 # `docker ps` prints one JSON object a line holding just what a Host needs. Labels are read
 # one by one (`.Label "key"`): the `.Labels` column joins them with commas, ambiguously.
-PS_LABELS = (HOST_ID, HOST_NAME, CREATED_AT, TAGS, CPUS, MEMORY, GPUS)
+PS_LABELS = (HOST_ID, HOST_NAME, CREATED_AT, TAGS, "mngr.cpus", "mngr.memory", "mngr.gpus")
 PS_FORMAT = (
     '{"ID":{{json .ID}},"Names":{{json .Names}},"State":{{json .State}},'
     '"Status":{{json .Status}},"Image":{{json .Image}},"Labels":{'
@@ -147,34 +156,10 @@ class DockerCreateOptions(CreateOptions):
         return items
 
 
-# --- spec: argv builders and parsers, pure ----------------------------------------------
+# --- vendor JSON ----------------------------------------------------------------------------
 
 
-def _opt(flag: str, value: object) -> list[str]:
-    """`--flag value`, or nothing when the value is None."""
-    return [] if value is None else [flag, str(value)]
-
-
-def _many(flag: str, values: list[str]) -> list[str]:
-    return [word for value in values for word in (flag, value)]
-
-
-def _labels(labels: dict[str, str]) -> list[str]:
-    return _many("--label", [f"{key}={value}" for key, value in labels.items()])
-
-
-def _label_filters(labels: dict[str, str | None]) -> list[str]:
-    pairs = [f"label={key}={value}" for key, value in labels.items() if value is not None]
-    return _many("--filter", pairs)
-
-
-class _Lenient(BaseModel):
-    """Vendor JSON: unknown fields ignored, so a new docker release never breaks parsing."""
-
-    model_config = ConfigDict(extra="ignore")
-
-
-class _PsRow(_Lenient):
+class _PsRow(Lenient):
     id: str = Field(alias="ID")
     names: str = Field("", alias="Names")
     state: str = Field("unknown", alias="State")
@@ -183,30 +168,26 @@ class _PsRow(_Lenient):
     labels: dict[str, str] = Field(default_factory=dict, alias="Labels")
 
 
-class _ImageConfig(_Lenient):
+class _ImageConfig(Lenient):
     labels: dict[str, str] | None = Field(None, alias="Labels")
 
 
-class _Image(_Lenient):
+class _Image(Lenient):
     id: str = Field(alias="Id")
     created: str | None = Field(None, alias="Created")
     config: _ImageConfig = Field(default_factory=_ImageConfig, alias="Config")
 
 
-def _parse_list(model: type[_Lenient], stdout: str, command: str) -> list[Any]:
-    """A JSON array (inspect), or one JSON object a line (a `--format` template)."""
-    try:
-        text = stdout.strip()
-        if text.startswith("["):
-            items = json.loads(text)
-        else:
-            items = [json.loads(line) for line in text.splitlines() if line.strip()]
-        if not isinstance(items, list):
-            raise ValueError("expected a JSON array")
-        return [model.model_validate(item) for item in items]
-    except (ValueError, ValidationError) as exc:
-        detail = str(exc).splitlines()[0]
-        raise VendorOutputError(f"could not read the output of `{command}`: {detail}") from None
+class _Engine(Lenient):
+    version: str | None = Field(None, alias="Version")
+    api_version: str | None = Field(None, alias="ApiVersion")
+    os: str | None = Field(None, alias="Os")
+    arch: str | None = Field(None, alias="Arch")
+
+
+class _Version(Lenient):
+    server: _Engine | None = Field(None, alias="Server")
+    client: _Engine | None = Field(None, alias="Client")
 
 
 def _host_state(state: str, status: str) -> HostState:
@@ -214,35 +195,22 @@ def _host_state(state: str, status: str) -> HostState:
         code = re.match(r"Exited \((-?\d+)\)", status)
         stopped = code is None or int(code.group(1)) in STOPPED_EXIT_CODES
         return HostState.STOPPED if stopped else HostState.FAILED
-    return {
-        "created": HostState.BUILDING,
-        "running": HostState.RUNNING,
-        "restarting": HostState.RUNNING,
-        "paused": HostState.STOPPED,
-        "removing": HostState.DESTROYED,
-        "dead": HostState.FAILED,
-    }.get(state, HostState.UNKNOWN)
+    return DOCKER_STATES.get(state, HostState.UNKNOWN)
 
 
-def _memory_gb(size: str | None) -> float | None:
-    """A docker size (`512m`, `2g`, `1.5GiB`, bytes) in GiB; docker's units are binary."""
-    match = MEMORY_RE.fullmatch(size or "")
-    if match is None:
+def _memory_gb(label: str | None) -> float | None:
+    """The memory label in GiB: bytes (`2147483648b`), or a docker size (`256m`) on hosts
+    made before sizes were core's."""
+    if label and re.fullmatch(r"\d+b?", label):
+        return int(label.rstrip("b")) / 2**30
+    try:
+        return resources.parse_size(label, "--memory") / 2**30 if label else None
+    except UsageError:
         return None
-    unit = (match.group(2) or "b")[0].lower()
-    number = float(match.group(0).rstrip("bBiIkKmMgGtTpP "))
-    return number * 1024 ** "bkmgtp".index(unit) / 2**30
 
 
 def _gpus(value: str | None) -> int | str | None:
-    if not value:
-        return None
-    return int(value) if value.isdigit() else value
-
-
-def _iso(created: str | None) -> str | None:
-    """Docker's `2024-05-01T10:20:30.123456789Z` -> `2024-05-01T10:20:30Z`."""
-    return created[:19] + "Z" if created and len(created) >= 19 else created
+    return (int(value) if value.isdigit() else value) if value else None
 
 
 def _tags(labels: dict[str, str]) -> dict[str, str]:
@@ -257,16 +225,26 @@ def _tags(labels: dict[str, str]) -> dict[str, str]:
     return {}
 
 
+# --- spec: the docker commands of one provider, and the parsers of their output, pure ------
+
+
 @dataclass(frozen=True)
 class DockerSpec:
-    """The docker commands of one provider instance, and the parsers of their output."""
-
     config: DockerConfig
 
     @property
-    def base(self) -> list[str]:
+    def base(self) -> Argv:
         c = self.config
-        return [c.binary, *_opt("--host", c.host), *_opt("--context", c.context)]
+        return Argv([c.binary]).add("--host", c.host).add("--context", c.context)
+
+    def _docker(self, *words: str) -> Argv:
+        return self.base.words(words)
+
+    def _filtered(self, *words: str, **labels: str | None) -> Argv:
+        """`docker <words> --filter label=K=V ...`, this provider's, skipping None values."""
+        pairs = {PROVIDER: self.config.name, **labels}
+        filters = [f"label={k}={v}" for k, v in pairs.items() if v is not None]
+        return self._docker(*words).add("--filter", filters)
 
     @property
     def endpoint(self) -> dict[str, str]:
@@ -280,19 +258,18 @@ class DockerSpec:
 
     @staticmethod
     def limits(request: CreateRequest) -> dict[str, str | None]:
-        """The core resources in docker's words: `--cpus 1.5 --memory 2147483648b --gpus 2`."""
+        """The core resources as docker's `--cpus`, `--memory` (bytes) and `--gpus` values."""
         res = request.resources
-        gpus = res.gpu
         if res.gpu_type is not None:
-            raise UsageError(f"--gpu {gpus}: docker takes a count or 'all', not a GPU type")
-        memory = None if res.memory_bytes is None else f"{res.memory_bytes}b"
-        return {"--cpus": None if res.cpus is None else f"{res.cpus:g}", "--memory": memory,
-                "--gpus": gpus}  # fmt: skip
+            raise UsageError(f"--gpu {res.gpu}: docker takes a count or 'all', not a GPU type")
+        return {
+            "cpus": None if res.cpus is None else f"{res.cpus:g}",
+            "memory": None if res.memory_bytes is None else f"{res.memory_bytes}b",
+            "gpus": res.gpu,
+        }
 
-    def host_labels(self, request: CreateRequest, opts: DockerCreateOptions) -> dict[str, str]:
+    def host_labels(self, request: CreateRequest) -> dict[str, str]:
         tags = json.dumps(request.tags, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        limits = self.limits(request)
-        limit_labels = {CPUS: limits["--cpus"], MEMORY: limits["--memory"], GPUS: limits["--gpus"]}
         return {
             KIND: "host",
             PROVIDER: self.config.name,
@@ -302,92 +279,73 @@ class DockerSpec:
             TAGS: tags,
             **{TAG_PREFIX + key: value for key, value in request.tags.items()},
             # Always set, empty when not asked for: a snapshot image carries its host's labels.
-            **{key: value or "" for key, value in limit_labels.items()},
+            **{LIMIT_PREFIX + key: v or "" for key, v in self.limits(request).items()},
         }
 
-    # --- create -----------------------------------------------------------------------
-
-    def build_tag(self, host_id: str) -> str:
+    @staticmethod
+    def build_tag(host_id: str) -> str:
         return f"{BUILD_REPO}:{host_id}"
 
-    def build_argv(self, request: CreateRequest, opts: DockerCreateOptions) -> list[str]:
-        context = opts.build or os.path.dirname(opts.dockerfile or "") or "."
+    @staticmethod
+    def snapshot_ref(snap_id: str) -> str:
+        return f"{SNAPSHOT_REPO}:{snap_id}"
+
+    def build_argv(self, request: CreateRequest, opts: DockerCreateOptions) -> Argv:
         labels = {
             KIND: "build",
             PROVIDER: self.config.name,
             HOST_ID: request.host_id,
             HOST_NAME: request.name,
         }
-        extra = [a for a in opts.build_arg if a.startswith("-")]
-        build_args = [a for a in opts.build_arg if not a.startswith("-")]
-        return [
-            *self.base,
-            "build",
-            "--force-rm",  # a failed or cancelled build leaves no intermediate container
-            "--tag",
-            self.build_tag(request.host_id),
-            *_labels(labels),
-            *_opt("--file", opts.dockerfile),
-            *_many("--build-arg", build_args),
-            *extra,
-            context,
-        ]
+        return (
+            self._docker("build", "--force-rm")  # a failed build leaves no container behind
+            .add("--tag", self.build_tag(request.host_id))
+            .add("--label", [f"{k}={v}" for k, v in labels.items()])
+            .add("--file", opts.dockerfile)
+            .add("--build-arg", [a for a in opts.build_arg if not a.startswith("-")])
+            .words(a for a in opts.build_arg if a.startswith("-"))
+            .words([opts.build or os.path.dirname(opts.dockerfile or "") or "."])
+        )
 
-    def run_argv(self, request: CreateRequest, image: str, opts: DockerCreateOptions) -> list[str]:
-        return [
-            *self.base,
-            "run",
-            "--detach",
-            "--init",
-            "--name",
-            self.container_name(request.name),
-            "--hostname",
-            request.name,
-            *_labels(self.host_labels(request, opts)),
-            *_opt("--network", self.config.network),
-            *[word for flag, value in self.limits(request).items() for word in _opt(flag, value)],
-            *(["--env-file", "/dev/stdin"] if opts.env else []),
-            *_many("--volume", opts.volume),
-            *self.config.start_args,
-            *opts.start_arg,
-            "--entrypoint",
-            "sleep",
-            image,
-            "infinity",
-        ]
+    def run_argv(self, request: CreateRequest, image: str, opts: DockerCreateOptions) -> Argv:
+        return (
+            self._docker("run", "--detach", "--init")
+            .add("--name", self.container_name(request.name))
+            .add("--hostname", request.name)
+            .add("--label", [f"{k}={v}" for k, v in self.host_labels(request).items()])
+            .add("--network", self.config.network)
+            .add_all(self.limits(request))
+            .add("--env-file", "/dev/stdin" if opts.env else None)
+            .add("--volume", opts.volume)
+            .words([*self.config.start_args, *opts.start_arg])
+            .add("--entrypoint", "sleep")
+            .words([image, "infinity"])
+        )
 
     @staticmethod
     def env_file(opts: DockerCreateOptions) -> str | None:
         """`--env` values go to `docker run --env-file /dev/stdin`: never in argv."""
         return "".join(item + "\n" for item in opts.env) if opts.env else None
 
-    # --- the other verbs --------------------------------------------------------------
+    def ps_argv(self) -> Argv:
+        ps = self._filtered("ps", "--all", "--no-trunc", **{KIND: "host"})
+        return ps.add("--format", PS_FORMAT)
 
-    def ps_argv(self) -> list[str]:
-        filters = _label_filters({PROVIDER: self.config.name, KIND: "host"})
-        return [*self.base, "ps", "--all", "--no-trunc", *filters, "--format", PS_FORMAT]
-
-    def by_host_id_argv(self, host_id: str) -> list[str]:
+    def by_host_id_argv(self, host_id: str) -> Argv:
         """Ids of this provider's containers labelled with one host id, in any state."""
-        filters = _label_filters({PROVIDER: self.config.name, HOST_ID: host_id})
-        return [*self.base, "ps", "--all", "--quiet", "--no-trunc", *filters]
+        return self._filtered("ps", "--all", "--quiet", "--no-trunc", **{HOST_ID: host_id})
 
-    def rm_argv(self, container: str, *, force: bool) -> list[str]:
-        return [*self.base, "rm", *(["--force"] if force else []), "--volumes", container]
+    def rm_argv(self, container: str, *, force: bool) -> Argv:
+        return self._docker("rm").add("--force", force).words(["--volumes", container])
 
-    def stop_argv(self, container: str) -> list[str]:
-        return [*self.base, "stop", container]
+    def stop_argv(self, container: str) -> Argv:
+        return self._docker("stop", container)
 
-    def start_argv(self, container: str, *, paused: bool = False) -> list[str]:
+    def start_argv(self, container: str, *, paused: bool = False) -> Argv:
         # A container paused behind mngr's back is listed as stopped; `start` refuses it.
-        return [*self.base, "unpause" if paused else "start", container]
+        return self._docker("unpause" if paused else "start", container)
 
-    def snapshot_ref(self, snap_id: str) -> str:
-        return f"{SNAPSHOT_REPO}:{snap_id}"
-
-    def commit_argv(
-        self, container: str, host: Host, snap_id: str, name: str, at: str
-    ) -> list[str]:
+    def commit_argv(self, container: str, host: Host, snap_id: str, name: str, at: str) -> Argv:
         labels = {
             KIND: "snapshot",
             PROVIDER: self.config.name,
@@ -397,35 +355,31 @@ class DockerSpec:
             HOST_NAME: host.name,
             CREATED_AT: at,
         }
-        change = "LABEL " + " ".join(
-            f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in labels.items()
+        change = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in labels.items())
+        return self._docker(
+            "commit", "--change", "LABEL " + change, container, self.snapshot_ref(snap_id)
         )
-        return [*self.base, "commit", "--change", change, container, self.snapshot_ref(snap_id)]
 
-    def images_argv(self, host_id: str | None = None) -> list[str]:
-        filters = _label_filters({PROVIDER: self.config.name, KIND: "snapshot", HOST_ID: host_id})
-        return [*self.base, "image", "ls", "--quiet", "--no-trunc", *filters]
+    def images_argv(self, host_id: str | None = None) -> Argv:
+        return self._filtered(
+            "image", "ls", "--quiet", "--no-trunc", **{KIND: "snapshot", HOST_ID: host_id}
+        )
 
-    def image_inspect_argv(self, ids: list[str]) -> list[str]:
-        return [*self.base, "image", "inspect", *ids]
+    def image_inspect_argv(self, ids: list[str]) -> Argv:
+        return self._docker("image", "inspect", *ids)
 
-    def rmi_argv(self, image: str) -> list[str]:
-        return [*self.base, "rmi", image]
+    def rmi_argv(self, image: str) -> Argv:
+        return self._docker("rmi", image)
 
-    def exec_argv(self, container: str, argv: list[str], *, tty: bool, detach: bool) -> list[str]:
-        if detach:
-            mode = ["--detach"]
-        else:
-            mode = ["--interactive", "--tty"] if tty else ["--interactive"]
-        return [*self.base, "exec", *mode, container, *argv]
+    def exec_argv(self, container: str, argv: list[str], *, tty: bool, detach: bool) -> Argv:
+        mode = ("--detach",) if detach else ("--interactive", "--tty")[: 2 if tty else 1]
+        return self._docker("exec", *mode, container, *argv)
 
-    def shell_argv(self, container: str, *, tty: bool) -> list[str]:
+    def shell_argv(self, container: str, *, tty: bool) -> Argv:
         return self.exec_argv(container, ["sh", "-c", SHELL], tty=tty, detach=False)
 
-    def version_argv(self) -> list[str]:
-        return [*self.base, "version", "--format", "{{json .}}"]
-
-    # --- parsers ----------------------------------------------------------------------
+    def version_argv(self) -> Argv:
+        return self._docker("version", "--format", "{{json .}}")
 
     @staticmethod
     def parse_ids(stdout: str) -> list[str]:
@@ -439,85 +393,74 @@ class DockerSpec:
         return lines[-1]
 
     def parse_hosts(self, stdout: str) -> list[Host]:
-        hosts = []
-        for row in _parse_list(_PsRow, stdout, "docker ps"):
-            labels = row.labels
-            if not labels.get(HOST_ID) or not labels.get(HOST_NAME):
-                continue  # labelled by hand, not made by mngr
-            cpus = labels.get(CPUS)
-            hosts.append(
-                Host(
-                    id=labels[HOST_ID],
-                    name=labels[HOST_NAME],
-                    provider=self.config.name,
-                    backend=DockerBackend.name,
-                    state=_host_state(row.state, row.status),
-                    image=row.image,
-                    created_at=labels.get(CREATED_AT) or None,
-                    tags=_tags(labels),
-                    resources=Resources(
-                        cpus=float(cpus) if cpus else None,
-                        memory_gb=_memory_gb(labels.get(MEMORY)),
-                        gpus=_gpus(labels.get(GPUS)),
-                    ),
-                    address={
-                        "container": row.names,
-                        "container_id": row.id,
-                        "docker_state": row.state,
-                        **self.endpoint,
-                    },
-                    handle=row.id,
-                )
-            )
-        return hosts
+        rows = vendor_json.parse_many(_PsRow, stdout, "docker ps")
+        # Without both labels a container was labelled by hand, not made by mngr.
+        return [self.host(r) for r in rows if r.labels.get(HOST_ID) and r.labels.get(HOST_NAME)]
+
+    def host(self, row: _PsRow) -> Host:
+        """The record of a container, read from its labels alone (create reads back the
+        labels it wrote, so its record is the one `list` shows)."""
+        labels = row.labels
+        cpus = labels.get(LIMIT_PREFIX + "cpus")
+        return Host(
+            id=labels[HOST_ID],
+            name=labels[HOST_NAME],
+            provider=self.config.name,
+            backend=DockerBackend.name,
+            state=_host_state(row.state, row.status),
+            image=row.image,
+            created_at=labels.get(CREATED_AT) or None,
+            tags=_tags(labels),
+            resources=Resources(
+                cpus=float(cpus) if cpus else None,
+                memory_gb=_memory_gb(labels.get(LIMIT_PREFIX + "memory")),
+                gpus=_gpus(labels.get(LIMIT_PREFIX + "gpus")),
+            ),
+            address={
+                "container": row.names,
+                "container_id": row.id,
+                "docker_state": row.state,
+                **self.endpoint,
+            },
+            handle=row.id,
+        )
 
     def parse_snapshots(self, stdout: str) -> list[Snapshot]:
         snaps = []
-        for image in _parse_list(_Image, stdout, "docker image inspect"):
+        for image in vendor_json.parse_many(_Image, stdout, "docker image inspect"):
             labels = image.config.labels or {}
-            if SNAPSHOT_ID not in labels:
-                continue
-            snaps.append(
-                Snapshot(
-                    id=labels[SNAPSHOT_ID],
-                    name=labels.get(SNAPSHOT_NAME, labels[SNAPSHOT_ID]),
-                    host=labels.get(HOST_NAME, ""),
-                    provider=self.config.name,
-                    created_at=labels.get(CREATED_AT) or _iso(image.created),
-                    handle=self.snapshot_ref(labels[SNAPSHOT_ID]),
+            if SNAPSHOT_ID in labels:
+                created = image.created[:19] + "Z" if image.created else None  # drop the ns
+                snaps.append(
+                    Snapshot(
+                        id=labels[SNAPSHOT_ID],
+                        name=labels.get(SNAPSHOT_NAME, labels[SNAPSHOT_ID]),
+                        host=labels.get(HOST_NAME, ""),
+                        provider=self.config.name,
+                        created_at=labels.get(CREATED_AT) or created,
+                        handle=self.snapshot_ref(labels[SNAPSHOT_ID]),
+                    )
                 )
-            )
         return sorted(snaps, key=lambda s: (s.created_at or "", s.id))
 
     def parse_version(self, stdout: str) -> dict[str, Any]:
-        try:
-            data = json.loads(stdout)
-            server = data.get("Server") or {}
-            client = data.get("Client") or {}
-        except (ValueError, AttributeError):
-            raise VendorOutputError(f"could not read `docker version`: {stdout[:200]!r}") from None
+        version = vendor_json.parse(_Version, stdout, "docker version")
+        server, client = version.server, version.client
         return {
-            "reachable": bool(server),
-            "server_version": server.get("Version"),
-            "api_version": server.get("ApiVersion"),
-            "os_arch": f"{server.get('Os')}/{server.get('Arch')}" if server else None,
-            "client_version": client.get("Version"),
+            "reachable": server is not None,
+            "server_version": server and server.version,
+            "api_version": server and server.api_version,
+            "os_arch": f"{server.os}/{server.arch}" if server else None,
+            "client_version": client and client.version,
             **self.endpoint,
         }
 
 
-# --- classification of docker's stderr ---------------------------------------------------
+# --- docker's stderr ------------------------------------------------------------------------
 
 # Lines docker prints around the one that says what went wrong.
-_NOISE = (
-    "DEPRECATED:",
-    "Install the buildx",
-    "https://docs.docker.com/go/buildx",
-    "WARNING:",
-    "See 'docker",
-    "Run 'docker",
-    "Unable to find image",
-)
+_NOISE = ("DEPRECATED:", "Install the buildx", "https://docs.docker.com/go/buildx", "WARNING:",
+          "See 'docker", "Run 'docker", "Unable to find image")  # fmt: skip
 
 
 def telling_line(stderr: str, *, last: bool = False) -> str:
@@ -536,7 +479,37 @@ def telling_line(stderr: str, *, last: bool = False) -> str:
     return line[:300]
 
 
-# --- the backend --------------------------------------------------------------------------
+# First match wins; `say` may use {detail} (the telling line), {where} and {provider}.
+# fmt: off
+RULES = [
+    Rule("permission denied while trying to connect", UnauthorisedError,
+         say="not allowed to use the Docker daemon at {where} (add the user to the 'docker' "
+             "group, or set 'host'): {detail}"),
+    Rule(r"Permission denied \(publickey", UnauthorisedError,
+         say="ssh refused the login to {where}: {detail}"),
+    # A pull that failed (once the pull worked, what failed is something else).
+    Rule(r"(?s)^(?!.*Status: Downloaded newer image).*?Unable to find image '([^']+)' locally",
+         NotFoundError,
+         say="image {0!r} is not on the Docker host and could not be pulled: {detail}"),
+    Rule(r'container name "/([^".]+)\.[^"]*" is already in use', ConflictError,
+         say="host {0!r} already exists in provider {provider!r}"),
+    Rule("You cannot remove a running container", ConflictError,
+         say="the host is running: stop it first, or pass --force"),
+    Rule(r"(?s)conflict: unable to.*is using its referenced image", ConflictError,
+         say="a host still uses this image (destroy it first): {detail}"),
+    Rule(r"No such (container|object|image)", NotFoundError),
+    # Another destroy of this host got there first: for destroy, the host is gone.
+    Rule(r"removal of container \S+ is already in progress", NotFoundError,
+         say="another call is already removing the container: {detail}"),
+    Rule(r"docker endpoint: context .*(does not exist|not found)", ConfigError,
+         say="provider {provider!r}: {detail}"),
+    Rule("Cannot connect to the Docker daemon|error during connect", UnreachableError,
+         say="cannot reach the Docker daemon at {where}: {detail}"),
+]
+# fmt: on
+
+
+# --- the backend ----------------------------------------------------------------------------
 
 
 class DockerBackend(Backend):
@@ -571,52 +544,13 @@ class DockerBackend(Backend):
         return os.environ.get("DOCKER_HOST") or "the default endpoint"
 
     def classify(self, error: VendorCommandError) -> MngrError:
-        text = error.stderr
         verb = error.argv[len(self.spec.base)] if len(error.argv) > len(self.spec.base) else ""
-        detail = telling_line(text, last=verb == "build")
-        if "permission denied while trying to connect" in text:
-            return UnauthorisedError(
-                f"not allowed to use the Docker daemon at {self._where()} (add the user to the "
-                f"'docker' group, or set 'host'): {detail}"
-            )
-        if "Permission denied (publickey" in text:
-            return UnauthorisedError(f"ssh refused the login to {self._where()}: {detail}")
-        missing = re.search(r"Unable to find image '([^']+)' locally", text)
-        if missing and "Status: Downloaded newer image" not in text:
-            return NotFoundError(
-                f"image {missing.group(1)!r} is not on the Docker host and could not be "
-                f"pulled: {detail}"
-            )
-        if clash := re.search(r'container name "/([^".]+)\.[^"]*" is already in use', text):
-            return ConflictError(
-                f"host {clash.group(1)!r} already exists in provider {self.config.name!r}"
-            )
-        if "You cannot remove a running container" in text:
-            return ConflictError("the host is running: stop it first, or pass --force")
-        if "conflict: unable to" in text and "is using its referenced image" in text:
-            return ConflictError(f"a host still uses this image (destroy it first): {detail}")
-        if re.search(r"No such (container|object|image)", text):
-            return NotFoundError(detail)
-        if re.search(r"removal of container \S+ is already in progress", text):
-            # Another destroy of this host got there first: for destroy, the host is gone.
-            return NotFoundError(f"another call is already removing the container: {detail}")
-        if (
-            "context" in text
-            and re.search(r"does not exist|not found", text)
-            and "endpoint" in text
-        ):
-            return ConfigError(f"provider {self.config.name!r}: {detail}")
-        if "Cannot connect to the Docker daemon" in text or "error during connect" in text:
-            return UnreachableError(f"cannot reach the Docker daemon at {self._where()}: {detail}")
+        detail = telling_line(error.stderr, last=verb == "build")
         error.message = f"docker {verb} failed ({exit_status(error.returncode)}): {detail}"
-        return error
-
-    # --- list -------------------------------------------------------------------------
+        return classify(error, RULES, detail=detail, where=self._where(), provider=self.provider)
 
     def list_hosts(self) -> list[Host]:
         return self.spec.parse_hosts(self.run(self._cmd(self.spec.ps_argv())).stdout)
-
-    # --- create -----------------------------------------------------------------------
 
     def create_plan(self, request: CreateRequest) -> Plan:
         opts = request.options
@@ -638,13 +572,8 @@ class DockerBackend(Backend):
         name = self.spec.container_name(request.name)
         if building:
             image = self.spec.build_tag(request.host_id)
-            steps.append(
-                Step(
-                    f"build image {image}",
-                    command=self._cmd(self.spec.build_argv(request, opts), slow=True),
-                    undo=self._rmi_step(image),
-                )
-            )
+            build = self._cmd(self.spec.build_argv(request, opts), slow=True)
+            steps.append(Step(f"build image {image}", command=build, undo=self._rmi_step(image)))
         elif request.from_snapshot is not None:
             image = request.from_snapshot.handle or self.spec.snapshot_ref(request.from_snapshot.id)
         else:
@@ -653,82 +582,51 @@ class DockerBackend(Backend):
         def remember_id(stdout: str, ctx: Context) -> None:
             ctx["container_id"] = self.spec.parse_container_id(stdout)
 
+        run = self.spec.run_argv(request, image, opts)
         steps.append(
             Step(
                 f"run container {name}",
-                command=self._cmd(
-                    self.spec.run_argv(request, image, opts),
-                    slow=True,
-                    stdin=self.spec.env_file(opts),
-                ),
+                command=self._cmd(run, slow=True, stdin=self.spec.env_file(opts)),
                 parse=remember_id,
                 # `docker run` may create the container and then fail to start it, or time out.
                 undo_if_failed=True,
                 undo=Step(
                     f"remove the container this create made ({HOST_ID}={request.host_id})",
-                    action=lambda ctx: self._remove_made(ctx, request.host_id),
+                    action=lambda ctx: self._remove_labelled(request.host_id),
                 ),
             )
         )
 
         def finish(ctx: Context) -> Host:
-            return Host(
-                id=request.host_id,
-                name=request.name,
-                provider=self.provider,
-                backend=self.name,
-                state=HostState.RUNNING,
-                image=image,
-                created_at=request.created_at,
-                tags=dict(request.tags),
-                resources=Resources(
-                    cpus=request.resources.cpus,
-                    memory_gb=_memory_gb(self.spec.limits(request)["--memory"]),
-                    gpus=_gpus(request.resources.gpu),
-                ),
-                address={
-                    "container": name,
-                    "container_id": ctx["container_id"],
-                    **self.spec.endpoint,
-                },
-                handle=ctx["container_id"],
+            labels = self.spec.host_labels(request)
+            row = _PsRow(
+                id=ctx["container_id"], names=name, state="running", image=image, labels=labels
             )
+            return self.spec.host(row)
 
         return Plan(steps, finish=finish)
 
-    def _remove_made(self, ctx: Context, host_id: str) -> None:
-        """Undo `docker run`: remove the container it returned or, when it returned none
-        (failed or timed out), those labelled with this create's host id. Never by name: the
-        name may be another host's, or a container mngr never made."""
-        if "container_id" in ctx:
-            ids = [ctx["container_id"]]
-        else:
-            found = self.run(self._cmd(self.spec.by_host_id_argv(host_id)), cancellable=False)
-            ids = self.spec.parse_ids(found.stdout)
-        for container_id in ids:
+    def _remove_labelled(self, host_id: str) -> None:
+        """Undo `docker run`: remove the containers labelled with this create's host id, never
+        by name (the name may be another host's, or a container mngr never made)."""
+        found = self.run(self._cmd(self.spec.by_host_id_argv(host_id)), cancellable=False)
+        for container_id in self.spec.parse_ids(found.stdout):
             try:
                 self.run(self._cmd(self.spec.rm_argv(container_id, force=True)), cancellable=False)
             except NotFoundError:
                 pass  # already gone
 
-    # --- destroy / stop / start -------------------------------------------------------
-
     def _container(self, host: Host) -> str:
         return host.handle or self.spec.container_name(host.name)
 
     def _rmi_step(self, image: str) -> Step:
-        return Step(
-            f"remove image {image}", command=self._cmd(self.spec.rmi_argv(image)), missing_ok=True
-        )
+        rmi = self._cmd(self.spec.rmi_argv(image))
+        return Step(f"remove image {image}", command=rmi, missing_ok=True)
 
     def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
-        steps = [
-            Step(
-                f"remove container {self.spec.container_name(host.name)}",
-                command=self._cmd(self.spec.rm_argv(self._container(host), force=force)),
-                missing_ok=True,
-            )
-        ]
+        rm = self._cmd(self.spec.rm_argv(self._container(host), force=force))
+        name = self.spec.container_name(host.name)
+        steps = [Step(f"remove container {name}", command=rm, missing_ok=True)]
         if host.image == self.spec.build_tag(host.id):
             steps.append(self._rmi_step(host.image))
         if purge:
@@ -750,26 +648,26 @@ class DockerBackend(Backend):
         argv = self.spec.start_argv(container, paused=paused)
         return Plan([Step(f"start {container}", command=self._cmd(argv))])
 
-    # --- snapshots --------------------------------------------------------------------
-
     def snapshot_create_plan(self, host: Host, name: str) -> Plan:
         snap_id, created = new_snapshot_id(), utc_now()
         ref = self.spec.snapshot_ref(snap_id)
         argv = self.spec.commit_argv(self._container(host), host, snap_id, name, created)
         # An interrupted commit may still finish on the daemon: remove what it made.
-        step = Step(f"commit {host.name} to {ref}", command=self._cmd(argv, slow=True))
-        step.undo, step.undo_if_failed = self._rmi_step(ref), True
-        return Plan(
-            [step],
-            finish=lambda ctx: Snapshot(
-                id=snap_id,
-                name=name,
-                host=host.name,
-                provider=self.provider,
-                created_at=created,
-                handle=ref,
-            ),
+        step = Step(
+            f"commit {host.name} to {ref}",
+            command=self._cmd(argv, slow=True),
+            undo=self._rmi_step(ref),
+            undo_if_failed=True,
         )
+        snapshot = Snapshot(
+            id=snap_id,
+            name=name,
+            host=host.name,
+            provider=self.provider,
+            created_at=created,
+            handle=ref,
+        )
+        return Plan([step], finish=lambda ctx: snapshot)
 
     def _inspect_images(self, argv: list[str]) -> str:
         """One inspect of many images; one deleted since `ls` drops out, not the rest."""
@@ -791,25 +689,13 @@ class DockerBackend(Backend):
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
         return Plan([self._rmi_step(snapshot.handle or self.spec.snapshot_ref(snapshot.id))])
 
-    # --- exec -------------------------------------------------------------------------
-
-    def _running(self, host: Host) -> str:
-        if host.state in (HostState.STOPPED, HostState.FAILED):
-            raise MngrError(
-                f"host {host.name!r} is {host.state}; start it first: mngr host start {host.ref}"
-            )
-        return self._container(host)
-
     def exec_command(
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False
     ) -> Command:
-        if not argv:
-            raise UsageError("no command given (use: mngr host exec NAME -- CMD...)")
-        container = self._running(host)
-        return Command(self.spec.exec_argv(container, argv, tty=tty, detach=detach))
+        return Command(self.spec.exec_argv(self._container(host), argv, tty=tty, detach=detach))
 
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
-        return Command(self.spec.shell_argv(self._running(host), tty=tty))
+        return Command(self.spec.shell_argv(self._container(host), tty=tty))
 
     def check(self) -> dict[str, Any]:
         return self.spec.parse_version(self.run(self._cmd(self.spec.version_argv())).stdout)

@@ -144,7 +144,8 @@ def test_exec_passes_the_exit_code_through_without_a_tty(fp, mngr) -> None:
 def test_exec_on_a_stopped_host_says_to_start_it(fp, mngr) -> None:
     hosts_listed(fp)
     result = mngr("host", "exec", "db", "--provider", "dk", "--", "true")
-    assert result.exit_code == 1 and "start it first" in result.stderr
+    assert result.exit_code == 1 and "start it first: mngr host start db.dk" in result.stderr
+    assert not any("exec" in call for call in fp.calls)
 
 
 def test_dry_run_prints_the_build_and_run_and_runs_nothing(fp, mngr, tmp_path) -> None:

@@ -285,3 +285,21 @@ def test_a_container_paused_behind_mngrs_back_starts_again(docker_env: DockerEnv
     assert started.exit_code == 0, started.stderr
     assert by_name(listed(mngr, "--provider", p))["nap"]["state"] == "running"
     assert mngr("host", "destroy", "nap", "-p", p, "--yes", "--force").exit_code == 0
+
+
+def test_memory_2g_is_two_gib_and_cpus_a_half_on_the_daemon(docker_env: DockerEnv, mngr):
+    """`--memory 2g` means 2 GiB on every backend: docker gets bytes, never a bare `2`."""
+    p = docker_env.provider
+    limits = ("--memory", "2g", "--cpus", "0.5")
+    dry = mngr("host", "create", "x", "-p", p, *limits, "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert "--cpus 0.5 --memory 2147483648b" in dry.stdout
+    assert docker_env.labelled("ps") == []
+    made = mngr("host", "create", "x", "-p", p, *limits)
+    assert made.exit_code == 0, made.stderr
+    inspected = docker_env.engine.docker("inspect", "--format", "{{json .HostConfig}}", f"x.{p}")
+    host_config = json.loads(inspected.stdout)
+    assert (host_config["Memory"], host_config["NanoCpus"]) == (2147483648, 500000000)
+    resources = by_name(listed(mngr, "--provider", p))["x"]["resources"]
+    assert (resources["memory_gb"], resources["cpus"]) == (2, 0.5)
+    assert mngr("host", "destroy", "x", "-p", p, "--yes", "--force").exit_code == 0

@@ -7,8 +7,8 @@ from mngr_backends.docker import DockerBackend, DockerConfig, DockerCreateOption
 from pydantic import ValidationError
 
 from mngr.backend import CreateRequest
-from mngr.errors import MngrError, UsageError
-from mngr.records import Host, HostState, Snapshot
+from mngr.errors import UsageError
+from mngr.records import Host, Snapshot
 from mngr.runner import Runner
 
 HOST_ID = "host-" + "a" * 32
@@ -20,6 +20,10 @@ def config(**fields: object) -> DockerConfig:
 
 def spec(**fields: object) -> DockerSpec:
     return DockerSpec(config(**fields))
+
+
+def opts(**fields: object) -> DockerCreateOptions:
+    return DockerCreateOptions.model_validate(fields)
 
 
 def request(**fields: object) -> CreateRequest:
@@ -216,12 +220,6 @@ def test_stop_with_snapshot_commits_first() -> None:
     assert lines[1] == "docker stop " + "c" * 64
 
 
-def test_exec_on_a_stopped_host_says_to_start_it() -> None:
-    backend = DockerBackend(config(), Runner())
-    with pytest.raises(MngrError, match="start it first: mngr host start web.dk"):
-        backend.exec_command(host(state=HostState.STOPPED), ["true"])
-
-
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
@@ -253,10 +251,10 @@ def test_memory_is_the_core_size_in_bytes_and_a_gpu_type_is_refused() -> None:
     from mngr.errors import UsageError
 
     for size, docker_size in (("512m", "536870912b"), ("2GB", "2147483648b")):
-        limits = spec().limits(request(resources=resources.parse(memory=size)))
-        assert limits["--memory"] == docker_size
+        argv = spec().run_argv(request(resources=resources.parse(memory=size)), "img", opts())
+        assert argv[argv.index("--memory") + 1] == docker_size
     with pytest.raises(UsageError, match="docker takes a count or 'all'"):
-        spec().limits(request(resources=resources.parse(gpu="H100:2")))
+        spec().run_argv(request(resources=resources.parse(gpu="H100:2")), "img", opts())
 
 
 def test_options_that_touch_the_docker_host_are_not_served_remotely() -> None:

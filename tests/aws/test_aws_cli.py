@@ -22,13 +22,13 @@ def spec(name: str, settings: dict) -> AwsSpec:
 def test_create_help_shows_the_aws_flags(mngr) -> None:
     result = mngr("host", "create", "--help")
     assert result.exit_code == 0
-    for flag in ("--instance-type", "--ami", "--disk-gb", "--spot", "--key-name", "--subnet"):
+    for flag in ("--instance-type", "--ami", "--disk", "--spot", "--key-name", "--subnet"):
         assert flag in result.stdout
 
 
 def test_dry_run_prints_the_aws_commands_and_runs_none(fp, mngr, aws_settings) -> None:
     aws_settings(cloud=GOOD)
-    result = mngr("host", "create", "web-1", "-p", "cloud", "--disk-gb", "30", "--dry-run")
+    result = mngr("host", "create", "web-1", "-p", "cloud", "--disk", "30g", "--dry-run")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("aws ec2 describe-images --image-ids ami-1 ")
@@ -40,9 +40,9 @@ def test_dry_run_prints_the_aws_commands_and_runs_none(fp, mngr, aws_settings) -
 
 def test_a_bad_flag_value_is_a_usage_error(mngr, aws_settings) -> None:
     aws_settings(cloud=GOOD)
-    result = mngr("host", "create", "web-1", "-p", "cloud", "--disk-gb", "0", "--dry-run")
+    result = mngr("host", "create", "web-1", "-p", "cloud", "--disk", "30", "--dry-run")
     assert result.exit_code == 2
-    assert "--disk-gb" in result.stderr
+    assert "--disk 30: give a unit" in result.stderr
 
 
 def test_missing_region_names_the_file_and_exits_2(mngr, aws_settings) -> None:

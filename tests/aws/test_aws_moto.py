@@ -80,7 +80,7 @@ def test_full_lifecycle_leaves_nothing_but_terminated_instances(
     assert (again_image["id"], again_image["host"]) == (image["id"], "web-1")
 
     clone = mngr(
-        "host", "create", "clone", "-p", "cloud", "--from-snapshot", "base", "--disk-gb", "20"
+        "host", "create", "clone", "-p", "cloud", "--from-snapshot", "base", "--disk", "20g"
     )
     assert clone.exit_code == 0, clone.stderr
     assert hosts(mngr, "cloud")["clone"]["image"] == image["id"]

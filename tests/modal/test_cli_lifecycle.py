@@ -65,7 +65,7 @@ def test_the_whole_lifecycle(cli, modal_settings, fake_modal) -> None:
     assert web["state"] == "stopped" and web["tags"] == {"team": "ml"}
     assert len(web["snapshots"]) == 1
     refused = cli("host", "exec", "web", "--", "true")
-    assert refused.exit_code == 1 and "run 'mngr host start web' first" in refused.stderr
+    assert refused.exit_code == 1 and "start it first: mngr host start web.cloud" in refused.stderr
     assert cli("host", "list", "-q", "-p", "cloud", "--state", "stopped").stdout == "web\n"
 
     started = cli("host", "start", "web")

@@ -7,6 +7,11 @@ Everything mngr knows about a host lives in the instance's tags (no local state)
 A snapshot is an AMI made from the instance (`create-image`), tagged the same way; its id
 is the AMI id. `AwsSpec` builds every argv and parses every JSON answer (pure, no I/O);
 `AwsBackend` strings them into plans run through the injected runner.
+
+A host's `address` (public): `instance_id`, `instance_type`, `region`, `availability_zone`,
+`public_ip`, `private_ip`, `lifecycle` (`on-demand` or `spot`) and `ssh` (`user@ip`), each
+only when EC2 reports it. Its `handle` (private) is the instance id. A one-time spot
+instance states `unsupported["stop/start"]`: EC2 cannot stop it.
 """
 
 from __future__ import annotations
@@ -18,12 +23,19 @@ import shlex
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from mngr import resources
-from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
+from mngr.backend import (
+    ArgvValue,
+    Backend,
+    Capability,
+    CreateOptions,
+    CreateRequest,
+    ProviderConfig,
+)
 from mngr.errors import (
     ConfigError,
     ConflictError,
@@ -32,16 +44,18 @@ from mngr.errors import (
     NotFoundError,
     UnauthorisedError,
     UnreachableError,
-    UnsupportedError,
     UsageError,
     VendorCommandError,
     VendorOutputError,
-    VendorTimeoutError,
 )
 from mngr.names import new_snapshot_id
-from mngr.plan import Context, Plan, Ref, Step
+from mngr.plan import Context, Plan, Poll, Ref, Step
 from mngr.records import Host, HostState, Snapshot, utc_now
 from mngr.runner import CANCELLED, Command, Completed, Runner
+from mngr.toolkit import ssh, vendor_json
+from mngr.toolkit.argv import Argv
+from mngr.toolkit.rules import Rule, classify
+from mngr.toolkit.vendor_json import Lenient
 
 TAG_HOST_ID = "mngr:host-id"
 TAG_HOST_NAME = "mngr:host-name"
@@ -62,6 +76,7 @@ STATES = {
     "shutting-down": HostState.DESTROYED,
     "terminated": HostState.DESTROYED,
 }
+SPOT_CANNOT_STOP = "it is a one-time spot instance, which EC2 cannot stop; destroy it instead"
 # The pager is turned off through the environment: v2 reads AWS_PAGER, while v1 (the CLI on
 # the package index) has no pager and refuses v2's `--no-cli-pager` flag.
 CLI_ENV = {"AWS_PAGER": ""}
@@ -69,7 +84,9 @@ REGION_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
 
 
 class AwsConfig(ProviderConfig):
-    needs_trust = frozenset({"endpoint_url", "binary", "identity_file", "accept_new_host_keys"})
+    needs_trust = frozenset(
+        {"endpoint_url", "binary", "identity_file", "known_hosts", "accept_new_host_keys"}
+    )
 
     region: str = Field(pattern=REGION_PATTERN)
     profile: ArgvValue | None = None
@@ -82,6 +99,7 @@ class AwsConfig(ProviderConfig):
     iam_instance_profile: ArgvValue | None = None  # a name, or an ARN
     ssh_user: ArgvValue = "ec2-user"
     identity_file: ArgvValue | None = None
+    known_hosts: str | None = None  # default: the user's ~/.ssh/known_hosts
     accept_new_host_keys: bool = False
     binary: str = "aws"
     page_size: int | None = Field(default=None, ge=5, le=1000)  # describe-instances page
@@ -93,6 +111,11 @@ class AwsConfig(ProviderConfig):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
+
+    @field_validator("known_hosts")
+    @classmethod
+    def _known_hosts(cls, value: str | None) -> str | None:
+        return ssh.ssh_file(value, "known_hosts")
 
 
 class AwsCreateOptions(CreateOptions):
@@ -107,19 +130,15 @@ class AwsCreateOptions(CreateOptions):
     subnet: ArgvValue | None = Field(default=None, description="Subnet id to launch into.")
 
 
-# --- the vendor's JSON (lenient: unknown fields ignored, everything optional) -------------
+# --- the vendor's JSON ----------------------------------------------------------------------
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class Ec2Tag(_Lenient):
+class Ec2Tag(Lenient):
     Key: str
     Value: str = ""
 
 
-class _Tagged(_Lenient):
+class _Tagged(Lenient):
     Tags: list[Ec2Tag] = Field(default_factory=list)
 
     @property
@@ -127,7 +146,7 @@ class _Tagged(_Lenient):
         return {t.Key: t.Value for t in self.Tags}
 
 
-class Ec2State(_Lenient):
+class Ec2State(Lenient):
     Name: str = "unknown"
 
 
@@ -145,16 +164,16 @@ class Ec2Instance(_Tagged):
     CpuOptions: dict[str, Any] = Field(default_factory=dict)
 
 
-class Ec2Reservation(_Lenient):
+class Ec2Reservation(Lenient):
     Instances: list[Ec2Instance] = Field(default_factory=list)
 
 
-class DescribeInstances(_Lenient):
+class DescribeInstances(Lenient):
     Reservations: list[Ec2Reservation] = Field(default_factory=list)
     NextToken: str | None = None
 
 
-class RunInstances(_Lenient):
+class RunInstances(Lenient):
     Instances: list[Ec2Instance] = Field(default_factory=list)
 
 
@@ -171,24 +190,16 @@ class Ec2Image(_Tagged):
         return [d["Ebs"]["SnapshotId"] for d in self.BlockDeviceMappings if "Ebs" in d]
 
 
-class DescribeImages(_Lenient):
+class DescribeImages(Lenient):
     Images: list[Ec2Image] = Field(default_factory=list)
 
 
-class CreateImage(_Lenient):
+class CreateImage(Lenient):
     ImageId: str
 
 
-class DescribeRegions(_Lenient):
+class DescribeRegions(Lenient):
     Regions: list[dict[str, Any]] = Field(default_factory=list)
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _flags(*pairs: tuple[str, str | None]) -> list[str]:
-    """`--flag value` for every pair whose value is given."""
-    return [word for flag, value in pairs if value is not None for word in (flag, value)]
 
 
 def _compact(value: Any) -> str:
@@ -236,44 +247,41 @@ class AwsSpec:
     def provider(self) -> str:
         return self.config.name
 
-    def argv(self, verb: str, *args: str) -> list[str]:
+    def argv(self, verb: str, *args: str) -> Argv:
         c = self.config
-        return [
-            *(c.binary, "ec2", verb, *args),
-            *_flags(("--region", c.region), ("--profile", c.profile)),
-            *_flags(("--endpoint-url", c.endpoint_url), ("--output", "json")),
-        ]
+        return (
+            Argv([c.binary, "ec2", verb, *args])
+            .add("--region", c.region)
+            .add("--profile", c.profile)
+            .add("--endpoint-url", c.endpoint_url)
+            .add("--output", "json")
+        )
 
     # --- instances --------------------------------------------------------------------
 
-    def list_argv(self, starting_token: str | None = None) -> list[str]:
-        page = str(self.config.page_size) if self.config.page_size else None
+    def list_argv(self, starting_token: str | None = None) -> Argv:
+        live = {"tag:" + TAG_PROVIDER: self.provider, "instance-state-name": LIVE_STATES}
         return self.argv(
             "describe-instances",
-            "--filters",
-            _filters(**{"tag:" + TAG_PROVIDER: self.provider, "instance-state-name": LIVE_STATES}),
-            *_flags(("--page-size", page), ("--starting-token", starting_token)),
+            *Argv()
+            .add("--filters", _filters(**live))
+            .add("--page-size", self.config.page_size)
+            .add("--starting-token", starting_token),
         )
 
-    def by_name_argv(self, name: str) -> list[str]:
+    def by_name_argv(self, name: str) -> Argv:
         """Every instance of this provider carrying `name`, in any state."""
-        return self.argv(
-            "describe-instances",
-            "--filters",
-            _filters(**{"tag:" + TAG_PROVIDER: self.provider, "tag:" + TAG_HOST_NAME: name}),
-        )
+        named = {"tag:" + TAG_PROVIDER: self.provider, "tag:" + TAG_HOST_NAME: name}
+        return self.argv("describe-instances", "--filters", _filters(**named))
 
-    def by_host_id_argv(self, host_id: str) -> list[str]:
-        return self.argv(
-            "describe-instances",
-            "--filters",
-            _filters(**{"tag:" + TAG_HOST_ID: host_id, "instance-state-name": LIVE_STATES}),
-        )
+    def by_host_id_argv(self, host_id: str) -> Argv:
+        by_id = {"tag:" + TAG_HOST_ID: host_id, "instance-state-name": LIVE_STATES}
+        return self.argv("describe-instances", "--filters", _filters(**by_id))
 
-    def instance_argv(self, instance_id: str) -> list[str]:
+    def instance_argv(self, instance_id: str) -> Argv:
         return self.argv("describe-instances", "--instance-ids", instance_id)
 
-    def run_argv(self, launch: Launch) -> list[str]:
+    def run_argv(self, launch: Launch) -> Argv:
         c = self.config
         tags = _tag_list(
             {
@@ -290,37 +298,34 @@ class AwsSpec:
             key = "Arn" if c.iam_instance_profile.startswith("arn:") else "Name"
             profile = _compact({key: c.iam_instance_profile})
         tagged = [{"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume")]
-        return self.argv(
-            "run-instances",
-            *_flags(
-                ("--image-id", launch.image),
-                ("--instance-type", launch.instance_type),
-                ("--count", "1"),
-                # The host id is the idempotency token: a retried call never makes a second.
-                ("--client-token", launch.host_id),
-                ("--tag-specifications", _compact(tagged)),
-                ("--key-name", launch.key_name),
-                ("--subnet-id", launch.subnet_id),
-                ("--iam-instance-profile", profile),
-                ("--block-device-mappings", launch.block_device_mappings),
-                (
-                    "--instance-market-options",
-                    _compact({"MarketType": "spot"}) if launch.spot else None,
-                ),
-            ),
-            *(["--security-group-ids", *c.security_group_ids] if c.security_group_ids else []),
+        flags = (
+            Argv()
+            .add("--image-id", launch.image)
+            .add("--instance-type", launch.instance_type)
+            .add("--count", 1)
+            # The host id is the idempotency token: a retried call never makes a second.
+            .add("--client-token", launch.host_id)
+            .add("--tag-specifications", _compact(tagged))
+            .add("--key-name", launch.key_name)
+            .add("--subnet-id", launch.subnet_id)
+            .add("--iam-instance-profile", profile)
+            .add("--block-device-mappings", launch.block_device_mappings)
+            .add("--instance-market-options", launch.spot and _compact({"MarketType": "spot"}))
         )
+        if c.security_group_ids:  # one flag, then every id
+            flags.words(["--security-group-ids", *c.security_group_ids])
+        return self.argv("run-instances", *flags)
 
-    def terminate_argv(self, instance_id: str) -> list[str]:
+    def terminate_argv(self, instance_id: str) -> Argv:
         return self.argv("terminate-instances", "--instance-ids", instance_id)
 
-    def stop_argv(self, instance_id: str) -> list[str]:
+    def stop_argv(self, instance_id: str) -> Argv:
         return self.argv("stop-instances", "--instance-ids", instance_id)
 
-    def start_argv(self, instance_id: str) -> list[str]:
+    def start_argv(self, instance_id: str) -> Argv:
         return self.argv("start-instances", "--instance-ids", instance_id)
 
-    def check_argv(self) -> list[str]:
+    def check_argv(self) -> Argv:
         return self.argv("describe-regions", "--region-names", self.config.region)
 
     # --- images (snapshots) -----------------------------------------------------------
@@ -329,14 +334,14 @@ class AwsSpec:
         # AWS refuses a second AMI of one name, so a retried create-image never makes two.
         return f"mngr/{self.provider}/{snapshot_name}"
 
-    def describe_image_argv(self, image_id: str) -> list[str]:
+    def describe_image_argv(self, image_id: str) -> Argv:
         return self.argv("describe-images", "--image-ids", image_id)
 
-    def image_by_token_argv(self, token: str) -> list[str]:
+    def image_by_token_argv(self, token: str) -> Argv:
         by_token = _filters(**{"tag:" + TAG_CREATE_TOKEN: token})
         return self.argv("describe-images", "--owners", "self", "--filters", by_token)
 
-    def list_images_argv(self, host_id: str | None = None) -> list[str]:
+    def list_images_argv(self, host_id: str | None = None) -> Argv:
         wanted = {"tag:" + TAG_PROVIDER: self.provider}
         if host_id:
             wanted["tag:" + TAG_HOST_ID] = host_id
@@ -344,7 +349,7 @@ class AwsSpec:
 
     def create_image_argv(
         self, host: Host, snapshot_name: str, created_at: str, token: str
-    ) -> list[str]:
+    ) -> Argv:
         tags = {
             TAG_PROVIDER: self.provider,
             TAG_HOST_ID: host.id,
@@ -356,21 +361,20 @@ class AwsSpec:
         }
         return self.argv(
             "create-image",
-            *_flags(
-                ("--instance-id", _instance_id(host)),
-                ("--name", self.image_name(snapshot_name)),
-                ("--description", f"mngr snapshot {snapshot_name} of host {host.name}"),
-                (
-                    "--tag-specifications",
-                    _compact([{"ResourceType": "image", "Tags": _tag_list(tags)}]),
-                ),
+            *Argv()
+            .add("--instance-id", _instance_id(host))
+            .add("--name", self.image_name(snapshot_name))
+            .add("--description", f"mngr snapshot {snapshot_name} of host {host.name}")
+            .add(
+                "--tag-specifications",
+                _compact([{"ResourceType": "image", "Tags": _tag_list(tags)}]),
             ),
         )
 
-    def deregister_argv(self, image_id: str) -> list[str]:
+    def deregister_argv(self, image_id: str) -> Argv:
         return self.argv("deregister-image", "--image-id", image_id)
 
-    def delete_snapshot_argv(self, ebs_snapshot_id: str) -> list[str]:
+    def delete_snapshot_argv(self, ebs_snapshot_id: str) -> Argv:
         return self.argv("delete-snapshot", "--snapshot-id", ebs_snapshot_id)
 
     # --- ssh --------------------------------------------------------------------------
@@ -386,28 +390,21 @@ class AwsSpec:
             address = str(ipaddress.ip_address(address))
         except ValueError:
             raise VendorOutputError(f"host {host.name!r} has no valid IP address") from None
-        checking = "accept-new" if c.accept_new_host_keys else "yes"
-        argv = ["ssh", "-o", f"StrictHostKeyChecking={checking}", "-o", "ConnectTimeout=30"]
-        if c.identity_file:
-            argv += ["-i", c.identity_file, "-o", "IdentitiesOnly=yes"]
-        argv += ["-l", c.ssh_user, "-t" if tty else "-T", address]
-        if remote:
-            # ssh hands the remote shell one string: quote each word so it arrives intact.
-            command = shlex.join(remote)
-            if detach:
-                command = f"nohup {command} >/dev/null 2>&1 </dev/null &"
-            argv += ["--", command]
-        return argv
+        target = ssh.SshTarget(address, c.ssh_user, identity_file=c.identity_file)
+        settings = ssh.SshSettings(
+            known_hosts=c.known_hosts, accept_new=c.accept_new_host_keys, connect_timeout_s=30
+        )
+        command = ssh.remote_command(remote, detach=detach) if remote else None
+        return ssh.ssh_argv(target, settings, command, tty=tty)
 
     # --- parsers ----------------------------------------------------------------------
 
     def parse_instances(self, stdout: str) -> tuple[list[Ec2Instance], str | None]:
-        doc = _load(DescribeInstances, stdout, "describe-instances")
-        instances = [i for r in doc.Reservations for i in r.Instances]
-        return instances, doc.NextToken
+        doc = vendor_json.parse(DescribeInstances, stdout, "aws ec2 describe-instances")
+        return [i for r in doc.Reservations for i in r.Instances], doc.NextToken
 
     def parse_launched(self, stdout: str) -> Ec2Instance:
-        doc = _load(RunInstances, stdout, "run-instances")
+        doc = vendor_json.parse(RunInstances, stdout, "aws ec2 run-instances")
         if len(doc.Instances) != 1:
             raise VendorOutputError(
                 f"aws ec2 run-instances returned {len(doc.Instances)} instances, expected 1"
@@ -415,18 +412,17 @@ class AwsSpec:
         return doc.Instances[0]
 
     def parse_images(self, stdout: str) -> list[Ec2Image]:
-        images = _load(DescribeImages, stdout, "describe-images").Images
+        images = vendor_json.parse(DescribeImages, stdout, "aws ec2 describe-images").Images
         return [i for i in images if i.State != "deregistered"]
 
     def parse_created_image(self, stdout: str) -> str:
-        return _load(CreateImage, stdout, "create-image").ImageId
+        return vendor_json.parse(CreateImage, stdout, "aws ec2 create-image").ImageId
 
     def parse_region(self, stdout: str) -> dict[str, Any]:
-        regions = _load(DescribeRegions, stdout, "describe-regions").Regions
+        regions = vendor_json.parse(DescribeRegions, stdout, "aws ec2 describe-regions").Regions
         if not regions:
             raise NotFoundError(f"region {self.config.region!r} is not offered by this endpoint")
-        r = regions[0]
-        return {"region": r.get("RegionName"), "endpoint": r.get("Endpoint")}
+        return {"region": regions[0].get("RegionName"), "endpoint": regions[0].get("Endpoint")}
 
     def root_volume_mapping(self, stdout: str, image_id: str, disk_gb: int) -> str:
         """Block-device mapping that resizes the image's root volume (deleted with the host)."""
@@ -442,18 +438,18 @@ class AwsSpec:
         tags = instance.tags
         if TAG_HOST_ID not in tags or tags.get(TAG_PROVIDER) != self.provider:
             return None
-        address: dict[str, Any] = {
+        lifecycle = instance.InstanceLifecycle or "on-demand"
+        ip = instance.PublicIpAddress or instance.PrivateIpAddress
+        address = {
             "instance_id": instance.InstanceId,
             "instance_type": instance.InstanceType,
             "region": self.config.region,
             "availability_zone": instance.Placement.get("AvailabilityZone"),
             "public_ip": instance.PublicIpAddress,
             "private_ip": instance.PrivateIpAddress,
-            "lifecycle": instance.InstanceLifecycle or "on-demand",
+            "lifecycle": lifecycle,
+            "ssh": f"{self.config.ssh_user}@{ip}" if ip else None,
         }
-        ip = instance.PublicIpAddress or instance.PrivateIpAddress
-        if ip:
-            address["ssh"] = f"{self.config.ssh_user}@{ip}"
         cores, threads = (instance.CpuOptions.get(k) for k in ("CoreCount", "ThreadsPerCore"))
         return Host(
             id=tags[TAG_HOST_ID],
@@ -470,6 +466,9 @@ class AwsSpec:
             },
             resources={"cpus": cores * threads if cores and threads else None},
             address={k: v for k, v in address.items() if v is not None},
+            unsupported={str(Capability.STOP_START): SPOT_CANNOT_STOP}
+            if lifecycle == "spot"
+            else {},
             handle=instance.InstanceId,
         )
 
@@ -487,25 +486,10 @@ class AwsSpec:
         )
 
 
-def _load(model: type[M], stdout: str, command: str) -> M:
-    """Parse a vendor answer; a failure says which command printed what."""
-    if not stdout.strip():  # never an answer of `--output json`: not "no instances"
-        raise VendorOutputError(f"aws ec2 {command} printed nothing where JSON was expected")
-    try:
-        return model.model_validate_json(stdout)
-    except ValidationError as exc:
-        snippet = stdout.strip().replace("\n", " ")[:200]
-        raise VendorOutputError(
-            f"aws ec2 {command} printed output mngr cannot read "
-            f"({exc.errors()[0]['msg']}): {snippet!r}"
-        ) from None
-
-
 def _instance_id(host: Host) -> str:
-    instance_id = host.handle or host.address.get("instance_id")
-    if not instance_id:
+    if not host.handle:
         raise MngrError(f"host {host.name!r} has no EC2 instance id")
-    return instance_id
+    return host.handle
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -517,36 +501,35 @@ class ThrottledError(UnreachableError):
     kind = "throttled"
 
 
-# (text in the aws CLI's stderr, error it becomes, hint added to the vendor's message)
-ERROR_RULES: list[tuple[str, type[MngrError], str]] = [
-    ("Unable to locate credentials", UnauthorisedError, "set 'profile' or AWS_PROFILE"),
-    ("(ExpiredToken", UnauthorisedError, "the session has expired; renew it"),
-    ("(RequestExpired)", UnauthorisedError, "check the clock or renew the session"),
-    ("(UnauthorizedOperation)", UnauthorisedError, "the credentials may not do this"),
-    ("(AuthFailure)", UnauthorisedError, "the credentials were refused"),
-    ("(InvalidClientTokenId)", UnauthorisedError, "the credentials were refused"),
-    ("(SignatureDoesNotMatch)", UnauthorisedError, "the credentials were refused"),
-    ("(AccessDenied", UnauthorisedError, "the credentials may not do this"),
-    ("(RequestLimitExceeded)", ThrottledError, ""),
-    ("(Throttling", ThrottledError, ""),
-    (
-        "Could not connect to the endpoint URL",
-        UnreachableError,
-        "check 'region' and 'endpoint_url'",
+_ENDPOINT = "check 'region' and 'endpoint_url'"
+_REFUSED = "the credentials were refused"
+_MAY_NOT = "the credentials may not do this"
+RULES = [
+    Rule(r"Unable to locate credentials", UnauthorisedError, "set 'profile' or AWS_PROFILE"),
+    Rule(r"\(ExpiredToken", UnauthorisedError, "the session has expired; renew it"),
+    Rule(r"\(RequestExpired\)", UnauthorisedError, "check the clock or renew the session"),
+    Rule(r"\(UnauthorizedOperation\)", UnauthorisedError, _MAY_NOT),
+    Rule(
+        r"\((AuthFailure|InvalidClientTokenId|SignatureDoesNotMatch)\)", UnauthorisedError, _REFUSED
     ),
-    ("Connect timeout on endpoint URL", UnreachableError, "check 'region' and 'endpoint_url'"),
-    ("Read timeout on endpoint URL", UnreachableError, ""),
-    ("Provided region_name", UnreachableError, "check 'region'"),
-    (
-        "could not be found",
+    Rule(r"\(AccessDenied", UnauthorisedError, _MAY_NOT),
+    Rule(r"\((RequestLimitExceeded\)|Throttling)", ThrottledError),
+    Rule(
+        r"Could not connect to the endpoint URL|Connect timeout on endpoint URL",
+        UnreachableError,
+        _ENDPOINT,
+    ),
+    Rule(r"Read timeout on endpoint URL", UnreachableError),
+    Rule(r"Provided region_name", UnreachableError, "check 'region'"),
+    Rule(
+        r"could not be found",
         ConfigError,
         "add it with `aws configure --profile NAME`, or change this provider's 'profile'",
     ),
-    ("(InvalidAMIID.Malformed)", UsageError, ""),
-    (".NotFound)", NotFoundError, ""),
-    ("(InvalidAMIID.Unavailable)", NotFoundError, ""),
-    ("(IncorrectInstanceState)", ConflictError, ""),
-    ("(InvalidAMIName.Duplicate)", ConflictError, "a snapshot of that name exists"),
+    Rule(r"\(InvalidAMIID\.Malformed\)", UsageError),
+    Rule(r"\.NotFound\)|\(InvalidAMIID\.Unavailable\)", NotFoundError),
+    Rule(r"\(IncorrectInstanceState\)", ConflictError),
+    Rule(r"\(InvalidAMIName\.Duplicate\)", ConflictError, "a snapshot of that name exists"),
 ]
 
 
@@ -573,10 +556,8 @@ class AwsBackend(Backend):
     def command(self, argv: list[str]) -> Command:
         return Command(argv, self.config.timeout_s, env=dict(CLI_ENV))
 
-    def call(self, argv: list[str], *, cancellable: bool = True) -> str:
-        return self.run(self.command(argv), cancellable=cancellable).stdout
-
-    # --- running vendor commands ------------------------------------------------------
+    def call(self, argv: list[str]) -> str:
+        return self.run(self.command(argv)).stdout
 
     def run(self, command: Command, *, cancellable: bool = True) -> Completed:
         delays = iter(self.retry_delays_s)
@@ -587,13 +568,14 @@ class AwsBackend(Backend):
                 delay = next(delays, None)
                 if delay is None:
                     raise
-                _pause(random.uniform(delay / 2, delay), cancellable)
+                delay = random.uniform(delay / 2, delay)
+                if not cancellable:
+                    time.sleep(delay)
+                elif CANCELLED.wait(delay):
+                    raise InterruptedByUser("interrupted") from None
 
     def classify(self, error: VendorCommandError) -> MngrError:
-        for text, kind, hint in ERROR_RULES:
-            if text in error.stderr:
-                return kind(f"{error.message} ({hint})" if hint else error.message)
-        return error
+        return classify(error, RULES)
 
     # --- hosts ------------------------------------------------------------------------
 
@@ -620,8 +602,8 @@ class AwsBackend(Backend):
         name = request.name
         steps: list[Step] = []
         mappings: str | None = None
-        if request.resources.disk_gib:
-            disk_gb = request.resources.disk_gib
+        disk_gb = request.resources.disk_gib
+        if disk_gb:
             if disk_gb > 16384:
                 raise UsageError("--disk: an EC2 root volume is at most 16 TiB")
             steps.append(
@@ -662,27 +644,19 @@ class AwsBackend(Backend):
                 undo_if_failed=True,
                 undo=Step(
                     f"terminate the instance of {name}",
-                    action=lambda ctx: self._terminate_launched(ctx, request.host_id),
+                    expand=lambda ctx: self._terminate_launched(ctx, request.host_id),
                 ),
             ),
             Step(
-                f"wait until {name} is running and the only host of its name: poll "
-                f"{shlex.join(self.spec.by_name_argv(name))} (at most "
-                f"{self.config.wait_timeout_s:g}s)",
-                action=lambda ctx: self._await_launch(ctx, request),
+                f"wait until {name} is running and the only host of its name",
+                command=self.command(self.spec.by_name_argv(name)),
+                poll=self._poll(lambda out, ctx: self._launched(out, ctx, request)),
             ),
         ]
         return Plan(steps, finish=lambda ctx: self._host(ctx["instance"]))
 
     def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
-        instance_id = _instance_id(host)
-        steps = [
-            Step(
-                f"terminate {host.name} ({instance_id})",
-                command=self.command(self.spec.terminate_argv(instance_id)),
-                missing_ok=True,  # already gone is not an error
-            )
-        ]
+        steps = [self._terminate_step(_instance_id(host), f"terminate {host.name}")]
         if purge:
             for snap in self.list_snapshots(host):
                 steps += self._image_deletion_steps(snap.handle or snap.id)
@@ -690,11 +664,6 @@ class AwsBackend(Backend):
 
     def stop_plan(self, host: Host, *, snapshot: bool = False) -> Plan:
         instance_id = _instance_id(host)
-        if host.address.get("lifecycle") == "spot":
-            raise UnsupportedError(
-                f"host {host.name!r} is a one-time spot instance, which EC2 cannot stop; "
-                "destroy it instead"
-            )
         steps = [
             Step(f"stop {host.name}", command=self.command(self.spec.stop_argv(instance_id))),
             self._await_state_step(host.name, instance_id, "stopped"),
@@ -720,15 +689,17 @@ class AwsBackend(Backend):
         created_at, token = utc_now(), new_snapshot_id()
         image_name = self.spec.image_name(name)
 
-        def undo(ctx: Context) -> None:
+        def undo(ctx: Context) -> list[Step]:
+            if "image_id" in ctx:
+                return self._image_deletion_steps(ctx["image_id"])
             # create-image failed or timed out: find what this call made by its token, never
             # by its name (an image of that name may be an older snapshot, or another's).
-            ids = [ctx["image_id"]] if "image_id" in ctx else []
-            if not ids:
-                found = self.call(self.spec.image_by_token_argv(token), cancellable=False)
-                ids = [image.ImageId for image in self.spec.parse_images(found)]
-            for image_id in ids:
-                self._run_now(self._image_deletion_steps(image_id), ctx)
+            return self._for_each_found(
+                f"the image this call made (tag {TAG_CREATE_TOKEN}={token})",
+                self.spec.image_by_token_argv(token),
+                lambda out: [image.ImageId for image in self.spec.parse_images(out)],
+                self._image_deletion_steps,
+            )
 
         return Plan(
             [
@@ -739,12 +710,12 @@ class AwsBackend(Backend):
                     ),
                     parse=lambda out, ctx: ctx.update(image_id=self.spec.parse_created_image(out)),
                     undo_if_failed=True,
-                    undo=Step(f"delete image {image_name}", action=undo),
+                    undo=Step(f"delete image {image_name}", expand=undo),
                 ),
                 Step(
-                    f"wait until image {image_name} is available (at most "
-                    f"{self.config.wait_timeout_s:g}s)",
-                    action=lambda ctx: self._await_image(ctx["image_id"]),
+                    f"wait until image {image_name} is available",
+                    command=self.command(self.spec.describe_image_argv(Ref("image_id"))),
+                    poll=self._poll(self._image_available),
                 ),
             ],
             finish=lambda ctx: Snapshot(
@@ -772,9 +743,15 @@ class AwsBackend(Backend):
         def record(out: str, ctx: Context) -> None:
             ctx[key] = [snap for i in self.spec.parse_images(out) for snap in i.ebs_snapshots]
 
-        def delete_ebs(ctx: Context) -> None:
-            for ebs_id in ctx.get(key, []):
-                self._delete(self.spec.delete_snapshot_argv(ebs_id))
+        def delete_each(ctx: Context) -> list[Step]:
+            return [
+                Step(
+                    f"delete EBS snapshot {ebs_id}",
+                    command=self.command(self.spec.delete_snapshot_argv(ebs_id)),
+                    missing_ok=True,
+                )
+                for ebs_id in ctx.get(key, [])
+            ]
 
         each = shlex.join(self.spec.delete_snapshot_argv("<id>"))
         return [
@@ -789,7 +766,7 @@ class AwsBackend(Backend):
                 command=self.command(self.spec.deregister_argv(image_id)),
                 missing_ok=True,
             ),
-            Step(f"for each EBS snapshot of {image_id}: {each}", action=delete_ebs),
+            Step(f"for each EBS snapshot of {image_id}: {each}", expand=delete_each),
         ]
 
     # --- exec -------------------------------------------------------------------------
@@ -797,13 +774,9 @@ class AwsBackend(Backend):
     def exec_command(
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False
     ) -> Command:
-        self._require_running(host)
-        if not argv:
-            raise UsageError("no command given (use: mngr host exec NAME -- CMD...)")
         return Command(self.spec.ssh_argv(host, argv, tty=tty, detach=detach))
 
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
-        self._require_running(host)
         return Command(self.spec.ssh_argv(host, None, tty=tty))
 
     def check(self) -> dict[str, Any]:
@@ -838,108 +811,86 @@ class AwsBackend(Backend):
         if any(i.State.Name in LIVE_STATES for i in instances):
             raise ConflictError(f"host {name!r} already exists in provider {self.provider!r}")
 
-    def _await_launch(self, ctx: Context, request: CreateRequest) -> None:
-        """Poll until our instance runs. Of instances created concurrently under one name,
-        the earliest (created-at, host id) keeps it; the others give up (and are undone)."""
+    def _poll(self, done: Callable[[str, Context], bool]) -> Poll:
+        return Poll(done, self.config.wait_timeout_s, self.poll_delays_s, "wait_timeout_s")
+
+    def _launched(self, stdout: str, ctx: Context, request: CreateRequest) -> bool:
+        """Whether our instance runs. Of instances created concurrently under one name, the
+        earliest (created-at, host id) keeps it; the others give up (and are undone)."""
         ours = (request.created_at, request.host_id)
-        instance_id = ctx["instance_id"]
-
-        def ready() -> bool:
-            instances, _ = self.spec.parse_instances(
-                self.call(self.spec.by_name_argv(request.name))
-            )
-            for other in instances:
-                tags = other.tags
-                key = (tags.get(TAG_CREATED_AT, ""), tags.get(TAG_HOST_ID, ""))
-                if other.InstanceId != instance_id and other.State.Name in LIVE_STATES:
-                    if key < ours:
-                        raise ConflictError(
-                            f"host {request.name!r} was created concurrently in provider "
-                            f"{self.provider!r}; the other one keeps the name"
-                        )
-            mine = next((i for i in instances if i.InstanceId == instance_id), None)
-            if mine is None:  # not visible yet (EC2 is eventually consistent)
-                return False
-            _refuse_dead(mine)
-            ctx["instance"] = mine
-            return mine.State.Name == "running"
-
-        self._poll(ready, f"instance {instance_id} ({request.name}) to run")
+        instances, _ = self.spec.parse_instances(stdout)
+        for other in instances:
+            key = (other.tags.get(TAG_CREATED_AT, ""), other.tags.get(TAG_HOST_ID, ""))
+            live = other.State.Name in LIVE_STATES
+            if other.InstanceId != ctx["instance_id"] and live and key < ours:
+                raise ConflictError(
+                    f"host {request.name!r} was created concurrently in provider "
+                    f"{self.provider!r}; the other one keeps the name"
+                )
+        mine = next((i for i in instances if i.InstanceId == ctx["instance_id"]), None)
+        if mine is None:  # not visible yet (EC2 is eventually consistent)
+            return False
+        _refuse_dead(mine)
+        ctx["instance"] = mine
+        return mine.State.Name == "running"
 
     def _await_state_step(self, name: str, instance_id: str, want: str) -> Step:
-        def reached(ctx: Context) -> bool:
-            instances, _ = self.spec.parse_instances(
-                self.call(self.spec.instance_argv(instance_id))
-            )
-            if not instances:
-                return False
-            _refuse_dead(instances[0])
-            return instances[0].State.Name == want
+        def reached(stdout: str, ctx: Context) -> bool:
+            instances, _ = self.spec.parse_instances(stdout)
+            if instances:
+                _refuse_dead(instances[0])
+            return bool(instances) and instances[0].State.Name == want
 
         return Step(
-            f"wait until {name} is {want}: poll "
-            f"{shlex.join(self.spec.instance_argv(instance_id))} (at most "
-            f"{self.config.wait_timeout_s:g}s)",
-            action=lambda ctx: self._poll(lambda: reached(ctx), f"{name} to be {want}"),
+            f"wait until {name} is {want}",
+            command=self.command(self.spec.instance_argv(instance_id)),
+            poll=self._poll(reached),
         )
 
-    def _await_image(self, image_id: str) -> None:
-        def available() -> bool:
-            images = self.spec.parse_images(self.call(self.spec.describe_image_argv(image_id)))
-            if images and images[0].State == "failed":
-                raise MngrError(f"image {image_id} failed to build")
-            return bool(images) and images[0].State == "available"
+    def _image_available(self, stdout: str, ctx: Context) -> bool:
+        images = self.spec.parse_images(stdout)
+        if images and images[0].State == "failed":
+            raise MngrError(f"image {images[0].ImageId} failed to build")
+        return bool(images) and images[0].State == "available"
 
-        self._poll(available, f"image {image_id} to be available")
+    def _terminate_step(self, instance_id: str, description: str = "") -> Step:
+        return Step(
+            description or f"terminate {instance_id}",
+            command=self.command(self.spec.terminate_argv(instance_id)),
+            missing_ok=True,  # already gone is not an error
+        )
 
-    def _poll(self, done: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + self.config.wait_timeout_s
-        delays = iter(self.poll_delays_s)
-        delay = 0.0
-        while not done():
-            delay = next(delays, delay)
-            if time.monotonic() + delay > deadline:
-                raise VendorTimeoutError(
-                    f"gave up waiting for {what} after {self.config.wait_timeout_s:g}s "
-                    "(wait_timeout_s)"
-                )
-            _pause(delay, cancellable=True)
+    def _terminate_launched(self, ctx: Context, host_id: str) -> list[Step]:
+        if "instance_id" in ctx:
+            return [self._terminate_step(ctx["instance_id"])]
+        # run-instances failed or timed out: find what it made, by its tag.
+        return self._for_each_found(
+            f"the instance of tag {TAG_HOST_ID}={host_id}",
+            self.spec.by_host_id_argv(host_id),
+            lambda out: [i.InstanceId for i in self.spec.parse_instances(out)[0]],
+            lambda instance_id: [self._terminate_step(instance_id)],
+        )
 
-    def _terminate_launched(self, ctx: Context, host_id: str) -> None:
-        ids = [ctx["instance_id"]] if "instance_id" in ctx else []
-        if not ids:  # run-instances failed or timed out: find what it made, by its tag
-            out = self.call(self.spec.by_host_id_argv(host_id), cancellable=False)
-            ids = [i.InstanceId for i in self.spec.parse_instances(out)[0]]
-        for instance_id in ids:
-            self._delete(self.spec.terminate_argv(instance_id))
-
-    def _run_now(self, steps: list[Step], ctx: Context) -> None:
-        """Run steps inside an undo: to the end, whatever the user interrupts."""
-        for step in steps:
-            if step.command is not None:
-                try:
-                    out = self.run(step.command, cancellable=False)
-                except NotFoundError:
-                    if step.missing_ok:
-                        continue
-                    raise
-                if step.parse is not None:
-                    step.parse(out.stdout, ctx)
-            elif step.action is not None:
-                step.action(ctx)
-
-    def _delete(self, argv: list[str]) -> None:
-        """A cleanup call: never cut short, and what is already gone counts as deleted."""
-        try:
-            self.run(self.command(argv), cancellable=False)
-        except NotFoundError:
-            pass
-
-    def _require_running(self, host: Host) -> None:
-        if host.state != HostState.RUNNING:
-            raise MngrError(
-                f"host {host.name!r} is {host.state}; start it with 'mngr host start {host.name}'"
-            )
+    def _for_each_found(
+        self,
+        what: str,
+        find_argv: list[str],
+        ids_of: Callable[[str], list[str]],
+        steps_for: Callable[[str], list[Step]],
+    ) -> list[Step]:
+        """Find things by one call, then run `steps_for` each thing found."""
+        key = f"found:{what}"
+        return [
+            Step(
+                f"find {what}",
+                command=self.command(find_argv),
+                parse=lambda out, ctx: ctx.update({key: ids_of(out)}),
+            ),
+            Step(
+                f"clean up each {what}",
+                expand=lambda ctx: [step for found in ctx[key] for step in steps_for(found)],
+            ),
+        ]
 
 
 def _refuse_dead(instance: Ec2Instance) -> None:
@@ -947,10 +898,3 @@ def _refuse_dead(instance: Ec2Instance) -> None:
     if instance.State.Name in ("shutting-down", "terminated"):
         reason = instance.StateReason.get("Message") or "no reason given"
         raise MngrError(f"instance {instance.InstanceId} is {instance.State.Name}: {reason}")
-
-
-def _pause(seconds: float, cancellable: bool) -> None:
-    if not cancellable:
-        time.sleep(seconds)
-    elif CANCELLED.wait(seconds):
-        raise InterruptedByUser("interrupted")

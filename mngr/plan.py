@@ -7,6 +7,7 @@ first), so a failed create leaves nothing behind. `--dry-run` prints the same pl
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,14 +39,29 @@ class Ref(str):
 Context = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Poll:
+    """Repeat a step's command until `done(stdout, ctx)` is true (it raises to give up),
+    pausing `delays_s` between calls (the last one repeats), for at most `timeout_s`."""
+
+    done: Callable[[str, Context], bool]
+    timeout_s: float
+    delays_s: tuple[float, ...] = (1.0, 2.0, 3.0, 5.0, 10.0)
+    hint: str = ""  # added to the timeout message: the setting that bounds the wait
+
+
 @dataclass
 class Step:
-    """One step: a vendor command (with an optional parser) or an in-process action."""
+    """One step: a vendor command (with an optional parser, or polled until done), an
+    in-process action, or sub-steps that depend on what earlier steps found (`expand`)."""
 
     description: str
     command: Command | None = None
     parse: Callable[[str, Context], None] | None = None
     action: Callable[[Context], None] | None = None
+    poll: Poll | None = None
+    # Run as part of this step (one EBS snapshot deletion per snapshot found, say).
+    expand: Callable[[Context], list[Step]] | None = None
     undo: Step | None = None
     # Run the undo even when this step itself failed (it may have allocated before failing).
     # Never applied to a conflict: the thing that exists then belongs to someone else.
@@ -56,7 +72,10 @@ class Step:
     def render(self) -> str:
         if self.command is None:
             return f"# {self.description}"
-        return shlex.join(str(a) if not isinstance(a, Ref) else f"<{a}>" for a in self.command.argv)
+        argv = shlex.join(str(a) if not isinstance(a, Ref) else f"<{a}>" for a in self.command.argv)
+        if self.poll is not None:
+            return f"# {self.description}: poll {argv} (at most {self.poll.timeout_s:g}s)"
+        return argv
 
 
 @dataclass
@@ -117,7 +136,9 @@ def _undo(
 
 
 def _run_step(step: Step, ctx: Context, backend: Runs, *, cancellable: bool) -> None:
-    if step.command is not None:
+    if step.command is not None and step.poll is not None:
+        _poll(step.description, step.poll, _resolve(step.command, ctx), ctx, backend, cancellable)
+    elif step.command is not None:
         command = _resolve(step.command, ctx)
         try:
             out = backend.run(command, cancellable=cancellable)
@@ -135,6 +156,26 @@ def _run_step(step: Step, ctx: Context, backend: Runs, *, cancellable: bool) -> 
             if exc.filename:
                 detail += f": {exc.filename}"
             raise MngrError(f"{step.description}: {detail}") from exc
+    if step.expand is not None:
+        for sub in step.expand(ctx):
+            _run_step(sub, ctx, backend, cancellable=cancellable)
+
+
+def _poll(
+    what: str, poll: Poll, command: Command, ctx: Context, backend: Runs, cancellable: bool
+) -> None:
+    deadline = time.monotonic() + poll.timeout_s
+    delays = iter(poll.delays_s)
+    delay = 0.0
+    while not poll.done(backend.run(command, cancellable=cancellable).stdout, ctx):
+        delay = next(delays, delay)
+        if time.monotonic() + delay > deadline:
+            hint = f" ({poll.hint})" if poll.hint else ""
+            raise VendorTimeoutError(f"{what}: gave up after {poll.timeout_s:g}s{hint}")
+        if not cancellable:
+            time.sleep(delay)
+        elif CANCELLED.wait(delay):
+            raise InterruptedByUser("interrupted")
 
 
 def _resolve(command: Command, ctx: Context) -> Command:

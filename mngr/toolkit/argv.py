@@ -7,6 +7,8 @@ from typing import Any
 
 
 def _word(value: Any) -> str:
+    if isinstance(value, str):  # as it is: a plan's Ref placeholder stays a Ref
+        return value
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 

@@ -8,6 +8,16 @@ import os
 import shlex
 from dataclasses import dataclass
 
+# ssh splits option values on blanks and expands `%` tokens in file names.
+_FILE_FORBIDDEN = frozenset(" \t\r\n\"'%#")
+
+
+def ssh_file(path: str | None, what: str) -> str | None:
+    """A settings validator for a file ssh reads through `-o` (known hosts)."""
+    if path is not None and (not path or _FILE_FORBIDDEN & set(path)):
+        raise ValueError(f"{what} must be a path without blanks, quotes, '%' or '#'")
+    return path
+
 
 @dataclass(frozen=True)
 class SshTarget:

@@ -8,7 +8,7 @@ import json
 import pytest
 from mngr_backends.aws import ThrottledError
 
-from mngr.backend import CreateRequest
+from mngr.backend import Capability, CreateRequest
 from mngr.errors import (
     EXIT_NOT_FOUND,
     EXIT_UNAUTHORISED,
@@ -331,10 +331,18 @@ def test_stop_waits_until_stopped(fp, aws_backend) -> None:
     assert stop.first_call.args[:5] == ["aws", "ec2", "stop-instances", "--instance-ids", "i-1"]
 
 
-def test_a_one_time_spot_instance_cannot_be_stopped(aws_backend) -> None:
-    spot = HOST.model_copy(update={"address": {**HOST.address, "lifecycle": "spot"}})
-    with pytest.raises(UnsupportedError, match="spot"):
-        aws_backend().stop_plan(spot)
+def test_a_one_time_spot_instance_says_it_cannot_stop_and_is_refused_before_any_plan(
+    fp, aws_backend
+) -> None:
+    spot = instance("web-1", "running", "i-1")
+    spot["InstanceLifecycle"] = "spot"
+    fp.register(aws("describe-instances", fp), stdout=listing(spot))
+    backend = aws_backend()
+    [host] = backend.list_hosts()
+    assert "spot instance" in host.unsupported["stop/start"]
+    with pytest.raises(UnsupportedError, match="host 'web-1.cloud' cannot stop/start: .*spot"):
+        backend.require(Capability.STOP_START, host)
+    backend.require(Capability.STOP_START, HOST)  # an on-demand instance may stop
 
 
 def test_start_of_a_running_instance_conflicts(fp, aws_backend) -> None:
@@ -355,13 +363,5 @@ def test_start_of_a_running_instance_conflicts(fp, aws_backend) -> None:
 def test_exec_goes_over_ssh_to_the_instance(aws_backend) -> None:
     command = aws_backend(identity_file="/k").exec_command(HOST, ["ls", "-l"])
     assert command.argv[0] == "ssh"
-    assert command.argv[-3:] == ["54.0.0.1", "--", "ls -l"]
-    assert "StrictHostKeyChecking=yes" in command.argv
-
-
-def test_exec_on_a_stopped_host_says_to_start_it(aws_backend) -> None:
-    stopped = HOST.model_copy(update={"state": HostState.STOPPED})
-    with pytest.raises(MngrError, match="mngr host start web-1"):
-        aws_backend().exec_command(stopped, ["ls"])
-    with pytest.raises(MngrError, match="stopped"):
-        aws_backend().shell_command(stopped)
+    assert command.argv[-3:] == ["--", "54.0.0.1", "ls -l"]
+    assert "StrictHostKeyChecking=yes" in command.argv and "BatchMode=yes" in command.argv

@@ -144,7 +144,32 @@ def test_exec_passes_the_exit_code_of_the_remote_command(fp, mngr, aws_settings)
     ssh = fp.register(["ssh", fp.any()], returncode=7)
     result = mngr("host", "exec", "web-1", "-p", "cloud", "--", "false")
     assert result.exit_code == 7
-    assert ssh.first_call.args[-3:] == ["54.0.0.1", "--", "false"]
+    assert ssh.first_call.args[-3:] == ["--", "54.0.0.1", "false"]
+
+
+def test_exec_on_a_stopped_host_says_to_start_it_and_runs_no_ssh(fp, mngr, aws_settings) -> None:
+    aws_settings(cloud=GOOD)
+    fp.register(
+        spec("cloud", GOOD).list_argv(), stdout=listing(instance("web-1", "stopped", "i-1"))
+    )
+    result = mngr("host", "exec", "web-1", "-p", "cloud", "--", "ls")
+    assert result.exit_code == 1
+    assert "is stopped" in result.stderr and "mngr host start web-1" in result.stderr
+    assert [call[0] for call in fp.calls] == ["aws"]
+
+
+def test_a_spot_host_lists_that_it_cannot_stop_and_stop_is_refused_before_any_call(
+    fp, mngr, aws_settings
+) -> None:
+    aws_settings(cloud=GOOD)
+    spot = {**instance("web-1", "running", "i-1"), "InstanceLifecycle": "spot"}
+    fp.register(spec("cloud", GOOD).list_argv(), stdout=listing(spot), occurrences=2)
+    [host] = json.loads(mngr("host", "list", "-p", "cloud", "--format", "json").stdout)["hosts"]
+    assert "spot instance" in host["unsupported"]["stop/start"]
+    result = mngr("host", "stop", "web-1", "-p", "cloud")
+    assert result.exit_code == 2
+    assert "host 'web-1.cloud' cannot stop/start: it is a one-time spot instance" in result.stderr
+    assert not any("stop-instances" in call for call in fp.calls)
 
 
 def test_provider_check_runs_one_call(fp, mngr, aws_settings) -> None:

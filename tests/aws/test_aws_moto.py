@@ -160,3 +160,19 @@ def test_provider_check_and_a_destroy_of_an_unknown_instance(
     )
     execute(backend.destroy_plan(gone), backend)  # InvalidInstanceID.NotFound: nothing to do
     assert backend.runner.calls[-1][2] == "terminate-instances"
+
+
+def test_a_spot_host_says_it_cannot_stop_and_stop_is_refused_before_any_call(
+    moto, moto_provider, aws_settings, mngr
+) -> None:
+    aws_settings(cloud=moto_provider())
+    assert mngr("host", "create", "cheap", "-p", "cloud", "--spot").exit_code == 0
+    cheap = hosts(mngr, "cloud")["cheap"]
+    assert cheap["address"]["lifecycle"] == "spot"
+    assert "spot instance" in cheap["unsupported"]["stop/start"]
+    requests = moto.requests()
+    stopped = mngr("host", "stop", "cheap", "-p", "cloud")
+    assert stopped.exit_code == 2
+    assert "host 'cheap.cloud' cannot stop/start: it is a one-time spot" in stopped.stderr
+    assert moto.requests() - requests == 1  # the lookup of the host, and no stop-instances
+    assert hosts(mngr, "cloud")["cheap"]["state"] == "running"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 
 import pytest
 from mngr_backends.aws import AwsConfig, AwsCreateOptions, AwsSpec, Launch
@@ -12,6 +15,7 @@ from mngr.backend import CreateRequest
 from mngr.errors import ConfigError, MngrError, UsageError
 from mngr.plan import Ref
 from mngr.records import Host, HostState, Snapshot
+from tests.conftest import require
 
 pytestmark = pytest.mark.aws
 
@@ -224,47 +228,72 @@ RUNNING = Host(
 )
 
 
-def test_ssh_checks_host_keys_strictly_by_default() -> None:
+def known_hosts_of(argv: list[str]) -> str:
+    [option] = [a for a in argv if a.startswith("UserKnownHostsFile=")]
+    return option.split("=", 1)[1]
+
+
+def test_ssh_checks_host_keys_strictly_in_batch_mode_against_the_users_known_hosts() -> None:
     argv = spec().ssh_argv(RUNNING, ["echo", "a b", "$HOME;x"], tty=False)
-    assert argv == [
-        "ssh",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "ConnectTimeout=30",
-        "-l",
-        "ec2-user",
-        "-T",
-        "54.1.2.3",
-        "--",
-        "echo 'a b' '$HOME;x'",
-    ]
+    assert argv[0] == "ssh"
+    assert "BatchMode=yes" in argv and "StrictHostKeyChecking=yes" in argv
+    assert "ConnectTimeout=30" in argv
+    assert known_hosts_of(argv) == os.path.expanduser("~/.ssh/known_hosts")
+    assert argv[-6:] == ["-l", "ec2-user", "-T", "--", "54.1.2.3", "echo 'a b' '$HOME;x'"]
 
 
-def test_ssh_accepts_new_host_keys_only_when_configured_and_uses_the_key() -> None:
-    s = spec(accept_new_host_keys=True, identity_file="~/.ssh/k", ssh_user="ubuntu")
+def test_ssh_accepts_new_host_keys_only_when_configured_and_uses_key_and_known_hosts() -> None:
+    s = spec(
+        accept_new_host_keys=True,
+        identity_file="/keys/k",
+        ssh_user="ubuntu",
+        known_hosts="/etc/mngr/known_hosts",
+    )
     argv = s.ssh_argv(RUNNING, None, tty=True)
-    assert argv == [
-        "ssh",
-        "-o",
-        "StrictHostKeyChecking=accept-new",
-        "-o",
-        "ConnectTimeout=30",
+    assert "StrictHostKeyChecking=accept-new" in argv
+    assert known_hosts_of(argv) == "/etc/mngr/known_hosts"
+    assert argv[argv.index("-i") : argv.index("-i") + 4] == [
         "-i",
-        "~/.ssh/k",
+        "/keys/k",
         "-o",
         "IdentitiesOnly=yes",
-        "-l",
-        "ubuntu",
-        "-t",
-        "54.1.2.3",
     ]
+    assert argv[-5:] == ["-l", "ubuntu", "-t", "--", "54.1.2.3"]
+
+
+def test_known_hosts_must_be_a_path_ssh_reads_as_one_file() -> None:
+    with pytest.raises(ValidationError, match="known_hosts"):
+        spec(known_hosts="/a b")
+
+
+@pytest.mark.parametrize("accept_new", [False, True])
+def test_the_real_ssh_client_reads_the_argv_as_meant(tmp_path, accept_new: bool) -> None:
+    """`ssh -G` resolves the options without connecting: what ssh itself will use."""
+    if shutil.which("ssh") is None:
+        require(False, "the ssh client is not installed")
+    known = tmp_path / "known_hosts"
+    s = spec(known_hosts=str(known), accept_new_host_keys=accept_new, ssh_user="ubuntu")
+    argv = s.ssh_argv(
+        RUNNING.model_copy(update={"address": {"public_ip": "127.0.0.1"}}), None, tty=False
+    )
+    done = subprocess.run(
+        [argv[0], "-G", *argv[1:]], capture_output=True, text=True, timeout=10, check=True
+    )
+    resolved = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+    assert resolved["batchmode"] == "yes"
+    assert resolved["stricthostkeychecking"] == ("accept-new" if accept_new else "true")
+    assert resolved["userknownhostsfile"] == str(known)
+    assert (resolved["hostname"], resolved["user"], resolved["port"]) == (
+        "127.0.0.1",
+        "ubuntu",
+        "22",
+    )
 
 
 def test_ssh_detached_runs_in_the_background_and_private_ip_is_the_fallback() -> None:
     host = RUNNING.model_copy(update={"address": {"private_ip": "10.0.0.5"}})
     argv = spec().ssh_argv(host, ["sleep", "60"], tty=False, detach=True)
-    assert argv[-3:] == ["10.0.0.5", "--", "nohup sleep 60 >/dev/null 2>&1 </dev/null &"]
+    assert argv[-3:] == ["--", "10.0.0.5", "nohup sleep 60 >/dev/null 2>&1 </dev/null &"]
 
 
 def test_ssh_without_an_address_is_a_clear_error() -> None:

@@ -105,3 +105,59 @@ def test_a_provider_never_reached_is_not_reported_as_a_leftover() -> None:
             execute(Plan([step]), backend())
         assert log == ["run", "rm"]  # the undo is still tried
         assert ("could not undo" in str(exc.value)) is leftover
+
+
+def counter(path) -> Command:
+    """A real process that counts its calls in a file and prints the count."""
+    script = (
+        "import pathlib, sys; p = pathlib.Path(sys.argv[1]); "
+        "n = int(p.read_text() or 0) + 1 if p.exists() else 1; p.write_text(str(n)); print(n)"
+    )
+    return Command([sys.executable, "-c", script, str(path)])
+
+
+def test_a_polled_step_repeats_its_command_until_done_and_is_rendered_as_a_wait(tmp_path) -> None:
+    from mngr.plan import Poll
+
+    step = Step(
+        "wait until three",
+        command=counter(tmp_path / "n"),
+        poll=Poll(lambda out, ctx: int(out) == 3, timeout_s=30, delays_s=(0.0,)),
+    )
+    execute(Plan([step]), backend())
+    assert (tmp_path / "n").read_text() == "3"
+    assert step.render().startswith("# wait until three: poll ")
+    assert step.render().endswith("(at most 30s)")
+
+
+def test_a_poll_that_never_ends_times_out_naming_the_setting_and_runs_the_undo(tmp_path) -> None:
+    from mngr.errors import VendorTimeoutError
+    from mngr.plan import Poll
+
+    log: list[str] = []
+    made = action(log, "made")
+    made.undo = action(log, "undone")
+    never = Poll(lambda out, ctx: False, timeout_s=0.2, delays_s=(0.05,), hint="wait_timeout_s")
+    wait = Step("wait for ever", command=counter(tmp_path / "n"), poll=never)
+    with pytest.raises(VendorTimeoutError, match=r"wait for ever: gave up after 0.2s \(wait_t"):
+        execute(Plan([made, wait]), backend())
+    assert log == ["made", "undone"]
+
+
+def test_expand_runs_sub_steps_built_from_what_earlier_steps_found(tmp_path) -> None:
+    deleted = tmp_path / "deleted"
+    deleted.mkdir()
+    find = Step(
+        "find",
+        command=Command([sys.executable, "-c", "print('a b')"]),
+        parse=lambda out, ctx: ctx.update(found=out.split()),
+    )
+    each = Step(
+        "delete each",
+        expand=lambda ctx: [
+            Step(f"delete {name}", command=counter(deleted / name)) for name in ctx["found"]
+        ],
+    )
+    assert Plan([find, each]).render()[1] == "# delete each"
+    execute(Plan([find, each]), backend())
+    assert sorted(p.name for p in deleted.iterdir()) == ["a", "b"]

@@ -80,3 +80,19 @@ def test_ssh_argv_always_checks_host_keys_and_quotes_the_remote_command() -> Non
     assert "ControlPath=/c/%C" in argv and argv[-1] == "h"
     assert ssh.remote_command(["echo", "a b", "$X"]) == "echo 'a b' '$X'"
     assert ssh.remote_command(["sleep", "9"], detach=True).startswith("nohup sleep 9 >/dev/null")
+
+
+def test_argv_keeps_a_plan_ref_a_ref() -> None:
+    from mngr.plan import Ref
+
+    argv = Argv(["aws"]).add("--image-ids", Ref("image_id")).add("--page-size", 50)
+    assert argv == ["aws", "--image-ids", "image_id", "--page-size", "50"]
+    assert isinstance(argv[2], Ref)
+
+
+def test_ssh_file_refuses_what_ssh_would_split_or_expand() -> None:
+    assert ssh.ssh_file("~/.ssh/known_hosts", "known_hosts") == "~/.ssh/known_hosts"
+    assert ssh.ssh_file(None, "known_hosts") is None
+    for bad in ("", "/a b", "/a%h", "/a#", "/a'b"):
+        with pytest.raises(ValueError, match="known_hosts must be a path"):
+            ssh.ssh_file(bad, "known_hosts")

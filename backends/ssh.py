@@ -35,7 +35,6 @@ from pydantic import (
 )
 
 from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, Listing, ProviderConfig
-from mngr.engine import fan_out
 from mngr.errors import (
     ConflictError,
     InterruptedByUser,
@@ -50,6 +49,7 @@ from mngr.errors import (
     exit_status,
     first_line,
 )
+from mngr.fanout import fan_out
 from mngr.names import HOST_ID_RE, HOST_NAME_RE, PROVIDER_NAME_RE, check_host_name
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState

@@ -418,3 +418,15 @@ def test_release_of_another_hosts_claim_says_so_and_signals_nothing(tmp_path: Pa
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+# --- layering -------------------------------------------------------------------------------
+
+
+def test_the_pool_backend_does_not_import_the_engine() -> None:
+    """A backend builds on core and the toolkit; fan-out lives in core (mngr.fanout)."""
+    import sys
+
+    code = "import sys, mngr_backends.ssh; print('mngr.engine' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

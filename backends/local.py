@@ -6,6 +6,8 @@ Layout of one provider instance (default `$XDG_DATA_HOME/mngr/local/<provider>/`
     <name>/.mngr/host.json  the record (id, name, tags, state, created_at): the only state
     <name>/.mngr/pids/      process groups started by `host exec --detach`
     .snapshots/<id>.tar.gz  snapshots (outlive the host), with <id>.json beside them
+
+A host's `address` is `{"path": <name>/}`; the handle is that directory too.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ Layout on each machine, under `host_dir` (default `~/.mngr`):
     claim/pids/         processes started by `host exec --detach` (destroy ends them)
     hosts/<name>/       the host's working directory: commands run here
 
+A host's `address`: `machine` (its name in the pool), `ssh` (`[user@]address:port`) and `dir`
+(the host's working directory on the machine). The handle is the machine's name.
+
 Every remote command is `sh -c SCRIPT mngr VALUE...`, passed to ssh as one argv element
 after `--`. The scripts are constants of this module; user values reach them only as
 positional parameters, each shell-quoted, so the remote shell never interprets a value.

@@ -6,6 +6,8 @@ Layout of one provider instance (default `$XDG_DATA_HOME/mngr/local/<provider>/`
     <name>/.mngr/host.json  the record (id, name, tags, state, created_at): the only state
     <name>/.mngr/pids/      process groups started by `host exec --detach`
     .snapshots/<id>.tar.gz  snapshots (outlive the host), with <id>.json beside them
+
+A host's `address` is `{"path": <name>/}`; the handle is that directory too.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from mngr import paths
 from mngr.backend import Backend, CreateOptions, CreateRequest, Listing, ProviderConfig
-from mngr.errors import ConflictError, MngrError, NotFoundError
+from mngr.errors import ConflictError, MngrError, NotFoundError, validation_message
 from mngr.names import check_host_name, new_snapshot_id
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState, Snapshot, utc_now
 from mngr.runner import Command
+from mngr.toolkit.vendor_json import Lenient
 
 META = ".mngr"
 RECORD = "host.json"
@@ -46,6 +49,28 @@ class LocalConfig(ProviderConfig):
 
 class LocalCreateOptions(CreateOptions):
     pass
+
+
+class HostRecord(Lenient):
+    """What <name>/.mngr/host.json says of its host (and `provider`, checked apart)."""
+
+    id: str
+    name: str
+    state: HostState = HostState.UNKNOWN
+    image: str | None = None
+    created_at: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    snapshots: list[str] = Field(default_factory=list)
+
+
+class SnapshotRecord(Lenient):
+    """What .snapshots/<id>.json says of its snapshot."""
+
+    id: str
+    name: str
+    host: str
+    host_id: str | None = None
+    created_at: str | None = None
 
 
 class LocalBackend(Backend):
@@ -71,13 +96,12 @@ class LocalBackend(Backend):
     # --- records ----------------------------------------------------------------------
 
     def _read(self, folder: Path) -> Host | None:
-        record = folder / META / RECORD
-        try:
-            data = json.loads(record.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None  # being created, or not ours
-        except (OSError, ValueError) as exc:
-            raise MngrError(f"unreadable host record {record}: {exc}") from None
+        """The host in `folder`, or None when it has no record (being created, or not ours)."""
+        data = _load(folder / META / RECORD)
+        return None if data is None else self._host(folder, data)
+
+    def _host(self, folder: Path, data: Any) -> Host:
+        """A record as this provider's host; a damaged one is one error naming its file."""
         try:
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
@@ -88,27 +112,20 @@ class LocalBackend(Backend):
                     f"it belongs to provider {data['provider']!r} (a root shared with it, or "
                     "a renamed provider); not listed, not touched"
                 )
+            record = HostRecord.model_validate(data)
+        except ValidationError as exc:
+            problem = validation_message(exc.errors()[0])
+        except ValueError as exc:
+            problem = str(exc)
+        else:
             return Host(
-                id=data["id"],
-                name=data["name"],
+                **record.model_dump(),
                 provider=self.provider,
                 backend=self.name,
-                state=HostState(data.get("state", "unknown")),
-                image=data.get("image"),
-                created_at=data.get("created_at"),
-                tags=data.get("tags", {}),
                 address={"path": str(folder)},
-                snapshots=data.get("snapshots", []),
                 handle=str(folder),
             )
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"])
-            raise MngrError(f"bad host record {record}: {where}: {err['msg']}") from None
-        except KeyError as exc:
-            raise MngrError(f"bad host record {record}: no {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
-            raise MngrError(f"bad host record {record}: {exc}") from None
+        raise MngrError(f"bad host record {folder / META / RECORD}: {problem}")
 
     def _write(self, folder: Path, host_id: str, *, new: bool = False, **changes: Any) -> None:
         self._update(folder, host_id, lambda data: data.update(changes), new=new)
@@ -141,13 +158,7 @@ class LocalBackend(Backend):
             return
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                data = json.loads(record.read_text(encoding="utf-8"))
-            except FileNotFoundError:
-                data = None
-            except ValueError as exc:
-                raise MngrError(f"unreadable host record {record}: {exc}") from None
-            yield data
+            yield _load(record)
         finally:
             os.close(lock)
 
@@ -394,20 +405,16 @@ class LocalBackend(Backend):
         snaps = []
         for meta in sorted(folder.glob("snap-*.json")):
             try:
-                data = json.loads(meta.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                record = SnapshotRecord.model_validate_json(meta.read_bytes())
+            except (OSError, ValueError):  # not one of ours, or half-written: not listed
                 continue
-            if host is not None and data.get("host_id") != host.id:
-                continue
-            snaps.append(
-                Snapshot(
-                    id=data["id"],
-                    name=data["name"],
-                    host=data["host"],
-                    provider=self.provider,
-                    created_at=data.get("created_at"),
+            if host is None or record.host_id == host.id:
+                snaps.append(
+                    Snapshot(
+                        **record.model_dump(exclude={"host_id"}),
+                        provider=self.provider,
+                    )
                 )
-            )
         return snaps
 
     def _delete_snapshot_step(self, snap: Snapshot) -> Step:
@@ -424,17 +431,10 @@ class LocalBackend(Backend):
 
     # --- exec -------------------------------------------------------------------------
 
-    def _running_folder(self, host: Host) -> Path:
-        if host.state == HostState.STOPPED:
-            raise MngrError(f"host {host.name!r} is stopped; run 'mngr host start {host.name}'")
-        return self._folder_of(host)
-
     def exec_command(
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False
     ) -> Command:
-        folder = self._running_folder(host)
-        if not argv:
-            raise MngrError("no command given (use: mngr host exec NAME -- CMD...)")
+        folder = self._folder_of(host)
         if detach:
             argv = [sys.executable, "-m", "mngr_backends.local", "detach", str(folder), "--", *argv]
         else:
@@ -444,7 +444,7 @@ class LocalBackend(Backend):
         return Command(argv, cwd=str(folder))
 
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
-        folder = self._running_folder(host)
+        folder = self._folder_of(host)
         return Command([os.environ.get("SHELL") or "/bin/sh"], cwd=str(folder))
 
     def check(self) -> dict[str, Any]:
@@ -465,6 +465,16 @@ def _root_of(config: LocalConfig) -> Path:
     if config.root:
         return Path(os.path.expanduser(config.root))
     return paths.data_home() / "local" / config.name
+
+
+def _load(record: Path) -> Any:
+    """A record file's JSON, or None when there is no such file."""
+    try:
+        return json.loads(record.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise MngrError(f"unreadable host record {record}: {exc}") from None
 
 
 def _stamp() -> str:

@@ -8,6 +8,9 @@ Layout on each machine, under `host_dir` (default `~/.mngr`):
     claim/pids/         processes started by `host exec --detach` (destroy ends them)
     hosts/<name>/       the host's working directory: commands run here
 
+A host's `address`: `machine` (its name in the pool), `ssh` (`[user@]address:port`) and `dir`
+(the host's working directory on the machine). The handle is the machine's name.
+
 Every remote command is `sh -c SCRIPT mngr VALUE...`, passed to ssh as one argv element
 after `--`. The scripts are constants of this module; user values reach them only as
 positional parameters, each shell-quoted, so the remote shell never interprets a value.
@@ -16,11 +19,8 @@ positional parameters, each shell-quoted, so the remote shell never interprets a
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
-import stat
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeGuard
@@ -35,7 +35,6 @@ from pydantic import (
 )
 
 from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, Listing, ProviderConfig
-from mngr.engine import fan_out
 from mngr.errors import (
     ConflictError,
     InterruptedByUser,
@@ -49,11 +48,16 @@ from mngr.errors import (
     did_you_mean,
     exit_status,
     first_line,
+    validation_message,
 )
+from mngr.fanout import fan_out
 from mngr.names import HOST_ID_RE, HOST_NAME_RE, PROVIDER_NAME_RE, check_host_name
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState
 from mngr.runner import Command
+from mngr.toolkit import ssh
+from mngr.toolkit.rules import Rule, classify
+from mngr.toolkit.vendor_json import Lenient
 
 # --- configuration ------------------------------------------------------------------------
 
@@ -61,8 +65,6 @@ ADDRESS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:%_-]{0,252}$")  # DNS name, IP
 USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
 # What may follow `~/` or `/` in host_dir: plain path characters, nothing a shell expands.
 HOST_DIR_RE = re.compile(r"^(~/|/)?[A-Za-z0-9_.+@,/-]+$")
-# ssh splits option values on blanks and expands `%` tokens in file names.
-SSH_FILE_FORBIDDEN = frozenset(" \t\r\n\"'%#")
 
 
 def _checked_host_dir(value: str) -> str:
@@ -77,12 +79,6 @@ def _checked_host_dir(value: str) -> str:
             "starting with '-')"
         )
     return value
-
-
-def _ssh_file(path: str | None, what: str) -> str | None:
-    if path is not None and (not path or SSH_FILE_FORBIDDEN & set(path)):
-        raise ValueError(f"{what} must be a path without blanks, quotes, '%' or '#'")
-    return path
 
 
 class Machine(BaseModel):
@@ -121,12 +117,16 @@ class Machine(BaseModel):
     @field_validator("identity_file")
     @classmethod
     def _identity(cls, value: str | None) -> str | None:
-        return _ssh_file(value, "identity_file")
+        return ssh.ssh_file(value, "identity_file")
 
     @field_validator("host_dir")
     @classmethod
     def _host_dir(cls, value: str | None) -> str | None:
         return None if value is None else _checked_host_dir(value)
+
+    @property
+    def target(self) -> ssh.SshTarget:
+        return ssh.SshTarget(self.address, self.user, self.port, self.identity_file)
 
     @property
     def destination(self) -> str:
@@ -149,7 +149,7 @@ class SshConfig(ProviderConfig):
     @field_validator("known_hosts")
     @classmethod
     def _known_hosts(cls, value: str | None) -> str | None:
-        return _ssh_file(value, "known_hosts")
+        return ssh.ssh_file(value, "known_hosts")
 
     @field_validator("host_dir")
     @classmethod
@@ -236,9 +236,9 @@ DETACH_SCRIPT = (
 SHELL_SCRIPT = 'cd -- "$1/hosts/$2" || exit 1; exec "${SHELL:-/bin/sh}" -l'
 
 
-def remote_command(script: str, *values: str) -> str:
+def script_command(script: str, *values: str) -> str:
     """The one string the remote login shell parses: `sh -c SCRIPT mngr VALUE...`."""
-    return shlex.join(["sh", "-c", script, "mngr", *values])
+    return ssh.remote_command(["sh", "-c", script, "mngr", *values])
 
 
 # --- spec: argv builders and parsers (pure) -----------------------------------------------
@@ -256,46 +256,31 @@ class SshSpec:
         """host_dir as the remote side sees it: relative to the login directory (home)."""
         return self.host_dir(machine).removeprefix("~/")
 
+    @cached_property
+    def settings(self) -> ssh.SshSettings:
+        c = self.config
+        return ssh.SshSettings(
+            binary=c.binary,
+            known_hosts=c.known_hosts,
+            accept_new=c.accept_new,
+            connect_timeout_s=c.connect_timeout_s,
+            control_dir=self.control_dir,
+            control_persist_s=c.control_persist_s,
+        )
+
     @property
     def known_hosts(self) -> str:
-        return os.path.expanduser(self.config.known_hosts or "~/.ssh/known_hosts")
-
-    def options(self, *, batch: bool = True) -> list[str]:
-        checking = "accept-new" if self.config.accept_new else "yes"
-        opts = [
-            f"ConnectTimeout={self.config.connect_timeout_s}",
-            f"StrictHostKeyChecking={checking}",
-            f"UserKnownHostsFile={self.known_hosts}",
-            "LogLevel=ERROR",
-        ]
-        if batch:
-            opts.insert(0, "BatchMode=yes")
-        if self.control_dir is not None and self.config.control_persist_s > 0:
-            opts += [
-                "ControlMaster=auto",
-                f"ControlPath={self.control_dir}/%C",
-                f"ControlPersist={self.config.control_persist_s}",
-            ]
-        else:
-            opts += ["ControlMaster=no", "ControlPath=none"]
-        return [word for opt in opts for word in ("-o", opt)]
+        return self.settings.known_hosts_file
 
     def argv(
         self, machine: Machine, remote: str, *, tty: bool = False, batch: bool = True
     ) -> list[str]:
-        argv = [self.config.binary, *self.options(batch=batch)]
-        if machine.identity_file:
-            argv += ["-i", os.path.expanduser(machine.identity_file), "-o", "IdentitiesOnly=yes"]
-        argv += ["-p", str(machine.port)]
-        if machine.user:
-            argv += ["-l", machine.user]
-        argv += ["-t" if tty else "-T", "--", machine.address, remote]
-        return argv
+        return ssh.ssh_argv(machine.target, self.settings, remote, tty=tty, batch=batch)
 
     def _command(
         self, machine: Machine, script: str, *values: str, stdin: str | None = None
     ) -> Command:
-        argv = self.argv(machine, remote_command(script, self.remote_dir(machine), *values))
+        argv = self.argv(machine, script_command(script, self.remote_dir(machine), *values))
         return Command(argv, timeout_s=self.config.timeout_s, stdin=stdin)
 
     @property
@@ -324,18 +309,18 @@ class SshSpec:
         return self._command(machine, RELEASE_SCRIPT, _id(host_id), check_host_name(name))
 
     def read(self, machine: Machine) -> Command:
-        argv = self.argv(machine, remote_command(READ_SCRIPT, self.remote_dir(machine)))
+        argv = self.argv(machine, script_command(READ_SCRIPT, self.remote_dir(machine)))
         return Command(argv, timeout_s=self.read_timeout_s)
 
     def exec(
         self, machine: Machine, name: str, argv: list[str], *, tty: bool, detach: bool
     ) -> Command:
         script = DETACH_SCRIPT if detach else EXEC_SCRIPT
-        remote = remote_command(script, self.remote_dir(machine), check_host_name(name), *argv)
+        remote = script_command(script, self.remote_dir(machine), check_host_name(name), *argv)
         return Command(self.argv(machine, remote, tty=tty and not detach, batch=False))
 
     def shell(self, machine: Machine, name: str, *, tty: bool) -> Command:
-        remote = remote_command(SHELL_SCRIPT, self.remote_dir(machine), check_host_name(name))
+        remote = script_command(SHELL_SCRIPT, self.remote_dir(machine), check_host_name(name))
         return Command(self.argv(machine, remote, tty=tty, batch=False))
 
     # --- parsers ------------------------------------------------------------------------
@@ -393,28 +378,18 @@ class SshSpec:
                 {"id": host_id, "name": name, "state": HostState.BUILDING},
             )
         try:
-            record = json.loads(rest)
-            tags = record.get("tags") or {}
-            if not isinstance(tags, dict):
-                raise ValueError("tags is not an object")
-            fields = {"id": host_id, "name": name, "created_at": record.get("created_at")}
-            # Whose host: a machine may be in the pools of several providers.
-            owned_by = owner_provider or record.get("provider") or provider
-            if not isinstance(owned_by, str) or not PROVIDER_NAME_RE.fullmatch(owned_by):
-                raise ValueError(f"unreadable provider {str(owned_by)[:80]!r}")
-            return self.host(machine, owned_by, {**fields, "tags": tags})
-        except ValidationError as exc:  # a tag or created_at that is not a string
-            problem = exc.errors()[0]
-            where = ".".join(str(part) for part in problem["loc"])
+            record = ClaimRecord.model_validate_json(rest)
+        except ValidationError as exc:
+            problem = exc.errors()[0]  # no key: the text as a whole is not a JSON object
+            why = validation_message(problem) if problem["loc"] else "not a JSON object"
             raise VendorOutputError(
                 f"machine {machine.name!r}: unreadable host record "
-                f"{self.host_dir(machine)}/claim/host.json: {where}: {problem['msg']}"
+                f"{self.host_dir(machine)}/claim/host.json: {why}"
             ) from None
-        except (ValueError, AttributeError) as exc:
-            raise VendorOutputError(
-                f"machine {machine.name!r}: unreadable host record "
-                f"{self.host_dir(machine)}/claim/host.json: {exc}"
-            ) from None
+        # Whose host: a machine may be in the pools of several providers.
+        owned_by = owner_provider or record.provider or provider
+        fields = {"id": host_id, "name": name, "created_at": record.created_at}
+        return self.host(machine, owned_by, {**fields, "tags": record.tags or {}})
 
     def half_made(self, machine: Machine) -> str:
         return (
@@ -435,55 +410,75 @@ class SshSpec:
         return None
 
     def classify(self, machine: Machine | None, error: VendorCommandError) -> MngrError:
-        """ssh's own failures (exit 255) -> unreachable / unauthorised / host key errors."""
+        """ssh's own failures (exit 255) -> host key / unauthorised / unreachable errors."""
         where = f"machine {machine.name!r} ({machine.destination})" if machine else "machine"
-        text = error.stderr
         if error.returncode < 0:  # ssh itself was killed: nothing says how far it got
             return UnreachableError(f"{where}: ssh was {exit_status(error.returncode)}")
         if error.returncode != 255:
-            detail = first_line(text) or f"exit {error.returncode}"
+            detail = first_line(error.stderr) or f"exit {error.returncode}"
             return MngrError(f"{where}: remote command failed: {detail}")
-        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
-            return HostKeyError(
-                f"{where}: its host key has CHANGED since it was recorded in "
-                f"{self.known_hosts}; refusing to connect. If the machine was reinstalled, "
-                "check the new key and remove the old one with "
-                f"ssh-keygen -R {shlex.quote(_known_hosts_name(machine))} "
-                f"-f {shlex.quote(self.known_hosts)}"
-            )
-        if "Host key verification failed" in text or "host key is known for" in text:
-            return HostKeyError(
-                f"{where}: its host key is unknown (not in {self.known_hosts}); refusing to "
-                "connect. Add the verified key to that file (ssh-keyscan), or set "
-                "accept_new = true to trust it on first use"
-            )
-        if "Permission denied" in text:
-            return UnauthorisedError(
-                f"{where}: not authorised: {first_line(_last_lines(text))} (check the "
-                "machine's identity_file and user)"
-            )
-        for sign in UNREACHABLE_SIGNS:
-            if sign in text:
-                return UnreachableError(f"{where} is unreachable: {first_line(_last_lines(text))}")
-        return UnreachableError(f"{where}: ssh failed: {first_line(_last_lines(text))}")
-
-
-UNREACHABLE_SIGNS = (
-    "Connection refused",
-    "timed out",
-    "No route to host",
-    "Network is unreachable",
-    "Could not resolve hostname",
-    "Connection closed",
-    "Connection reset",
-    "kex_exchange_identification",
-)
+        last = first_line(_last_lines(error.stderr))
+        keygen = ["ssh-keygen", "-R", _known_hosts_name(machine), "-f", self.known_hosts]
+        found = classify(
+            error,
+            SSH_RULES,
+            where=where,
+            last=last,
+            known_hosts=self.known_hosts,
+            keygen=shlex.join(keygen),
+        )
+        return UnreachableError(f"{where}: ssh failed: {last}") if found is error else found
 
 
 class HostKeyError(MngrError):
     """The machine's host key is unknown or changed: never connected to, never 'fixed' here."""
 
     kind = "host-key"
+
+
+class ClaimRecord(Lenient):
+    """claim/host.json: the owner line says whose claim it is; this adds the rest."""
+
+    provider: str | None = None
+    created_at: str | None = None
+    tags: dict[str, str] | None = None
+
+    @field_validator("provider")
+    @classmethod
+    def _provider(cls, value: str | None) -> str | None:
+        if value is not None and not PROVIDER_NAME_RE.fullmatch(value):
+            raise ValueError("must be a provider name (lower-case letters, digits, '_', '-')")
+        return value
+
+
+# ssh's own failures (exit 255), by what its stderr says; the first match decides.
+SSH_RULES = [
+    Rule(
+        "REMOTE HOST IDENTIFICATION HAS CHANGED",
+        HostKeyError,
+        say="{where}: its host key has CHANGED since it was recorded in {known_hosts}; refusing "
+        "to connect. If the machine was reinstalled, check the new key and remove the old one "
+        "with {keygen}",
+    ),
+    Rule(
+        "Host key verification failed|host key is known for",
+        HostKeyError,
+        say="{where}: its host key is unknown (not in {known_hosts}); refusing to connect. Add "
+        "the verified key to that file (ssh-keyscan), or set accept_new = true to trust it on "
+        "first use",
+    ),
+    Rule(
+        "Permission denied",
+        UnauthorisedError,
+        say="{where}: not authorised: {last} (check the machine's identity_file and user)",
+    ),
+    Rule(
+        "Connection refused|timed out|No route to host|Network is unreachable|Could not resolve "
+        "hostname|Connection closed|Connection reset|kex_exchange_identification",
+        UnreachableError,
+        say="{where} is unreachable: {last}",
+    ),
+]
 
 
 def parse_owner(line: str) -> tuple[str, str, str | None]:
@@ -512,37 +507,6 @@ def _last_lines(text: str) -> str:
     return lines[-1] if lines else text
 
 
-# --- where ControlMaster sockets live -----------------------------------------------------
-
-# A socket path must fit in sun_path (108 bytes): dir + "/" + 40 hex (%C) + the 17-char
-# temporary suffix ssh binds first.
-MAX_CONTROL_DIR = 48
-
-
-def control_dir() -> str:
-    """A private (0700, ours) directory for control sockets, with a short path."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    candidates = [os.path.join(runtime, "mngr-ssh")] if os.path.isabs(runtime) else []
-    candidates += [
-        os.path.join(tempfile.gettempdir(), f"mngr-ssh-{os.getuid()}"),
-        f"/tmp/mngr-ssh-{os.getuid()}",
-    ]
-    path = next(c for c in candidates if len(c) <= MAX_CONTROL_DIR)
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    except OSError as exc:
-        raise MngrError(f"cannot create {path} for ssh control sockets: {exc.strerror}") from None
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise MngrError(
-            f"refusing to keep ssh control sockets in {path}: it is not a directory of yours "
-            "with mode 0700"
-        )
-    return path
-
-
 # --- the backend --------------------------------------------------------------------------
 
 
@@ -565,7 +529,7 @@ class SshBackend(Backend):
     @cached_property
     def spec(self) -> SshSpec:
         reuse = self.config.control_persist_s > 0
-        return SshSpec(self.config, control_dir() if reuse else None)
+        return SshSpec(self.config, ssh.control_dir() if reuse else None)
 
     def machine(self, name: str) -> Machine:
         for machine in self.config.machines:
@@ -721,10 +685,7 @@ class SshBackend(Backend):
     def exec_command(
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False
     ) -> Command:
-        if not argv:
-            raise UsageError("no command given (use: mngr host exec NAME -- CMD...)")
-        machine = self._machine_of(host)
-        return self.spec.exec(machine, host.name, argv, tty=tty, detach=detach)
+        return self.spec.exec(self._machine_of(host), host.name, argv, tty=tty, detach=detach)
 
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
         return self.spec.shell(self._machine_of(host), host.name, tty=tty)

@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
+import tempfile
 from dataclasses import dataclass
+
+from mngr.errors import MngrError
 
 # ssh splits option values on blanks and expands `%` tokens in file names.
 _FILE_FORBIDDEN = frozenset(" \t\r\n\"'%#")
@@ -36,12 +40,16 @@ class SshSettings:
     control_dir: str | None = None  # set: reuse connections (ControlMaster) for this long
     control_persist_s: int = 0
 
+    @property
+    def known_hosts_file(self) -> str:
+        return os.path.expanduser(self.known_hosts or "~/.ssh/known_hosts")
+
 
 def options(settings: SshSettings, *, batch: bool = True) -> list[str]:
     opts = [
         f"ConnectTimeout={settings.connect_timeout_s}",
         f"StrictHostKeyChecking={'accept-new' if settings.accept_new else 'yes'}",
-        "UserKnownHostsFile=" + os.path.expanduser(settings.known_hosts or "~/.ssh/known_hosts"),
+        f"UserKnownHostsFile={settings.known_hosts_file}",
         "LogLevel=ERROR",
     ]
     if batch:
@@ -83,3 +91,32 @@ def remote_command(words: list[str], *, detach: bool = False) -> str:
     `detach` runs it in the background, its output discarded."""
     command = shlex.join(words)
     return f"nohup {command} >/dev/null 2>&1 </dev/null &" if detach else command
+
+
+# A socket path must fit in sun_path (108 bytes): dir + "/" + 40 hex (%C) + the 17-char
+# temporary suffix ssh binds first.
+MAX_CONTROL_DIR = 48
+
+
+def control_dir() -> str:
+    """A private (0700, ours) directory with a short path for ControlMaster sockets."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    candidates = [os.path.join(runtime, "mngr-ssh")] if os.path.isabs(runtime) else []
+    candidates += [
+        os.path.join(tempfile.gettempdir(), f"mngr-ssh-{os.getuid()}"),
+        f"/tmp/mngr-ssh-{os.getuid()}",
+    ]
+    path = next(c for c in candidates if len(c) <= MAX_CONTROL_DIR)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise MngrError(f"cannot create {path} for ssh control sockets: {exc.strerror}") from None
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise MngrError(
+            f"refusing to keep ssh control sockets in {path}: it is not a directory of yours "
+            "with mode 0700"
+        )
+    return path

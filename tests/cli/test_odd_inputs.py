@@ -3,6 +3,7 @@ right exit code, and leaves nothing half-made."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,10 @@ def local_dir(home: Path) -> Path:
         ("garbage", "unreadable host record"),
         ("[]", "not a JSON object"),
         ("{}", "its name None is not the directory's"),
-        ('{"name": "a"}', "no 'id'"),
-        ('{"id": "x", "name": "a", "state": "zzz"}', "'zzz' is not a valid HostState"),
-        ('{"id": "x", "name": "a", "tags": [1]}', "tags: Input should be a valid dictionary"),
+        ('{"name": "a"}', "id is required"),
+        ('{"id": "x", "name": "a", "state": "zzz"}', "state must be one of 'building', "),
+        ('{"id": "x", "name": "a", "tags": [1]}', "tags must be a table"),
+        ('{"id": "x", "name": "a", "tags": {"k": 1}}', "tags.k must be a string"),
         ('{"id": "x", "name": "zz"}', "its name 'zz' is not the directory's"),
     ],
 )
@@ -51,6 +53,20 @@ def test_a_damaged_host_record_hides_no_other_host(
     refused = mngr("host", "destroy", "a", "--yes")
     assert refused.exit_code == 1 and str(path) in refused.stderr
     assert path.read_text() == record
+
+
+@pytest.mark.parametrize("meta", ["{}", "[]", '{"id": "snap-1", "name": "n", "host": 5}'])
+def test_a_damaged_snapshot_description_hides_no_other_snapshot(
+    mngr, isolated_home: Path, meta: str
+) -> None:
+    assert mngr("host", "create", "a").exit_code == 0
+    assert mngr("host", "snapshot", "create", "a", "--name", "good").exit_code == 0
+    (local_dir(isolated_home) / ".snapshots" / ("snap-" + "0" * 32 + ".json")).write_text(meta)
+    listed = mngr("host", "snapshot", "list", "--format", "json")
+    assert listed.exit_code == 0, listed.stderr
+    assert [s["name"] for s in json.loads(listed.stdout)["snapshots"]] == ["good"]
+    assert mngr("host", "destroy", "a", "--purge", "--yes").exit_code == 0
+    assert mngr("host", "snapshot", "list", "-q").stdout == ""
 
 
 def test_host_directory_without_record_says_so_on_create(mngr, isolated_home: Path) -> None:

@@ -19,7 +19,7 @@ from mngr_backends.ssh import (
     RELEASE_SCRIPT,
     SshConfig,
     SshSpec,
-    remote_command,
+    script_command,
 )
 from pydantic import ValidationError
 
@@ -256,6 +256,7 @@ def test_record_parses_to_a_running_host_on_its_machine() -> None:
         f"{HOST_ID} w\n[]",
         f'{HOST_ID} w\n{{"tags": {{"a": 1}}}}',
         f'{HOST_ID} w\n{{"created_at": 5}}',
+        f'{HOST_ID} w\n{{"provider": "Not A Name"}}',
     ],
 )
 def test_unreadable_records_are_errors_naming_the_machine(out: str) -> None:
@@ -263,6 +264,23 @@ def test_unreadable_records_are_errors_naming_the_machine(out: str) -> None:
     with pytest.raises(VendorOutputError, match="machine 'm1'") as caught:
         s.parse_read(machine(s), "pool", out)
     assert "\n" not in str(caught.value)  # one line, not a pydantic report
+
+
+@pytest.mark.parametrize(
+    ("record", "problem"),
+    [
+        ('{"tags": {"a": 1}}', "tags.a must be a string"),
+        ('{"created_at": 5}', "created_at must be a string"),
+        ("[]", "not a JSON object"),
+        ("{not json", "not a JSON object"),
+    ],
+)
+def test_an_unreadable_record_is_described_in_mngrs_words(record: str, problem: str) -> None:
+    s = spec()
+    with pytest.raises(VendorOutputError) as caught:
+        s.parse_read(machine(s), "pool", f"{HOST_ID} w\n{record}")
+    where = "machine 'm1': unreadable host record ~/.mngr/claim/host.json"
+    assert str(caught.value) == f"{where}: {problem}"
 
 
 def test_a_claim_without_owner_is_an_error_never_a_free_machine(tmp_path: Path) -> None:
@@ -287,7 +305,7 @@ def remote(
 ) -> subprocess.CompletedProcess:
     """Run what ssh would hand the remote login shell, in `tmp_path` as the login dir."""
     return subprocess.run(
-        ["sh", "-c", remote_command(script, *values)],
+        ["sh", "-c", script_command(script, *values)],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -418,3 +436,15 @@ def test_release_of_another_hosts_claim_says_so_and_signals_nothing(tmp_path: Pa
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+# --- layering -------------------------------------------------------------------------------
+
+
+def test_the_pool_backend_does_not_import_the_engine() -> None:
+    """A backend builds on core and the toolkit; fan-out lives in core (mngr.fanout)."""
+    import sys
+
+    code = "import sys, mngr_backends.ssh; print('mngr.engine' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

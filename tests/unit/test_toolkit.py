@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mngr.errors import NotFoundError, UnauthorisedError, VendorCommandError, VendorOutputError
@@ -78,6 +80,7 @@ def test_ssh_argv_always_checks_host_keys_and_quotes_the_remote_command() -> Non
     argv = ssh.ssh_argv(ssh.SshTarget("h"), reuse, batch=False)
     assert "BatchMode=yes" not in argv and "StrictHostKeyChecking=accept-new" in argv
     assert "ControlPath=/c/%C" in argv and argv[-1] == "h"
+    assert ssh.SshSettings(known_hosts="~/kh").known_hosts_file == os.path.expanduser("~/kh")
     assert ssh.remote_command(["echo", "a b", "$X"]) == "echo 'a b' '$X'"
     assert ssh.remote_command(["sleep", "9"], detach=True).startswith("nohup sleep 9 >/dev/null")
 

@@ -65,7 +65,7 @@ def test_the_whole_lifecycle(cli, modal_settings, fake_modal) -> None:
     assert web["state"] == "stopped" and web["tags"] == {"team": "ml"}
     assert len(web["snapshots"]) == 1
     refused = cli("host", "exec", "web", "--", "true")
-    assert refused.exit_code == 1 and "run 'mngr host start web' first" in refused.stderr
+    assert refused.exit_code == 1 and "start it first: mngr host start web" in refused.stderr
     assert cli("host", "list", "-q", "-p", "cloud", "--state", "stopped").stdout == "web\n"
 
     started = cli("host", "start", "web")
@@ -91,6 +91,23 @@ def test_the_whole_lifecycle(cli, modal_settings, fake_modal) -> None:
     assert hosts(cli) == {} and fake_modal.sandboxes(running=True) == []
     gone = cli("host", "destroy", "web", "-p", "cloud", "--yes")
     assert gone.exit_code == 0 and "nothing to do" in gone.stderr
+
+
+def test_a_stopped_host_says_it_cannot_be_snapshotted_and_is_refused_early(
+    cli, modal_settings, fake_modal
+) -> None:
+    assert cli("host", "create", "web", "-p", "cloud").exit_code == 0
+    assert cli("host", "stop", "web").exit_code == 0
+    reason = "it is stopped; run 'mngr host start web' first"
+    assert hosts(cli)["web"]["unsupported"] == {"snapshot": reason}
+    calls = len(fake_modal.calls())
+    refused = cli("host", "snapshot", "create", "web", "--name", "later")
+    assert refused.exit_code == 2
+    assert refused.stderr == f"error: host 'web.cloud' cannot snapshot: {reason}\n"
+    # The host was listed to resolve it; the shim's snapshot verb never ran.
+    assert {c["argv"][1] for c in fake_modal.calls()[calls:]} == {"list"}
+    assert cli("host", "start", "web").exit_code == 0
+    assert hosts(cli)["web"]["unsupported"] == {}
 
 
 def test_a_stopped_host_is_listed_with_the_others(cli, modal_settings) -> None:

@@ -71,8 +71,8 @@ SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l;
 
 
 def _report(kind: str) -> str:
-    """The shim's JSON error of this kind, as the last line of stderr."""
-    return rf'(?m)^\s*\{{"kind": "{kind}".*\s*\Z'
+    """A line of stderr that is the shim's JSON error of this kind."""
+    return rf'(?m)^\s*\{{"kind": "{kind}"'
 
 
 # Context: verb, provider, python, message and fix (of the shim's report), last stderr line,
@@ -214,11 +214,15 @@ class ShimReport(Lenient):
 
 
 def shim_report(stderr: str) -> ShimReport:
-    """The shim's JSON error: the last line of stderr (SDK warnings may precede it)."""
-    try:
-        return vendor_json.parse(ShimReport, last_line(stderr), "modal shim")
-    except MngrError:
-        return ShimReport(kind="")  # not the shim's: a crash, or no shim at all
+    """The shim's JSON error: the last line of stderr that is one (SDK warnings may come
+    before or after it); none when the shim crashed or never ran."""
+    for line in reversed(stderr.splitlines()):
+        if line.lstrip().startswith('{"kind"'):
+            try:
+                return vendor_json.parse(ShimReport, line, "modal shim")
+            except MngrError:
+                continue
+    return ShimReport(kind="")
 
 
 def last_line(text: str) -> str:

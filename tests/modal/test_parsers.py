@@ -15,7 +15,7 @@ from mngr_backends.modal import (
     shim_report,
 )
 
-from mngr.errors import UnauthorisedError, VendorCommandError
+from mngr.errors import NotFoundError, UnauthorisedError, VendorCommandError
 from mngr.records import HostState
 from mngr.runner import Runner
 from mngr.toolkit import vendor_json
@@ -69,3 +69,10 @@ def test_the_error_is_the_last_json_line_after_sdk_warnings(backend: ModalBacken
     error = backend.classify(VendorCommandError(["py", "-m", "shim", "list"], 5, "", stderr))
     assert isinstance(error, UnauthorisedError) and error.exit_code == 5
     assert "Token missing" in str(error) and "modal token new" in str(error)
+
+
+def test_sdk_noise_after_the_error_line_keeps_the_error_kind(backend: ModalBackend) -> None:
+    report = '{"kind": "not-found", "message": "no sandbox sb-1.", "fix": ""}'
+    stderr = f"{report}\nException ignored in: <function Channel.__del__>\n"
+    error = backend.classify(VendorCommandError(["py", "-m", "shim", "stop"], 3, "", stderr))
+    assert isinstance(error, NotFoundError) and str(error) == "modal stop: no sandbox sb-1"

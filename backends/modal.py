@@ -2,7 +2,7 @@
 
 The `modal` CLI cannot create, tag or snapshot sandboxes, so every verb is one call of
 
-    <python> -m mngr_backends.modal_shim VERB --app APP --dict DICT --provider P ...
+    <python> -m mngr_backends.modal_shim VERB --app=APP --dict=DICT --provider=P ...
 
 (backends/modal_shim.py, the only code that imports `modal`): argv in, JSON out, errors as
 one JSON object on stderr. The SDK is an optional extra (`mngr[modal]`); `python` in the
@@ -12,9 +12,13 @@ provider's settings may name another interpreter that has it (and mngr).
                    mngr-created-at (+ mngr-image and the resources asked for) and user tags
     stopped host   a record in the modal.Dict DICT: Modal sandboxes cannot be stopped, so
                    stop = snapshot_filesystem + terminate, start = a new sandbox (same name,
-                   id and tags) from the host's latest snapshot image
+                   id and tags) from the host's latest snapshot image; having no sandbox, a
+                   stopped host cannot be snapshotted (its `unsupported` says so)
     snapshot       a record in DICT naming the snapshot image (Modal cannot delete an image:
                    `snapshot delete` forgets it and the image expires by Modal's TTL)
+
+`address` of a running host: `app` (the Modal app) and `sandbox_id` (for `modal shell`,
+`modal container exec`); a stopped host has none. `handle` is the sandbox id.
 
 Credentials reach the shim through its environment only (MODAL_TOKEN_ID/SECRET from the env
 vars named by token_id_env/token_secret_env, MODAL_PROFILE), never argv.
@@ -22,16 +26,22 @@ vars named by token_id_env/token_secret_env, MODAL_PROFILE), never argv.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
 from mngr import resources
-from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
+from mngr.backend import (
+    ArgvValue,
+    Backend,
+    Capability,
+    CreateOptions,
+    CreateRequest,
+    ProviderConfig,
+)
 from mngr.errors import (
     ConflictError,
     MngrError,
@@ -41,7 +51,6 @@ from mngr.errors import (
     UsageError,
     VendorCommandError,
     VendorMissingError,
-    VendorOutputError,
     VendorTimeoutError,
     exit_status,
 )
@@ -49,11 +58,52 @@ from mngr.names import new_snapshot_id
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState, Resources, Snapshot, utc_now
 from mngr.runner import Command, Completed
+from mngr.toolkit import vendor_json
+from mngr.toolkit.argv import Argv
+from mngr.toolkit.rules import Rule, classify
+from mngr.toolkit.vendor_json import Lenient
 
+M = TypeVar("M", bound=Lenient)
 SHIM = "mngr_backends.modal_shim"
 MODAL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SHELL = "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"
+
+
+def _report(kind: str) -> str:
+    """A line of stderr that is the shim's JSON error of this kind."""
+    return rf'(?m)^\s*\{{"kind": "{kind}"'
+
+
+# Context: verb, provider, python, message and fix (of the shim's report), last stderr line,
+# exit status.
+RULES = [
+    Rule(
+        _report("unauthorised"),
+        UnauthorisedError,
+        say="Modal refused provider {provider!r}: {message}; fix: {fix}",
+    ),
+    Rule(
+        _report("vendor-missing"),
+        VendorMissingError,
+        say="{message}; fix (provider {provider!r}): {fix}",
+    ),
+    Rule(_report("not-found"), NotFoundError, say="modal {verb}: {message}"),
+    Rule(_report("conflict"), ConflictError, say="modal {verb}: {message}"),
+    Rule(
+        _report("unreachable"),
+        UnreachableError,
+        say="Modal is unreachable (modal {verb}): {message}",
+    ),
+    Rule(_report('[^"]*'), MngrError, say="modal {verb}: {message}"),
+    Rule(
+        r"No module named '?mngr_backends",
+        VendorMissingError,
+        say="{python} cannot run the Modal shim ({last}); install mngr[modal] for it or set "
+        'python = "/path/to/python" for provider {provider!r}',
+    ),
+    Rule("", MngrError, say="modal shim {verb} failed ({status}): {last}"),
+]
 
 
 class ModalConfig(ProviderConfig):
@@ -103,14 +153,88 @@ class ModalCreateOptions(CreateOptions):
     region: ArgvValue | None = Field(None, description="Modal region(s), comma-separated.")
 
 
+# --- what the shim prints -----------------------------------------------------------------
+
+
+class ShimHost(Lenient):
+    id: str
+    name: str
+    state: HostState = HostState.UNKNOWN
+    image: str | None = None
+    created_at: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    sandbox_id: str | None = None
+    snapshots: list[str] = Field(default_factory=list)
+
+    def record(self, backend: ModalBackend) -> Host:
+        sandbox = self.sandbox_id
+        unsupported = {}
+        if self.state == HostState.STOPPED:  # no sandbox to snapshot until it starts
+            unsupported[str(Capability.SNAPSHOT)] = (
+                f"it is stopped; run 'mngr host start {self.name}' first"
+            )
+        return Host(
+            **self.model_dump(exclude={"sandbox_id"}),
+            provider=backend.provider,
+            backend=backend.name,
+            address={"app": backend.app, "sandbox_id": sandbox} if sandbox else {},
+            unsupported=unsupported,
+            handle=sandbox,
+        )
+
+
+class ShimSnapshot(Lenient):
+    id: str
+    name: str
+    host: str
+    created_at: str | None = None
+    image_id: str | None = None
+
+    def record(self, backend: ModalBackend) -> Snapshot:
+        return Snapshot(
+            **self.model_dump(exclude={"image_id"}), provider=backend.provider, handle=self.image_id
+        )
+
+
+class HostList(Lenient):
+    hosts: list[ShimHost]
+
+
+class SnapshotList(Lenient):
+    snapshots: list[ShimSnapshot]
+
+
+class ShimReport(Lenient):
+    """The shim's error, one JSON object on stderr."""
+
+    kind: str
+    message: str = ""
+    fix: str = ""
+
+
+def shim_report(stderr: str) -> ShimReport:
+    """The shim's JSON error: the last line of stderr that is one (SDK warnings may come
+    before or after it); none when the shim crashed or never ran."""
+    for line in reversed(stderr.splitlines()):
+        if line.lstrip().startswith('{"kind"'):
+            try:
+                return vendor_json.parse(ShimReport, line, "modal shim")
+            except MngrError:
+                continue
+    return ShimReport(kind="")
+
+
+def last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1].strip() if lines else ""
+
+
 class ModalBackend(Backend):
     name = "modal"
     config_model = ModalConfig
     create_options_model = ModalCreateOptions
     takes = frozenset({resources.CPUS, resources.MEMORY, resources.GPU})
-    # Everything is supported. Modal sandboxes cannot be stopped: stop is snapshot_filesystem
-    # then terminate, start a new sandbox from the latest snapshot (see the module docstring).
-    unsupported = {}
 
     config: ModalConfig
 
@@ -128,18 +252,13 @@ class ModalBackend(Backend):
     def dict_name(self) -> str:
         return f"{self.app[:56]}-records"
 
-    def shim(self, verb: str, *args: str, long: bool = False) -> Command:
-        argv = [self.python, "-m", SHIM, verb, *self._common(), *args]
+    def shim(self, verb: str, *words: str, long: bool = False, **flags: Any) -> Command:
+        """`python -m SHIM VERB --app=.. --dict=.. --provider=.. [--environment=..] FLAGS WORDS`."""
+        common = {"app": self.app, "dict": self.dict_name, "provider": self.provider}
+        argv = Argv([self.python, "-m", SHIM, verb])
+        argv.add_all({**common, "environment": self.config.environment, **flags}, eq=True)
         timeout = self.config.long_timeout_s if long else self.config.timeout_s
-        return Command(argv, timeout_s=timeout, env=self._env())
-
-    def _common(self) -> list[str]:
-        return options(
-            app=self.app,
-            dict=self.dict_name,
-            provider=self.provider,
-            environment=self.config.environment,
-        )
+        return Command(argv.words(words), timeout_s=timeout, env=self._env())
 
     def _env(self) -> dict[str, str]:
         """Credentials for the shim: environment only, so no argv or error text holds them."""
@@ -180,105 +299,49 @@ class ModalBackend(Backend):
             ) from exc
 
     def classify(self, error: VendorCommandError) -> MngrError:
-        verb = error.argv[3] if len(error.argv) > 3 else "?"
         report = shim_report(error.stderr)
-        if report is None:
-            last = last_line(error.stderr)
-            if "No module named" in error.stderr and "mngr_backends" in error.stderr:
-                return VendorMissingError(
-                    f"{self.python} cannot run the Modal shim ({last}); install mngr[modal] "
-                    f'for it or set python = "/path/to/python" for provider {self.provider!r}'
-                )
-            status = exit_status(error.returncode)
-            return MngrError(f"modal shim {verb} failed ({status}): {last or 'no error text'}")
-        kind = report.get("kind")
-        message = str(report.get("message") or "no error text").rstrip(".")
-        fix = str(report.get("fix") or "")
-        if kind == "unauthorised":
-            if self.config.token_id_env:
-                fix = (
-                    f"check that ${self.config.token_id_env} and ${self.config.token_secret_env} "
-                    "hold a valid Modal token (`modal token new` creates one)"
-                )
-            return UnauthorisedError(
-                f"Modal refused provider {self.provider!r}: {message}; fix: {fix}"
+        fix = report.fix
+        if self.config.token_id_env and report.kind == "unauthorised":
+            fix = (
+                f"check that ${self.config.token_id_env} and ${self.config.token_secret_env} "
+                "hold a valid Modal token (`modal token new` creates one)"
             )
-        if kind == "vendor-missing":
-            return VendorMissingError(f"{message}; fix (provider {self.provider!r}): {fix}")
-        if kind == "not-found":
-            return NotFoundError(f"modal {verb}: {message}")
-        if kind == "conflict":
-            return ConflictError(f"modal {verb}: {message}")
-        if kind == "unreachable":
-            return UnreachableError(f"Modal is unreachable (modal {verb}): {message}")
-        return MngrError(f"modal {verb}: {message}")
+        return classify(
+            error,
+            RULES,
+            verb=error.argv[3] if len(error.argv) > 3 else "?",
+            provider=self.provider,
+            python=self.python,
+            message=report.message.rstrip(".") or "no error text",
+            fix=fix,
+            last=last_line(error.stderr)[:300] or "no error text",
+            status=exit_status(error.returncode),
+        )
 
-    def _parse(self, stdout: str, verb: str) -> Any:
-        try:
-            return json.loads(stdout)
-        except ValueError:
-            shown = last_line(stdout)[:120] or "nothing"
-            raise VendorOutputError(
-                f"modal shim {verb} printed unreadable output: {shown!r}"
-            ) from None
+    @staticmethod
+    def _read(model: type[M], stdout: str, command: Command) -> M:
+        return vendor_json.parse(model, stdout, f"modal shim {command.argv[3]}")
 
-    def _call(self, command: Command) -> Any:
-        return self._parse(self.run(command).stdout, command.argv[3])
+    def _call(self, command: Command, model: type[M]) -> M:
+        return self._read(model, self.run(command).stdout, command)
 
-    # --- records ------------------------------------------------------------------------
+    def _plan(
+        self, description: str, command: Command, model: type[ShimHost | ShimSnapshot], **step: Any
+    ) -> Plan:
+        """One shim call that prints the host (or snapshot) it leaves behind."""
 
-    def _host(self, data: Any, verb: str = "list") -> Host:
-        try:
-            resources = {k: v for k, v in (data.get("resources") or {}).items() if v is not None}
-            sandbox_id = data.get("sandbox_id")
-            address = {"app": self.app, "sandbox_id": sandbox_id} if sandbox_id else {}
-            return Host(
-                id=data["id"],
-                name=data["name"],
-                provider=self.provider,
-                backend=self.name,
-                state=HostState(data.get("state", "unknown")),
-                image=data.get("image"),
-                created_at=data.get("created_at"),
-                tags=data.get("tags") or {},
-                resources=Resources(**resources),
-                address=address,
-                snapshots=data.get("snapshots") or [],
-                handle=sandbox_id,
-            )
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise VendorOutputError(
-                f"modal shim {verb} printed an unreadable host: {exc}"
-            ) from None
-
-    def _snapshot(self, data: Any, verb: str = "list-snapshots") -> Snapshot:
-        try:
-            return Snapshot(
-                id=data["id"],
-                name=data["name"],
-                host=data["host"],
-                provider=self.provider,
-                created_at=data.get("created_at"),
-                handle=data.get("image_id"),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise VendorOutputError(
-                f"modal shim {verb} printed an unreadable snapshot: {exc}"
-            ) from None
-
-    def _store(self, key: str, verb: str, make: Any) -> Any:
         def parse(stdout: str, ctx: Context) -> None:
-            ctx[key] = make(self._parse(stdout, verb), verb)
+            ctx["record"] = self._read(model, stdout, command).record(self)
 
-        return parse
+        return Plan(
+            [Step(description, command=command, parse=parse, **step)],
+            finish=lambda ctx: ctx["record"],
+        )
 
     # --- verbs --------------------------------------------------------------------------
 
     def list_hosts(self) -> list[Host]:
-        data = self._call(self.shim("list"))
-        if not isinstance(data, dict) or not isinstance(data.get("hosts"), list):
-            raise VendorOutputError("modal shim list printed no host list")
-        return [self._host(h) for h in data["hosts"]]
+        return [h.record(self) for h in self._call(self.shim("list"), HostList).hosts]
 
     @staticmethod
     def _gpu(gpu: str | None) -> str | None:
@@ -293,156 +356,94 @@ class ModalBackend(Backend):
         snap = request.from_snapshot
         create = self.shim(
             "create",
-            *options(
-                name=request.name,
-                host_id=request.host_id,
-                created_at=request.created_at,
-                image=None if snap else request.image or self.config.image,
-                from_snapshot=snap.id if snap else None,
-                cpus=request.resources.cpus,
-                memory_mib=request.resources.memory_mib,
-                gpu=self._gpu(request.resources.gpu),
-                timeout=opts.timeout or self.config.sandbox_timeout_s,
-                region=opts.region or self.config.region,
-                tag=[f"{k}={v}" for k, v in request.tags.items()],
-            ),
+            name=request.name,
+            host_id=request.host_id,
+            created_at=request.created_at,
+            image=None if snap else request.image or self.config.image,
+            from_snapshot=snap.id if snap else None,
+            cpus=request.resources.cpus,
+            memory_mib=request.resources.memory_mib,
+            gpu=self._gpu(request.resources.gpu),
+            timeout=opts.timeout or self.config.sandbox_timeout_s,
+            region=opts.region or self.config.region,
+            tag=[f"{k}={v}" for k, v in request.tags.items()],
             long=True,
         )
-        terminate = self.shim("terminate", *options(host_id=request.host_id))
-        return self._host_plan(
+        terminate = self.shim("terminate", host_id=request.host_id)
+        return self._plan(
             f"create sandbox {request.name} in Modal app {self.app}",
             create,
+            ShimHost,
             undo=Step(f"terminate sandbox of {request.name}", command=terminate),
             undo_if_failed=True,  # a timed-out create may have made the sandbox
         )
 
-    def _host_plan(self, description: str, command: Command, **step: Any) -> Plan:
-        """One shim call that prints the host it leaves behind."""
-        parse = self._store("host", command.argv[3], self._host)
-        return Plan(
-            [Step(description, command=command, parse=parse, **step)],
-            finish=lambda ctx: ctx["host"],
-        )
-
     def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
         what = "terminate sandbox and forget" if host.state == HostState.RUNNING else "forget"
-        command = self.shim("terminate", *options(host_id=host.id, purge=purge))
+        command = self.shim("terminate", host_id=host.id, purge=purge)
         return Plan([Step(f"{what} host {host.name}", command=command)])
 
     def stop_plan(self, host: Host, *, snapshot: bool = False) -> Plan:
         if host.state == HostState.STOPPED:
             return Plan([], finish=lambda ctx: host)  # already stopped: nothing to do
-        snap_id = new_snapshot_id()
         stamp = utc_now().replace("-", "").replace(":", "").lower()
-        command = self.shim(
-            "stop",
-            *self._snapshot_options(host, snap_id, f"{host.name}-stop-{stamp}"),
-            long=True,
-        )
-        return self._host_plan(
-            f"snapshot the filesystem of {host.name}, then terminate its sandbox", command
+        flags = self._snapshot_flags(host, f"{host.name}-stop-{stamp}")
+        return self._plan(
+            f"snapshot the filesystem of {host.name}, then terminate its sandbox",
+            self.shim("stop", **flags, long=True),
+            ShimHost,
         )
 
     def start_plan(self, host: Host) -> Plan:
         if host.state == HostState.RUNNING:
             return Plan([], finish=lambda ctx: host)  # already running: nothing to do
-        command = self.shim("start", *options(host_id=host.id), long=True)
-        return self._host_plan(f"create a sandbox for {host.name} from its last snapshot", command)
+        return self._plan(
+            f"create a sandbox for {host.name} from its last snapshot",
+            self.shim("start", host_id=host.id, long=True),
+            ShimHost,
+        )
 
     # --- snapshots ----------------------------------------------------------------------
 
-    def _snapshot_options(self, host: Host, snap_id: str, name: str) -> list[str]:
-        return options(
-            sandbox_id=self._sandbox_of(host, "snapshot"),
-            host_id=host.id,
-            snapshot_id=snap_id,
-            name=name,
-            created_at=utc_now(),
-            snapshot_timeout=max(10, int(self.config.long_timeout_s) - 30),
-        )
+    def _snapshot_flags(self, host: Host, name: str) -> dict[str, Any]:
+        return {
+            "sandbox_id": host.handle,
+            "host_id": host.id,
+            "snapshot_id": new_snapshot_id(),
+            "name": name,
+            "created_at": utc_now(),
+            "snapshot_timeout": max(10, int(self.config.long_timeout_s) - 30),
+        }
 
     def snapshot_create_plan(self, host: Host, name: str) -> Plan:
-        snap_id = new_snapshot_id()
-        command = self.shim("snapshot", *self._snapshot_options(host, snap_id, name), long=True)
-        forget = self.shim("delete-snapshot", *options(snapshot_id=snap_id))
-        return Plan(
-            [
-                Step(
-                    f"snapshot the filesystem of {host.name} as {name}",
-                    command=command,
-                    parse=self._store("snapshot", "snapshot", self._snapshot),
-                    undo=Step(f"forget snapshot {snap_id}", command=forget),
-                    undo_if_failed=True,
-                )
-            ],
-            finish=lambda ctx: ctx["snapshot"],
+        flags = self._snapshot_flags(host, name)
+        forget = self.shim("delete-snapshot", snapshot_id=flags["snapshot_id"])
+        return self._plan(
+            f"snapshot the filesystem of {host.name} as {name}",
+            self.shim("snapshot", **flags, long=True),
+            ShimSnapshot,
+            undo=Step(f"forget snapshot {flags['snapshot_id']}", command=forget),
+            undo_if_failed=True,
         )
 
     def list_snapshots(self, host: Host | None = None) -> list[Snapshot]:
-        data = self._call(self.shim("list-snapshots", *options(host_id=host.id if host else None)))
-        if not isinstance(data, dict) or not isinstance(data.get("snapshots"), list):
-            raise VendorOutputError("modal shim list-snapshots printed no snapshot list")
-        return [self._snapshot(s) for s in data["snapshots"]]
+        command = self.shim("list-snapshots", host_id=host.id if host else None)
+        return [s.record(self) for s in self._call(command, SnapshotList).snapshots]
 
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
-        command = self.shim("delete-snapshot", *options(snapshot_id=snapshot.id))
+        command = self.shim("delete-snapshot", snapshot_id=snapshot.id)
         return Plan([Step(f"forget snapshot {snapshot.id} ({snapshot.name})", command=command)])
 
     # --- exec ---------------------------------------------------------------------------
 
-    def _sandbox_of(self, host: Host, verb: str) -> str:
-        if host.state != HostState.RUNNING or not host.handle:
-            raise MngrError(
-                f"cannot {verb} host {host.name!r}: it is {host.state}; "
-                f"run 'mngr host start {host.name}' first"
-            )
-        return host.handle
-
     def exec_command(
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False
     ) -> Command:
-        if not argv:
-            raise MngrError("no command given (use: mngr host exec NAME -- CMD...)")
-        flags = options(sandbox_id=self._sandbox_of(host, "exec on"), tty=tty, detach=detach)
-        return self.shim("exec", *flags, "--", *argv)  # run attached: no deadline applies
+        # Run attached: no deadline applies.
+        return self.shim("exec", "--", *argv, sandbox_id=host.handle, tty=tty, detach=detach)
 
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
         return self.exec_command(host, ["sh", "-c", SHELL], tty=tty)
 
     def check(self) -> dict[str, Any]:
-        return self._call(self.shim("check"))
-
-
-def options(**values: Any) -> list[str]:
-    """Shim flags as `--key=value`, skipping None/False; a list repeats its flag."""
-    argv = []
-    for key, value in values.items():
-        flag = "--" + key.replace("_", "-")
-        if value is None or value is False:
-            continue
-        if value is True:
-            argv.append(flag)
-        elif isinstance(value, list):
-            argv += [f"{flag}={item}" for item in value]
-        else:
-            argv.append(f"{flag}={value:g}" if isinstance(value, float) else f"{flag}={value}")
-    return argv
-
-
-def shim_report(stderr: str) -> dict[str, Any] | None:
-    """The shim's JSON error: the last stderr line that is one (SDK warnings may precede it)."""
-    for line in reversed(stderr.splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                report = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(report, dict) and "kind" in report:
-                return report
-    return None
-
-
-def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
+        return vendor_json.load(self.run(self.shim("check")).stdout, "modal shim check")

@@ -28,20 +28,27 @@ from datetime import UTC, datetime
 from typing import Any
 
 TAG = "mngr-"
-HOST_ID, HOST_NAME, PROVIDER, CREATED_AT = (
+HOST_ID, HOST_NAME, PROVIDER, CREATED_AT, IMAGE = (
     "mngr-host-id",
     "mngr-host-name",
     "mngr-provider",
     "mngr-created-at",
+    "mngr-image",
 )
-IMAGE = "mngr-image"
-# How the sandbox was asked for, kept as tags so `start` can ask for the same again.
-SPEC_TAGS = {
-    "cpu": "mngr-cpus",
-    "memory": "mngr-memory-mib",
-    "gpu": "mngr-gpu",
-    "timeout": "mngr-timeout",
-    "region": "mngr-region",
+
+
+def _region(text: str) -> str | list[str]:
+    return text.split(",") if "," in text else text
+
+
+# How the sandbox was asked for (Sandbox.create keyword: tag, type), kept as tags so `start`
+# can ask for the same again.
+SPEC_TAGS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "cpu": ("mngr-cpus", float),
+    "memory": ("mngr-memory-mib", int),
+    "gpu": ("mngr-gpu", str),
+    "timeout": ("mngr-timeout", int),
+    "region": ("mngr-region", _region),
 }
 # Keeps a host's sandbox alive until it is terminated (or reaches its Modal timeout).
 KEEP_ALIVE = ("sh", "-c", "while true; do sleep 3600; done")
@@ -53,6 +60,22 @@ FIXES = {
     "provider's settings to env vars holding a Modal token)",
     "vendor-missing": "install mngr[modal] into that interpreter (pip install 'mngr[modal]') "
     'or set python = "/path/to/python" in the provider\'s settings',
+}
+# SDK exceptions by class name (stable across SDK versions), then grpclib statuses (older
+# SDKs let those through): the first that matches gives the kind.
+SDK_ERRORS = [
+    ({"AuthError", "PermissionDeniedError"}, "unauthorised"),
+    ({"NotFoundError"}, "not-found"),
+    ({"AlreadyExistsError"}, "conflict"),
+    ({"ConnectionError", "ServiceError", "TimeoutError", "OSError"}, "unreachable"),
+]
+GRPC_STATUSES = {
+    "UNAUTHENTICATED": "unauthorised",
+    "PERMISSION_DENIED": "unauthorised",
+    "NOT_FOUND": "not-found",
+    "ALREADY_EXISTS": "conflict",
+    "UNAVAILABLE": "unreachable",
+    "DEADLINE_EXCEEDED": "unreachable",
 }
 
 
@@ -86,14 +109,14 @@ class Session:
                 return None  # no app yet: nothing was ever created
             raise
 
-    def records(self, *, create: bool = True) -> Any:
+    def store(self, *, create: bool = True) -> Any:
         return self.modal.Dict.from_name(
             self.dict_name, environment_name=self.environment, create_if_missing=create
         )
 
     def all_records(self) -> dict[str, dict[str, Any]]:
         try:
-            items = list(self.records(create=False).items())
+            items = list(self.store(create=False).items())
         except Exception as exc:
             if _kind_of(exc) == "not-found":
                 return {}  # no dict yet: nothing was ever stopped or snapshotted
@@ -109,18 +132,16 @@ class Session:
         return found
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        self.records().put(key, json.dumps({**record, "provider": self.provider}))
+        self.store().put(key, json.dumps({**record, "provider": self.provider}))
 
     def pop(self, key: str) -> dict[str, Any] | None:
-        value = self.records().pop(key, None)
+        value = self.store().pop(key, None)
         return json.loads(value) if value else None
 
     def get(self, key: str) -> dict[str, Any] | None:
-        value = self.records().get(key)
-        if not value:
-            return None
-        record = json.loads(value)
-        return record if record.get("provider") == self.provider else None
+        value = self.store().get(key)
+        record = json.loads(value) if value else None
+        return record if record and record.get("provider") == self.provider else None
 
     def sandboxes(self, **tags: str) -> list[Any]:
         app = self.app(create=False)
@@ -146,100 +167,76 @@ class Session:
             return self.modal.Image.from_registry(ref)
         return self.modal.Image.debian_slim()
 
-    def create_sandbox(self, name: str, image: Any, tags: dict[str, str], spec: dict) -> Any:
-        kwargs = {k: v for k, v in spec.items() if v is not None}
+    def launch(self, record: dict[str, Any], image: Any) -> dict[str, Any]:
+        """A new sandbox for the host `record` describes, tagged so that `list` finds it."""
+        spec = {k: v for k, v in record.get("spec", {}).items() if v is not None}
         sandbox = self.modal.Sandbox.create(
-            *KEEP_ALIVE, app=self.app(create=True), name=name, image=image, **kwargs
+            *KEEP_ALIVE, app=self.app(create=True), name=record["name"], image=image, **spec
         )
+        tags = _tags(self.provider, record)
         try:
             sandbox.set_tags(tags)
         except BaseException:
             sandbox.terminate()  # an untagged sandbox would be invisible to mngr
             raise
-        return sandbox
+        return _host(_record(tags), sandbox.object_id)
 
 
-# --- records <-> JSON ----------------------------------------------------------------------
+# --- records <-> tags <-> JSON -------------------------------------------------------------
 
 
-def _spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    region = args.region.split(",") if args.region and "," in args.region else args.region
-    return {
-        "cpu": args.cpus,
-        "memory": args.memory_mib,
-        "gpu": args.gpu,
-        "timeout": args.timeout,
-        "region": region,
-    }
-
-
-def _spec_tags(spec: dict[str, Any]) -> dict[str, str]:
-    tags = {}
-    for key, tag in SPEC_TAGS.items():
-        value = spec.get(key)
-        if value is not None:
-            tags[tag] = ",".join(value) if isinstance(value, list) else _plain(value)
-    return tags
-
-
-def _spec_from_tags(tags: dict[str, str]) -> dict[str, Any]:
-    spec: dict[str, Any] = {}
-    for key, tag in SPEC_TAGS.items():
-        text = tags.get(tag)
-        if not text:
-            continue
-        if key == "cpu":
-            spec[key] = float(text)
-        elif key in ("memory", "timeout"):
-            spec[key] = int(text)
-        elif key == "region" and "," in text:
-            spec[key] = text.split(",")
-        else:
-            spec[key] = text
-    return spec
-
-
-def _plain(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _resources(spec: dict[str, Any]) -> dict[str, Any]:
-    memory = spec.get("memory")
-    return {
-        "cpus": spec.get("cpu"),
-        "memory_gb": round(memory / 1024, 3) if memory else None,
-        "gpus": spec.get("gpu"),
-    }
-
-
-def _user_tags(tags: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in tags.items() if not k.startswith(TAG)}
-
-
-def _host_from_tags(sandbox_id: str, tags: dict[str, str]) -> dict[str, Any]:
+def _record(tags: dict[str, str]) -> dict[str, Any]:
+    """A host as its sandbox's tags describe it (what a stopped host keeps in the dict)."""
     return {
         "id": tags[HOST_ID],
         "name": tags[HOST_NAME],
-        "state": "running",
-        "image": tags.get(IMAGE),
         "created_at": tags.get(CREATED_AT),
-        "tags": _user_tags(tags),
-        "resources": _resources(_spec_from_tags(tags)),
-        "sandbox_id": sandbox_id,
-        "snapshots": [],
+        "image": tags.get(IMAGE),
+        "tags": {k: v for k, v in tags.items() if not k.startswith(TAG)},
+        "spec": {k: parse(tags[t]) for k, (t, parse) in SPEC_TAGS.items() if tags.get(t)},
     }
 
 
-def _host_from_record(record: dict[str, Any]) -> dict[str, Any]:
+def _tags(provider: str, record: dict[str, Any]) -> dict[str, str]:
+    """The sandbox tags that describe the host `record` describes (`_record` reversed)."""
+    spec = record.get("spec", {})
+    tags = {
+        **record.get("tags", {}),
+        HOST_ID: record["id"],
+        HOST_NAME: record["name"],
+        PROVIDER: provider,
+        CREATED_AT: record.get("created_at") or _now(),
+        IMAGE: record.get("image"),
+        **{t: _tag_value(spec.get(k)) for k, (t, _) in SPEC_TAGS.items()},
+    }
+    return {k: v for k, v in tags.items() if v is not None}
+
+
+def _tag_value(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return ",".join(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _host(record: dict[str, Any], sandbox_id: str | None = None) -> dict[str, Any]:
+    """A host as mngr reads it: running in a sandbox, or stopped (no sandbox)."""
+    spec = record.get("spec", {})
+    memory = spec.get("memory")
     return {
         "id": record["id"],
         "name": record["name"],
-        "state": "stopped",
+        "state": "running" if sandbox_id else "stopped",
         "image": record.get("image"),
         "created_at": record.get("created_at"),
         "tags": record.get("tags", {}),
-        "resources": _resources(record.get("spec", {})),
-        "sandbox_id": None,
+        "resources": {
+            "cpus": spec.get("cpu"),
+            "memory_gb": round(memory / 1024, 3) if memory else None,
+            "gpus": spec.get("gpu"),
+        },
+        "sandbox_id": sandbox_id,
         "snapshots": [],
     }
 
@@ -247,6 +244,19 @@ def _host_from_record(record: dict[str, Any]) -> dict[str, Any]:
 def _snapshot(record: dict[str, Any]) -> dict[str, Any]:
     keys = ("id", "name", "host", "host_id", "created_at", "image_id")
     return {key: record.get(key) for key in keys}
+
+
+def _of(records: dict[str, dict[str, Any]], kind: str, **match: Any) -> list[dict[str, Any]]:
+    """The records of a kind ("host": stopped hosts, "snap": snapshots) whose fields match."""
+    return [
+        record
+        for key, record in records.items()
+        if key.startswith(f"{kind}:") and all(record.get(f) == v for f, v in match.items())
+    ]
+
+
+def _by_age(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(records, key=lambda r: r.get("created_at") or "")
 
 
 def _now() -> str:
@@ -265,26 +275,25 @@ def verb_list(s: Session, args: argparse.Namespace) -> dict[str, Any]:
     sandboxes = s.sandboxes()
     with ThreadPoolExecutor(max_workers=16) as pool:  # one tag look-up per sandbox, at once
         tagged = list(pool.map(lambda sb: (sb.object_id, sb.get_tags()), sandboxes))
-    hosts = {}
-    for sandbox_id, tags in tagged:
-        if HOST_ID in tags and HOST_NAME in tags:
-            hosts[tags[HOST_ID]] = _host_from_tags(sandbox_id, tags)
+    hosts = {
+        tags[HOST_ID]: _host(_record(tags), sandbox_id)
+        for sandbox_id, tags in tagged
+        if HOST_ID in tags and HOST_NAME in tags
+    }
     records = s.all_records()
-    snapshots = [_snapshot(r) for k, r in records.items() if k.startswith("snap:")]
-    for key, record in records.items():
+    for record in _of(records, "host"):
         # A host both running and recorded as stopped is mid-start (or mid-stop): it runs.
-        if key.startswith("host:") and record["id"] not in hosts:
-            hosts[record["id"]] = _host_from_record(record)
-    for snap in sorted(snapshots, key=lambda r: r.get("created_at") or ""):
+        hosts.setdefault(record["id"], _host(record))
+    snapshots = [_snapshot(r) for r in _of(records, "snap")]
+    for snap in _by_age(snapshots):
         if snap["host_id"] in hosts:
             hosts[snap["host_id"]]["snapshots"].append(snap["id"])
     return {"hosts": list(hosts.values()), "snapshots": snapshots}
 
 
 def verb_create(s: Session, args: argparse.Namespace) -> dict[str, Any]:
-    for key, record in s.all_records().items():
-        if key.startswith("host:") and record.get("name") == args.name:
-            raise ShimError("conflict", f"host {args.name!r} already exists (stopped)")
+    if _of(s.all_records(), "host", name=args.name):
+        raise ShimError("conflict", f"host {args.name!r} already exists (stopped)")
     image_label = args.image or "debian_slim"
     if args.from_snapshot:
         snap = s.get(f"snap:{args.from_snapshot}")
@@ -294,18 +303,15 @@ def verb_create(s: Session, args: argparse.Namespace) -> dict[str, Any]:
         image_label = f"snapshot:{snap['name']}"
     else:
         image = s.image(args.image)
-    spec = _spec_from_args(args)
-    tags = {
-        **dict(_pair(t) for t in args.tag),
-        HOST_ID: args.host_id,
-        HOST_NAME: args.name,
-        PROVIDER: s.provider,
-        CREATED_AT: args.created_at,
-        IMAGE: image_label,
-        **_spec_tags(spec),
+    record = {
+        "id": args.host_id,
+        "name": args.name,
+        "created_at": args.created_at,
+        "image": image_label,
+        "tags": dict(_pair(tag) for tag in args.tag),
+        "spec": {key: getattr(args, key) for key in SPEC_TAGS},
     }
-    sandbox = s.create_sandbox(args.name, image, tags, spec)
-    return _host_from_tags(sandbox.object_id, tags)
+    return s.launch(record, image)
 
 
 def verb_terminate(s: Session, args: argparse.Namespace) -> dict[str, Any]:
@@ -316,41 +322,35 @@ def verb_terminate(s: Session, args: argparse.Namespace) -> dict[str, Any]:
     forgotten = s.pop(f"host:{args.host_id}") is not None
     purged = []
     if args.purge:
-        for key, record in s.all_records().items():
-            if key.startswith("snap:") and record.get("host_id") == args.host_id:
-                s.pop(key)
-                purged.append(record["id"])
+        for record in _of(s.all_records(), "snap", host_id=args.host_id):
+            s.pop(f"snap:{record['id']}")
+            purged.append(record["id"])
     return {"terminated": terminated, "forgot_record": forgotten, "deleted_snapshots": purged}
 
 
-def _take_snapshot(
-    s: Session, sandbox: Any, tags: dict[str, str], args: argparse.Namespace, name: str
-) -> dict[str, Any]:
+def _take_snapshot(s: Session, args: argparse.Namespace) -> tuple[Any, dict[str, str], Any]:
+    """Snapshot the host's sandbox and record it: (sandbox, its tags, the record)."""
+    sandbox, tags = s.sandbox(args.sandbox_id, args.host_id)
     image = sandbox.snapshot_filesystem(timeout=args.snapshot_timeout)
     record = {
         "id": args.snapshot_id,
-        "name": name,
+        "name": args.name,
         "host": tags[HOST_NAME],
         "host_id": tags[HOST_ID],
         "created_at": args.created_at,
         "image_id": image.object_id,
     }
     s.put(f"snap:{args.snapshot_id}", record)
-    return record
+    return sandbox, tags, record
 
 
 def verb_snapshot(s: Session, args: argparse.Namespace) -> dict[str, Any]:
-    sandbox, tags = s.sandbox(args.sandbox_id, args.host_id)
-    return _snapshot(_take_snapshot(s, sandbox, tags, args, args.name))
+    return _snapshot(_take_snapshot(s, args)[2])
 
 
 def verb_list_snapshots(s: Session, args: argparse.Namespace) -> dict[str, Any]:
-    snaps = [
-        _snapshot(r)
-        for k, r in s.all_records().items()
-        if k.startswith("snap:") and (not args.host_id or r.get("host_id") == args.host_id)
-    ]
-    return {"snapshots": sorted(snaps, key=lambda r: r.get("created_at") or "")}
+    match = {"host_id": args.host_id} if args.host_id else {}
+    return {"snapshots": [_snapshot(r) for r in _by_age(_of(s.all_records(), "snap", **match))]}
 
 
 def verb_delete_snapshot(s: Session, args: argparse.Namespace) -> dict[str, Any]:
@@ -359,48 +359,26 @@ def verb_delete_snapshot(s: Session, args: argparse.Namespace) -> dict[str, Any]
 
 
 def verb_stop(s: Session, args: argparse.Namespace) -> dict[str, Any]:
-    sandbox, tags = s.sandbox(args.sandbox_id, args.host_id)
-    snap = _take_snapshot(s, sandbox, tags, args, args.name)
+    sandbox, tags, snap = _take_snapshot(s, args)
     record = {
-        "id": tags[HOST_ID],
-        "name": tags[HOST_NAME],
-        "created_at": tags.get(CREATED_AT),
-        "image": tags.get(IMAGE),
-        "tags": _user_tags(tags),
-        "spec": _spec_from_tags(tags),
+        **_record(tags),
         "stopped_at": _now(),
         "snapshot_id": snap["id"],
         "image_id": snap["image_id"],
     }
     s.put(f"host:{record['id']}", record)  # written before terminate: never lost in between
     sandbox.terminate()
-    return _host_from_record(record)
+    return _host(record)
 
 
 def verb_start(s: Session, args: argparse.Namespace) -> dict[str, Any]:
     record = s.get(f"host:{args.host_id}")
     if record is None:
         raise ShimError("not-found", f"no stopped host {args.host_id}")
-    snaps = [
-        r
-        for k, r in s.all_records().items()
-        if k.startswith("snap:") and r.get("host_id") == args.host_id
-    ]
-    latest = max(snaps, key=lambda r: r.get("created_at") or "", default=None)
-    image_id = latest["image_id"] if latest else record["image_id"]
-    spec = record.get("spec", {})
-    tags = {
-        **record.get("tags", {}),
-        HOST_ID: record["id"],
-        HOST_NAME: record["name"],
-        PROVIDER: s.provider,
-        CREATED_AT: record.get("created_at") or _now(),
-        **({IMAGE: record["image"]} if record.get("image") else {}),
-        **_spec_tags(spec),
-    }
-    sandbox = s.create_sandbox(record["name"], s.image(image_id), tags, spec)
+    snaps = _by_age(_of(s.all_records(), "snap", host_id=args.host_id))
+    host = s.launch(record, s.image(snaps[-1]["image_id"] if snaps else record["image_id"]))
     s.pop(f"host:{args.host_id}")
-    return _host_from_tags(sandbox.object_id, tags)
+    return host
 
 
 def verb_exec(s: Session, args: argparse.Namespace) -> int:
@@ -482,43 +460,32 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    common.add_argument("--app", required=True)
-    common.add_argument("--dict", required=True)
-    common.add_argument("--provider", required=True)
+    for flag in ("--app", "--dict", "--provider"):
+        common.add_argument(flag, required=True)
     common.add_argument("--environment")
     root = _Parser(prog="python -m mngr_backends.modal_shim")
     verbs = root.add_subparsers(dest="verb", required=True, parser_class=_Parser)
     sub = {name: verbs.add_parser(name, parents=[common]) for name in VERBS}
-    for name in ("create",):
-        p = sub[name]
-        p.add_argument("--name", required=True)
-        p.add_argument("--host-id", required=True)
-        p.add_argument("--created-at", required=True)
-        p.add_argument("--image")
-        p.add_argument("--from-snapshot")
-        p.add_argument("--cpus", type=float)
-        p.add_argument("--memory-mib", type=int)
-        p.add_argument("--gpu")
-        p.add_argument("--timeout", type=int)
-        p.add_argument("--region")
-        p.add_argument("--tag", action="append", default=[])
-    for name in ("terminate", "destroy"):
-        sub[name].add_argument("--host-id", required=True)
-        sub[name].add_argument("--purge", action="store_true")
-    for name in ("snapshot", "stop"):
-        p = sub[name]
-        p.add_argument("--sandbox-id", required=True)
-        p.add_argument("--host-id", required=True)
-        p.add_argument("--snapshot-id", required=True)
-        p.add_argument("--name", required=True)
-        p.add_argument("--created-at", required=True)
-        p.add_argument("--snapshot-timeout", type=int, default=55)
-    sub["list-snapshots"].add_argument("--host-id")
-    sub["delete-snapshot"].add_argument("--snapshot-id", required=True)
-    sub["start"].add_argument("--host-id", required=True)
-    sub["exec"].add_argument("--sandbox-id", required=True)
-    sub["exec"].add_argument("--tty", action="store_true")
-    sub["exec"].add_argument("--detach", action="store_true")
+
+    def add(names: str, *flags: str, **how: Any) -> None:
+        for name in names.split():
+            for flag in flags:
+                sub[name].add_argument(flag, **how)
+
+    add("create terminate destroy snapshot stop start", "--host-id", required=True)
+    add("create snapshot stop", "--name", "--created-at", required=True)
+    add("snapshot stop exec", "--sandbox-id", required=True)
+    add("snapshot stop delete-snapshot", "--snapshot-id", required=True)
+    add("snapshot stop", "--snapshot-timeout", type=int, default=55)
+    add("create", "--image", "--from-snapshot", "--gpu")
+    add("create", "--cpus", dest="cpu", type=float)
+    add("create", "--memory-mib", dest="memory", type=int)
+    add("create", "--timeout", type=int)
+    add("create", "--region", type=_region)
+    add("create", "--tag", action="append", default=[])
+    add("terminate destroy", "--purge", action="store_true")
+    add("list-snapshots", "--host-id")
+    add("exec", "--tty", "--detach", action="store_true")
     sub["exec"].add_argument("argv", nargs=argparse.REMAINDER)
     return root
 
@@ -527,30 +494,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _kind_of(exc: BaseException) -> str:
-    """Classify an SDK exception by its class names (stable across SDK versions)."""
     if isinstance(exc, ShimError):
         return exc.kind
     names = {cls.__name__ for cls in type(exc).__mro__}
-    if names & {"AuthError", "PermissionDeniedError"}:
-        return "unauthorised"
-    if "NotFoundError" in names:
-        return "not-found"
-    if "AlreadyExistsError" in names:
-        return "conflict"
-    if names & {"ConnectionError", "ServiceError", "TimeoutError", "OSError"}:
-        return "unreachable"
-    if "GRPCError" in names:  # older SDKs let grpclib errors through
+    for classes, kind in SDK_ERRORS:
+        if names & classes:
+            return kind
+    if "GRPCError" in names:
         status = str(getattr(exc, "_grpc_status", getattr(exc, "status", "")))
-        for word, kind in (
-            ("UNAUTHENTICATED", "unauthorised"),
-            ("PERMISSION_DENIED", "unauthorised"),
-            ("NOT_FOUND", "not-found"),
-            ("ALREADY_EXISTS", "conflict"),
-            ("UNAVAILABLE", "unreachable"),
-            ("DEADLINE_EXCEEDED", "unreachable"),
-        ):
-            if word in status:
-                return kind
+        return next((kind for word, kind in GRPC_STATUSES.items() if word in status), "error")
     return "error"
 
 

@@ -188,12 +188,6 @@ def test_exec_runs_the_shim_attached_with_the_sandbox_id() -> None:
     ]
 
 
-def test_exec_on_a_stopped_host_says_how_to_start_it() -> None:
-    stopped = running().model_copy(update={"state": HostState.STOPPED, "handle": None})
-    with pytest.raises(MngrError, match="it is stopped; run 'mngr host start web' first"):
-        backend().exec_command(stopped, ["true"])
-
-
 def test_stop_and_start_of_a_host_already_there_do_nothing() -> None:
     stopped = running().model_copy(update={"state": HostState.STOPPED})
     assert backend().stop_plan(stopped).steps == []
@@ -272,13 +266,13 @@ def test_unauthorised_with_token_env_names_points_at_them(fp, tokens) -> None:
 
 def test_garbage_json_is_bad_output(fp) -> None:
     fp.register(shim_call("list"), stdout="<html>502 Bad Gateway</html>\n")
-    with pytest.raises(VendorOutputError, match="modal shim list printed unreadable output"):
+    with pytest.raises(VendorOutputError, match="`modal shim list` printed output mngr cannot"):
         backend().list_hosts()
 
 
 def test_json_of_the_wrong_shape_is_bad_output(fp) -> None:
     fp.register(shim_call("list"), stdout='{"hosts": [{"name": "no id"}]}')
-    with pytest.raises(VendorOutputError, match="unreadable host"):
+    with pytest.raises(VendorOutputError, match=r"cannot read \(hosts.0.id is required\)"):
         backend().list_hosts()
 
 

@@ -93,6 +93,23 @@ def test_the_whole_lifecycle(cli, modal_settings, fake_modal) -> None:
     assert gone.exit_code == 0 and "nothing to do" in gone.stderr
 
 
+def test_a_stopped_host_says_it_cannot_be_snapshotted_and_is_refused_early(
+    cli, modal_settings, fake_modal
+) -> None:
+    assert cli("host", "create", "web", "-p", "cloud").exit_code == 0
+    assert cli("host", "stop", "web").exit_code == 0
+    reason = "it is stopped; run 'mngr host start web' first"
+    assert hosts(cli)["web"]["unsupported"] == {"snapshot": reason}
+    calls = len(fake_modal.calls())
+    refused = cli("host", "snapshot", "create", "web", "--name", "later")
+    assert refused.exit_code == 2
+    assert refused.stderr == f"error: host 'web.cloud' cannot snapshot: {reason}\n"
+    # The host was listed to resolve it; the shim's snapshot verb never ran.
+    assert {c["argv"][1] for c in fake_modal.calls()[calls:]} == {"list"}
+    assert cli("host", "start", "web").exit_code == 0
+    assert hosts(cli)["web"]["unsupported"] == {}
+
+
 def test_a_stopped_host_is_listed_with_the_others(cli, modal_settings) -> None:
     assert cli("host", "create", "a", "b", "-p", "cloud").exit_code == 0
     assert cli("host", "create", "here", "-p", "local").exit_code == 0

@@ -65,7 +65,9 @@ class CreateOptions(BaseModel):
     callers (it acts on the server's own machine: mounts, build contexts, as-is vendor flags).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    # Built on first use: only `host create` validates options, yet every backend module
+    # (imported to validate its settings) declares a model.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 @dataclass

@@ -38,14 +38,27 @@ class ProviderEntry:
     name: str
     raw: dict[str, Any]
     sources: list[str] = field(default_factory=list)  # files (or "built-in") it came from
-    config: ProviderConfig | None = None
     unavailable: str | None = None  # why it cannot be used (e.g. backend not installed)
     builtin: bool = False
     untrusted: dict[str, Path] = field(default_factory=dict)  # key -> untrusted file setting it
+    validated: bool = False
+    _config: ProviderConfig | None = field(default=None, repr=False)
 
     @property
     def backend(self) -> str:
         return str(self.raw.get("backend", ""))
+
+    @property
+    def pristine(self) -> bool:
+        """A built-in no settings file mentions: nothing of the user's to check, so it is
+        validated (and its backend module imported) only when something uses it."""
+        return self.sources == [BUILTIN]
+
+    @property
+    def config(self) -> ProviderConfig | None:
+        if not self.validated:
+            validate_entry(self)
+        return self._config
 
 
 @dataclass
@@ -278,16 +291,17 @@ def load(explicit: Path | None = None, *, check_trust: bool = True) -> Settings:
             f"{default_from}: default_provider {default!r} is not a configured provider"
         )
     for entry in merged.values():
-        validate_entry(entry)
-        if check_trust:
-            check_trusted(entry)
+        if not entry.pristine:
+            validate_entry(entry)
+            if check_trust:
+                check_trusted(entry)
     check_shared_state(merged)
     return settings
 
 
 def check_trusted(entry: ProviderEntry) -> None:
     """Refuse a key needing trust that an untrusted project file sets, before any use."""
-    if entry.config is None:
+    if not entry.untrusted or entry.config is None:
         return
     for key, path in entry.untrusted.items():
         if key in type(entry.config).needs_trust:
@@ -305,7 +319,10 @@ def check_shared_state(providers: dict[str, ProviderEntry]) -> None:
     from mngr.registry import load_backend
 
     seen: dict[str, ProviderEntry] = {}
+    configured = {e.backend for e in providers.values() if not e.pristine}
     for entry in providers.values():
+        if entry.pristine and entry.backend not in configured:
+            continue  # no other provider of its backend to share with
         if entry.config is None or not entry.config.enabled:
             continue
         key = load_backend(entry.backend).shared_state_key(entry.config)
@@ -325,6 +342,7 @@ def validate_entry(entry: ProviderEntry) -> None:
     from mngr.errors import did_you_mean, validation_message
     from mngr.registry import is_known, load_backend
 
+    entry.validated = True
     origin = Path(entry.sources[-1]) if entry.sources[-1] != BUILTIN else None
     backend = entry.raw.get("backend")
     if not isinstance(backend, str) or not backend:
@@ -343,7 +361,7 @@ def validate_entry(entry: ProviderEntry) -> None:
     model = load_backend(backend).config_model
     _refuse_url_passwords(entry, origin)
     try:
-        entry.config = model.model_validate(entry.raw)
+        entry._config = model.model_validate(entry.raw)
     except ValidationError as exc:
         errors = exc.errors()
         # An unknown key first: `regoin` explains the missing `region`, not the other way round.

@@ -29,7 +29,6 @@ kinds (see `STATUS_OF`); bad input is always a 4xx, never a 500.
 """
 
 import hmac
-import ipaddress
 import logging
 import os
 import resource
@@ -91,6 +90,7 @@ from mngr.names import PROVIDER_NAME_RE
 from mngr.records import Host, Snapshot
 from mngr.runner import Runner
 from mngr.service import Service
+from mngr.toolkit.http import is_loopback
 
 log = logging.getLogger("mngr.server")
 
@@ -606,15 +606,6 @@ def parse_listen(listen: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise UsageError(f"invalid --listen {listen!r}: the port must be 0 to 65535")
     return host, port
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name other than localhost may resolve anywhere
 
 
 def _bind(host: str, port: int, backlog: int) -> socket.socket:

@@ -16,7 +16,7 @@ M = TypeVar("M", bound=BaseModel)
 class Lenient(BaseModel):
     """Unknown fields ignored; fields may be given by alias or by name."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
 
 
 def _unreadable(command: str, problem: str, text: str) -> VendorOutputError:

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from mngr import paths
 from mngr.backend import Backend, CreateOptions, CreateRequest, Listing, ProviderConfig
@@ -35,7 +35,7 @@ from mngr.names import check_host_name, new_snapshot_id
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState, Snapshot, utc_now
 from mngr.runner import Command
-from mngr.toolkit.vendor_json import Lenient
+from mngr.toolkit.vendor_json import HostFields, Lenient
 
 META = ".mngr"
 RECORD = "host.json"
@@ -51,16 +51,8 @@ class LocalCreateOptions(CreateOptions):
     pass
 
 
-class HostRecord(Lenient):
+class HostRecord(HostFields):
     """What <name>/.mngr/host.json says of its host (and `provider`, checked apart)."""
-
-    id: str
-    name: str
-    state: HostState = HostState.UNKNOWN
-    image: str | None = None
-    created_at: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
-    snapshots: list[str] = Field(default_factory=list)
 
 
 class SnapshotRecord(Lenient):

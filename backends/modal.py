@@ -61,7 +61,7 @@ from mngr.runner import Command, Completed
 from mngr.toolkit import vendor_json
 from mngr.toolkit.argv import Argv
 from mngr.toolkit.rules import Rule, classify
-from mngr.toolkit.vendor_json import Lenient
+from mngr.toolkit.vendor_json import HostFields, Lenient
 
 M = TypeVar("M", bound=Lenient)
 SHIM = "mngr_backends.modal_shim"
@@ -156,16 +156,9 @@ class ModalCreateOptions(CreateOptions):
 # --- what the shim prints -----------------------------------------------------------------
 
 
-class ShimHost(Lenient):
-    id: str
-    name: str
-    state: HostState = HostState.UNKNOWN
-    image: str | None = None
-    created_at: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
+class ShimHost(HostFields):
     resources: Resources = Field(default_factory=Resources)
     sandbox_id: str | None = None
-    snapshots: list[str] = Field(default_factory=list)
 
     def record(self, backend: ModalBackend) -> Host:
         sandbox = self.sandbox_id

@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,9 @@ class Layer:
     label: str  # "built-in", "user", "project", "local", "MNGR_CONFIG", "--config"
     path: Path | None
     required: bool = False  # a file named explicitly must exist
+
+
+_VALIDATING = threading.RLock()
 
 
 @dataclass
@@ -57,7 +61,10 @@ class ProviderEntry:
     @property
     def config(self) -> ProviderConfig | None:
         if not self.validated:
-            validate_entry(self)
+            with _VALIDATING:  # threads of one fan-out may ask at once
+                if not self.validated:
+                    validate_entry(self)
+                    self.validated = True
         return self._config
 
 
@@ -293,6 +300,7 @@ def load(explicit: Path | None = None, *, check_trust: bool = True) -> Settings:
     for entry in merged.values():
         if not entry.pristine:
             validate_entry(entry)
+            entry.validated = True
             if check_trust:
                 check_trusted(entry)
     check_shared_state(merged)
@@ -342,7 +350,6 @@ def validate_entry(entry: ProviderEntry) -> None:
     from mngr.errors import did_you_mean, validation_message
     from mngr.registry import is_known, load_backend
 
-    entry.validated = True
     origin = Path(entry.sources[-1]) if entry.sources[-1] != BUILTIN else None
     backend = entry.raw.get("backend")
     if not isinstance(backend, str) or not backend:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mngr.errors import VendorOutputError, validation_message
+from mngr.records import HostState
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -17,6 +18,19 @@ class Lenient(BaseModel):
     """Unknown fields ignored; fields may be given by alias or by name."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
+
+
+class HostFields(Lenient):
+    """A host as mngr itself writes it down (a local record file, the Modal shim's output),
+    read back leniently; a backend subclasses it with what else it keeps."""
+
+    id: str
+    name: str
+    state: HostState = HostState.UNKNOWN
+    image: str | None = None
+    created_at: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    snapshots: list[str] = Field(default_factory=list)
 
 
 def _unreadable(command: str, problem: str, text: str) -> VendorOutputError:

@@ -589,7 +589,9 @@ class SshBackend(Backend):
 
         def release(ctx: Context) -> None:
             if "machine" in ctx:  # never another host's claim (the script checks the id)
-                self.run(self.spec.release(ctx["machine"], request.host_id, name))
+                # An undo runs to its end even after Ctrl-C, which cancels everything else.
+                command = self.spec.release(ctx["machine"], request.host_id, name)
+                self.run(command, cancellable=False)
 
         def check_name_unique(ctx: Context) -> None:
             others = [m for m in self.config.machines if m != ctx["machine"]]

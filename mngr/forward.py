@@ -164,11 +164,13 @@ class Forward:
 
     def __init__(
         self,
+        host: str,
         route: Route,
         pairs: list[PortPair],
         address: str,
         report: Callable[[str], None] = lambda _: None,
     ) -> None:
+        self.host = host  # NAME.PROVIDER, for messages
         self.route = route
         self.pairs = pairs
         self.address = address
@@ -204,6 +206,15 @@ class Forward:
             raise
         return [bound for _, bound in self.listeners]
 
+    def run(self, announce: Callable[[list[Listener]], None]) -> None:
+        """Open, `announce` the bound ports, serve until Ctrl-C (KeyboardInterrupt, raised on),
+        and close in every case."""
+        try:
+            announce(self.open())
+            self.serve()
+        finally:
+            self.close()
+
     def serve(self, until: threading.Event | None = None) -> None:
         """Accept connections until `until` is set (or Ctrl-C)."""
         by_fd = {sock.fileno(): (sock, bound) for sock, bound in self.listeners}
@@ -227,7 +238,9 @@ class Forward:
         try:
             proc = _spawn(command.argv, conn.fileno(), conn.fileno(), subprocess.PIPE, env=env)
         except OSError as exc:
-            self.report(f"port {remote}: cannot run {command.argv[0]!r}: {exc.strerror}")
+            self.report(
+                f"{self.host} port {remote}: cannot run {command.argv[0]!r}: {exc.strerror}"
+            )
             return
         finally:
             conn.close()  # the command holds the connection now
@@ -244,14 +257,14 @@ class Forward:
             self._procs.discard(proc)
         if proc.returncode != 0 and not self._closing.is_set():
             why = first_line(_last(text)) or exit_status(proc.returncode)
-            self.report(f"port {remote}: connection closed: {why}")
+            self.report(f"{self.host} port {remote}: connection closed: {why}")
 
     def _direct(self, conn: socket.socket, remote: int) -> None:
         try:
             peer = socket.create_connection((REMOTE, remote))
         except OSError as exc:
             conn.close()
-            self.report(f"port {remote}: connection closed: {exc.strerror}")
+            self.report(f"{self.host} port {remote}: connection closed: {exc.strerror}")
             return
         with self._lock:
             self._sockets.update((conn, peer))
@@ -263,6 +276,14 @@ class Forward:
             self._sockets.difference_update((conn, peer))
         conn.close()
         peer.close()
+
+    def record(self) -> dict[str, object]:
+        """What `host forward --format json` prints first: where each port is bound."""
+        forwards = [
+            {"address": b.address, "port": b.port, "remote_port": b.remote}
+            for _, b in self.listeners
+        ]
+        return {"host": self.host, "forwards": forwards}
 
     def close(self) -> None:
         """Stop listening, end every connection and process this forward started."""

@@ -267,7 +267,7 @@ class Service:
             route: SshRoute | TransportRoute = SshRoute(endpoint, backend.classify)
         else:
             route = TransportRoute(lambda port: backend.port_command(host, port))
-        return Forward(route, pairs, address, report)
+        return Forward(host.ref, route, pairs, address, report)
 
     def ssh_config(self, refs: list[str], provider: str | None = None) -> SshConfigText:
         """`Host` stanzas for the hosts (every host when none is named) with an ssh endpoint;

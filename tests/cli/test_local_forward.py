@@ -36,7 +36,7 @@ def test_forward_to_a_local_host_relays_requests_uploads_and_a_closed_port(
             assert fw.upload(sink_port.port, data) == hashlib.sha256(data).hexdigest()
             assert fw.refused_or_closed(shut.port)
             assert fw.wait_for(lambda: messages) == [
-                f"port {closed}: connection closed: Connection refused"
+                f"web.local port {closed}: connection closed: Connection refused"
             ]
             assert fw.get(web.port) == files["index.html"]
         assert fw.port_is_free(web.port)
@@ -47,3 +47,13 @@ def test_forward_to_a_stopped_host_is_refused(mngr) -> None:  # noqa: ANN001
     assert mngr("host", "stop", "web").exit_code == 0
     with pytest.raises(MngrError, match="is stopped; start it first"):
         service().forward("web", ["8080"])
+
+
+def test_sigint_ends_a_local_forward_and_frees_the_port(mngr, tmp_path: Path) -> None:  # noqa: ANN001
+    assert mngr("host", "create", "web").exit_code == 0
+    fw.site(tmp_path / "site")
+    with fw.http_server(tmp_path / "site") as port:
+        proc, first = fw.start_forward_process("web", str(port))
+        [bound] = first["forwards"]
+        assert fw.get(bound["port"])
+        fw.sigint_leaves_nothing(proc, bound["port"], processes=0)  # relays are threads

@@ -54,6 +54,20 @@ def test_forward_to_a_container_relays_concurrent_requests_and_large_bodies(
         assert fw.upload(sink.port, data).split()[0] == hashlib.sha256(data).hexdigest()
         assert fw.refused_or_closed(closed.port)
         [message] = fw.wait_for(lambda: messages)
-        assert message.startswith("port 8081: connection closed: ")
+        assert message.startswith("web.dk-") and " port 8081: connection closed: " in message
+        assert message.endswith("Connection refused")
         assert fw.get(web.port) == index  # the forward keeps running
     assert fw.port_is_free(web.port)
+
+
+def test_sigint_ends_the_forward_and_its_docker_exec_and_frees_the_port(
+    docker_env: DockerEnv,
+    mngr,  # noqa: ANN001
+) -> None:
+    run = start_servers(docker_env, mngr)
+    proc, first = fw.start_forward_process("web", "0:8080")
+    [bound] = first["forwards"]
+    relay = "nc 127.0.0.1 8080"
+    fw.sigint_leaves_nothing(proc, bound["port"], 1, relaying=lambda: relay in run("ps"))
+    # and inside the container, the relay's nc ends too (its stdin closed with docker exec)
+    assert fw.wait_for(lambda: relay not in run("ps"), timeout=30)

@@ -75,6 +75,23 @@ def test_forward_relays_concurrent_requests_and_large_bodies(
             assert fw.upload(sink_port.port, data) == hashlib.sha256(data).hexdigest()
             assert fw.refused_or_closed(closed_port.port)
             [message] = fw.wait_for(lambda: messages)
-            assert message.startswith(f"port {closed}: connection closed: ")
+            assert message.startswith(f"web.pool port {closed}: connection closed: ")
             assert fw.get(open_port.port) == files["index.html"]  # still forwarding
         assert fw.port_is_free(open_port.port)
+
+
+def test_sigint_ends_the_forward_its_ssh_processes_and_frees_the_port(
+    sshd_pool,
+    mngr,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    sshd_pool(1)
+    assert mngr("host", "create", "web", "-p", "pool").exit_code == 0
+    fw.site(tmp_path / "site")
+    with fw.http_server(tmp_path / "site") as port:
+        proc, first = fw.start_forward_process("web", str(port))
+        [bound] = first["forwards"]
+        assert first["host"] == "web.pool" and bound["remote_port"] == port
+        assert bound["address"] == "127.0.0.1"
+        assert len(fw.get_concurrently(bound["port"])) == fw.REQUESTS
+        fw.sigint_leaves_nothing(proc, bound["port"], processes=2)  # the master, one -W

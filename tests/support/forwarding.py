@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -160,7 +160,13 @@ def served(forward: Any) -> Iterator[list[Any]]:
 def start_forward_process(*args: str, env: dict[str, str] | None = None) -> tuple[Any, dict]:
     """`mngr host forward ARGS --format json` as its own process: (process, first JSON line)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mngr", "host", "forward", *args, "--format", "json"],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("forward_main.py")),
+            *args,
+            "--format",
+            "json",
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -226,3 +232,21 @@ def wait_for(condition: Any, timeout: float = 20) -> Any:
             raise AssertionError("timed out waiting")
         time.sleep(0.05)
     return value
+
+
+def sigint_leaves_nothing(
+    proc: subprocess.Popen[str],
+    local_port: int,
+    processes: int,
+    relaying: Callable[[], bool] = lambda: True,
+) -> None:
+    """With a connection held open through the forward (its relay running), SIGINT to the
+    forward's process ends it and every process it started (`processes` of them: the ssh
+    master and the connection's relay), and frees the port."""
+    with held_open(local_port):
+        wait_for(lambda: len(children(proc.pid)) >= processes and relaying())
+        started = children(proc.pid)
+        code, err = interrupt(proc)
+    assert code == 130, err
+    assert wait_for(lambda: not alive(started), timeout=10)
+    assert port_is_free(local_port)

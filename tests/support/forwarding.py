@@ -243,10 +243,15 @@ def sigint_leaves_nothing(
     """With a connection held open through the forward (its relay running), SIGINT to the
     forward's process ends it and every process it started (`processes` of them: the ssh
     master and the connection's relay), and frees the port."""
-    with held_open(local_port):
-        wait_for(lambda: len(children(proc.pid)) >= processes and relaying())
-        started = children(proc.pid)
-        code, err = interrupt(proc)
+    try:
+        with held_open(local_port):
+            wait_for(lambda: len(children(proc.pid)) >= processes and relaying())
+            started = children(proc.pid)
+            code, err = interrupt(proc)
+    finally:
+        if proc.poll() is None:  # the test failed before the interrupt: leave nothing running
+            proc.kill()
+            proc.wait(timeout=10)
     assert code == 130, err
     assert wait_for(lambda: not alive(started), timeout=10)
     assert port_is_free(local_port)

@@ -443,6 +443,72 @@ def host_shell(name: str, provider: str | None) -> None:
     _exit(_run_attached(_service().shell_command(name, provider, tty=tty)))
 
 
+@host_app.command(
+    "forward",
+    epilog=_examples(
+        "mngr host forward web-1 8080", "mngr host forward web-1 9000:8080 0:5432 -f json"
+    ),
+)
+@argument("name", "Host whose ports to reach.")
+@argument(
+    "ports",
+    "[LOCAL_PORT:]REMOTE_PORT (LOCAL_PORT 0 or omitted: a free port).",
+    nargs=-1,
+    required=True,
+)
+@provider_opt
+@option("--address", default="127.0.0.1", help="Local address to listen on (default: 127.0.0.1).")
+@fmt_opt
+def host_forward(
+    name: str, ports: tuple[str, ...], provider: str | None, address: str, fmt: str
+) -> None:
+    """Relay local ports to ports inside a host until Ctrl-C."""
+    from mngr import output
+    from mngr.errors import EXIT_INTERRUPTED
+    from mngr.records import SCHEMA_VERSION
+
+    _check_format(fmt)
+    forward = _service().forward(
+        name, list(ports), provider, address=address, report=output.message
+    )
+
+    def announce(bound: list[Any]) -> None:
+        if fmt == "table":
+            output.out(
+                "".join(f"{b.address}:{b.port} -> {forward.host}:{b.remote}\n" for b in bound)
+            )
+        else:
+            output.emit_json({"schema_version": SCHEMA_VERSION, **forward.record()})
+
+    try:
+        forward.run(announce)
+    except KeyboardInterrupt:  # Ctrl-C is how a forward ends: every relay is closed by now
+        _exit(EXIT_INTERRUPTED)
+
+
+@host_app.command(
+    "ssh-config",
+    epilog=_examples("mngr host ssh-config >> ~/.ssh/config.d/mngr", "mngr host ssh-config web-1"),
+)
+@argument("names", "Hosts (default: every host).", nargs=-1)
+@provider_opt
+def host_ssh_config(names: tuple[str, ...], provider: str | None) -> None:
+    """Print ssh_config Host stanzas for hosts with an ssh endpoint (ssh pool, aws)."""
+    from mngr import output
+    from mngr.errors import EXIT_PARTIAL
+
+    result = _service().ssh_config(list(names), provider)
+    output.out(result.text)
+    for ref, why in result.skipped:
+        output.message(f"{ref}: skipped: {why}")
+    for row in result.errors:
+        output.error(f"provider {row.provider}: {row.message}")
+    if result.errors:
+        _exit(EXIT_PARTIAL)
+    if names and result.skipped:
+        _exit(1)
+
+
 # --- snapshots --------------------------------------------------------------------------
 
 

@@ -162,7 +162,10 @@ def start_forward_process(*args: str, env: dict[str, str] | None = None) -> tupl
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(Path(__file__).with_name("forward_main.py")),
+            "-m",
+            "mngr",
+            "host",
+            "forward",
             *args,
             "--format",
             "json",

@@ -57,9 +57,16 @@ class Command(click.Command):
 
 class Group(click.Group):
     command_class = Command
+    aliases = {"ls": "list", "rm": "destroy"}  # the names a shell user types first
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)  # in the order they were added, `create` first
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        found = super().get_command(ctx, name)
+        if found is None and name in self.aliases:
+            found = super().get_command(ctx, self.aliases[name])
+        return found
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         Command.format_options(self, ctx, formatter)  # type: ignore[arg-type]
@@ -231,6 +238,7 @@ _CREATE_OPTIONS = _decorate(
     ),
     dry_run_opt,
     fmt_opt,
+    option("--quiet", "-q", is_flag=True, help="Print the new hosts' ids only."),
 )
 
 
@@ -246,6 +254,7 @@ def host_create(
     gpu: str | None,
     dry_run: bool,
     fmt: str,
+    quiet: bool,
     **backend_flags: Any,
 ) -> None:
     """Create hosts."""
@@ -272,7 +281,9 @@ def host_create(
         return
     outcomes = service.run(batch)
     created = [o.value for o in outcomes if o.error is None]
-    if created:
+    if created and quiet:
+        output.out("".join(f"{host.id}\n" for host in created))
+    elif created:
         output.render_hosts(created, [], fmt)
     _finish(outcomes, [job.label for job in batch.jobs], "create")
 
@@ -304,7 +315,7 @@ register_create(with_backend_flags=False)  # its place in the listing: first
 )
 @providers_opt
 @option("--state", default=None, help="Only hosts in this state.")
-@option("--tag", "-t", multiple=True, help="Only hosts with KEY=VALUE.")
+@option("--tag", "-t", multiple=True, help="Only hosts with KEY=VALUE (or with KEY at all).")
 @fmt_opt
 @option("--quiet", "-q", is_flag=True, help="Print names only.")
 def host_list(
@@ -313,7 +324,7 @@ def host_list(
     """List hosts of every provider (or the given ones)."""
     from mngr import output
     from mngr.errors import EXIT_PARTIAL
-    from mngr.names import parse_tags
+    from mngr.names import parse_tag_filters
     from mngr.records import HostState
 
     _check_format(fmt)
@@ -321,7 +332,8 @@ def host_list(
         raise UsageError(
             f"invalid --state {state!r}: use one of {', '.join(s.value for s in HostState)}"
         )
-    result = _service().list_hosts(list(provider) or None, state=state, tags=parse_tags(list(tag)))
+    tags = parse_tag_filters(list(tag))
+    result = _service().list_hosts(list(provider) or None, state=state, tags=tags)
     output.render_hosts(result.hosts, result.errors, fmt, quiet)
     if result.errors:
         _exit(EXIT_PARTIAL)
@@ -334,10 +346,11 @@ def _run_on_hosts(
     provider: str | None,
     dry_run: bool,
     missing_ok: bool = False,
+    yes: bool | None = None,
     **how: Any,
 ) -> None:
     """Run one plan per host; `verb` names a failure (`destroy a.local: ...`), `done` a
-    success (`destroyed: a.local`)."""
+    success (`destroyed: a.local`). `yes` not None: ask first, naming the hosts found."""
     from mngr import output
 
     service = _service()
@@ -347,11 +360,32 @@ def _run_on_hosts(
     if dry_run:
         _print_batch(batch)
         return
+    if not batch.jobs:
+        return
+    if yes is not None:
+        _confirm(f"{verb} {', '.join(job.label for job in batch.jobs)}", yes)
     outcomes = service.run(batch)
     for outcome, job in zip(outcomes, batch.jobs, strict=True):
         if outcome.error is None:
             output.message(f"{done}: {job.label}")
     _finish(outcomes, [job.label for job in batch.jobs], verb)
+
+
+@host_app.command("show", epilog=_examples("mngr host show web-1", "mngr host show web-1 -f json"))
+@argument("name", "Host: NAME, NAME.PROVIDER or host id.")
+@provider_opt
+@fmt_opt
+def host_show(name: str, provider: str | None, fmt: str) -> None:
+    """Show one host in full."""
+    from mngr import output
+    from mngr.records import SCHEMA_VERSION
+
+    _check_format(fmt)
+    host = _service().resolve_host(name, provider)
+    if fmt == "table":
+        output.render_mapping(host.model_dump(mode="json"))
+    else:
+        output.emit_json({"schema_version": SCHEMA_VERSION, "host": host.model_dump(mode="json")})
 
 
 @host_app.command("destroy", epilog=_examples("mngr host destroy web-1 --yes"))
@@ -360,6 +394,7 @@ def _run_on_hosts(
 @yes_opt
 @option("--force", is_flag=True, help="Destroy even if running.")
 @option("--purge", is_flag=True, help="Delete its snapshots too.")
+@option("--missing-ok", is_flag=True, help="A host that does not exist is not an error.")
 @dry_run_opt
 def host_destroy(
     names: tuple[str, ...],
@@ -367,18 +402,18 @@ def host_destroy(
     yes: bool,
     force: bool,
     purge: bool,
+    missing_ok: bool,
     dry_run: bool,
 ) -> None:
-    """Destroy hosts. A host that does not exist is not an error."""
-    if not dry_run:
-        _confirm(f"destroy {', '.join(names)}", yes)
+    """Destroy hosts (asks first, naming the hosts it found)."""
     _run_on_hosts(
         "destroy",
         "destroyed",
         list(names),
         provider,
         dry_run,
-        missing_ok=True,
+        missing_ok=missing_ok,
+        yes=yes,
         force=force,
         purge=purge,
     )
@@ -678,16 +713,45 @@ def provider_add(name: str, backend: str, set_: tuple[str, ...], scope: str) -> 
 
 
 @provider_app.command("remove", epilog=_examples("mngr provider remove gpu-box --yes"))
-@argument("name", "Provider to remove.")
+@argument("names", "Providers to remove.", nargs=-1, required=True)
 @option("--scope", default="user", help="user, project or local.")
+@option("--force", is_flag=True, help="Remove even if it has hosts (they are left running).")
 @yes_opt
-def provider_remove(name: str, scope: str, yes: bool) -> None:
-    """Remove a provider from a settings file."""
+def provider_remove(names: tuple[str, ...], scope: str, force: bool, yes: bool) -> None:
+    """Remove providers from a settings file. A provider with hosts is kept unless --force:
+    its hosts would keep running (and costing) with no mngr command to reach them."""
     from mngr import output, settings_file
+    from mngr.errors import ConfigError, ConflictError, MngrError, NotFoundError
 
-    _confirm(f"remove provider {name!r}", yes)
-    path = settings_file.remove_provider(name, scope)
-    output.message(f"removed provider {name!r} from {path}")
+    try:
+        service = _service()
+    except ConfigError as exc:  # settings that do not load: removing may be the fix
+        output.message(f"not checking for hosts: the settings do not load ({exc})")
+        service = None
+    left: list[str] = []
+    for name in names if service is not None else ():
+        try:
+            hosts = service.hosts_of_provider(name)
+        except NotFoundError:
+            hosts = []  # not configured: removing it says so, naming the file
+        except MngrError as exc:
+            if not force:
+                raise type(exc)(f"{exc}; remove it anyway with --force") from None
+            hosts = []
+        if hosts and not force:
+            refs = ", ".join(h.name for h in hosts)
+            raise ConflictError(
+                f"provider {name!r} has {len(hosts)} host(s): {refs}; destroy them first, or "
+                "pass --force to leave them running and unlisted"
+            )
+        left += [h.ref for h in hosts]
+    behind = (
+        f" (leaves {len(left)} host(s) running and unlisted: {', '.join(left)})" if left else ""
+    )
+    _confirm(f"remove provider {', '.join(names)}{behind}", yes)
+    for name in names:
+        path = settings_file.remove_provider(name, scope)
+        output.message(f"removed provider {name!r} from {path}")
 
 
 # --- config -----------------------------------------------------------------------------

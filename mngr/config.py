@@ -105,10 +105,13 @@ def read_toml(path: Path, *, required: bool) -> dict[str, Any] | None:
     return None if found is None else found[0]
 
 
-def read_settings(path: Path, *, required: bool) -> tuple[dict[str, Any], bytes] | None:
-    """A settings file's TOML and the very bytes it was parsed from (for the trust check)."""
+def read_settings(
+    path: Path, *, required: bool, text: str | None = None
+) -> tuple[dict[str, Any], bytes] | None:
+    """A settings file's TOML and the very bytes it was parsed from (for the trust check);
+    `text`: what the file would hold after an edit, read instead of the file."""
     try:
-        raw = path.read_bytes()
+        raw = path.read_bytes() if text is None else text.encode()
         text = raw.decode("utf-8-sig")  # -sig: a BOM some editors write is fine
     except FileNotFoundError:
         if required:
@@ -232,11 +235,17 @@ def builtin_providers() -> dict[str, dict[str, Any]]:
     return found
 
 
-def load(explicit: Path | None = None, *, check_trust: bool = True) -> Settings:
+def load(
+    explicit: Path | None = None,
+    *,
+    check_trust: bool = True,
+    edited: tuple[Path, str] | None = None,
+) -> Settings:
     """Read every layer, merge it, and validate each provider against its config model.
 
     `check_trust`: refuse a key that needs trust when an untrusted project file sets it
-    (off only for commands that show settings and reach nothing: `config show`)."""
+    (off only for commands that show settings and reach nothing: `config show`).
+    `edited`: (file, text): load as if that file held the text (an edit not yet written)."""
     from mngr import trust
 
     all_layers = layers(explicit)
@@ -248,7 +257,8 @@ def load(explicit: Path | None = None, *, check_trust: bool = True) -> Settings:
     for layer in all_layers:
         if layer.path is None:
             continue
-        found = read_settings(layer.path, required=layer.required)
+        text = edited[1] if edited and _same_file(edited[0], layer.path) else None
+        found = read_settings(layer.path, required=layer.required, text=text)
         if found is None:
             continue
         data, raw_bytes = found
@@ -305,6 +315,10 @@ def load(explicit: Path | None = None, *, check_trust: bool = True) -> Settings:
                 check_trusted(entry)
     check_shared_state(merged)
     return settings
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a == b or a.resolve() == b.resolve()
 
 
 def check_trusted(entry: ProviderEntry) -> None:

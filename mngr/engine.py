@@ -33,7 +33,7 @@ DEADLINE_MARGIN_S = 5.0
 
 
 # Error rows whose cause keeps its own exit code when a verb cannot resolve a host.
-_ROW_ERRORS: dict[str, type[MngrError]] = {
+ROW_ERRORS: dict[str, type[MngrError]] = {
     e.kind: e for e in (UnauthorisedError, VendorMissingError, ConfigError)
 }
 
@@ -190,7 +190,7 @@ class Engine:
             if relevant:
                 first = relevant[0]
                 # Keep what made the provider fail (e.g. not authorised: exit 5), not just that.
-                error = _ROW_ERRORS.get(first.kind, UnreachableError)
+                error = ROW_ERRORS.get(first.kind, UnreachableError)
                 raise error(
                     f"cannot tell whether host {ref!r} exists: provider {first.provider!r}: "
                     f"{first.message}"
@@ -211,7 +211,8 @@ class Engine:
         snaps, errors = self.list_snapshots([provider] if provider else None)
         matches = [s for s in snaps if ref in (s.id, s.name)]
         if len(matches) > 1:
-            raise UsageError(f"snapshot name {ref!r} is ambiguous; use its id")
+            options = ", ".join(f"{s.id} (of {s.host}.{s.provider})" for s in matches)
+            raise UsageError(f"snapshot name {ref!r} is ambiguous; use one of the ids: {options}")
         if matches:
             return matches[0]
         if errors:

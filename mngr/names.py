@@ -86,6 +86,18 @@ def parse_tag(text: str) -> tuple[str, str]:
     return check_tag(key.strip(), value)
 
 
+def parse_tag_filters(items: list[str] | None) -> dict[str, str | None]:
+    """`--tag` filters of list: KEY=VALUE must match; a bare KEY only has to be there."""
+    found: dict[str, str | None] = {}
+    for item in items or []:
+        if "=" in item:
+            key, value = parse_tag(item)
+            found[key] = value
+        else:
+            found[check_tag(item.strip(), "")[0]] = None
+    return found
+
+
 def parse_tags(items: list[str] | None) -> dict[str, str]:
     tags: dict[str, str] = {}
     for item in items or []:

@@ -182,10 +182,14 @@ def render_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, key: s
         table(columns, ([row.get(c) for c in columns] for row in rows))
 
 
-def render_mapping(values: dict[str, Any]) -> None:
-    """`key: value` lines (e.g. `provider show`)."""
+def render_mapping(values: dict[str, Any], indent: str = "") -> None:
+    """`key: value` lines (e.g. `provider show`); a table's keys one a line below it."""
     for key, value in values.items():
-        out(f"{key}: {safe_line(_cell(value))}\n")
+        if isinstance(value, dict) and value:
+            out(f"{indent}{safe_line(str(key))}:\n")
+            render_mapping(value, indent + "  ")
+        else:
+            out(f"{indent}{safe_line(str(key))}: {safe_line(_cell(value))}\n")
 
 
 def _cell(value: Any) -> str:

@@ -14,8 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from mngr.backend import Backend, Capability, CreateOptions, CreateRequest
 from mngr.config import Settings
-from mngr.engine import Engine, ListResult, Outcome
-from mngr.errors import ConflictError, MngrError, UsageError, validation_message
+from mngr.engine import ROW_ERRORS, Engine, ListResult, Outcome
+from mngr.errors import (
+    ConflictError,
+    MngrError,
+    NotFoundError,
+    UnreachableError,
+    UsageError,
+    validation_message,
+)
 from mngr.plan import Plan
 from mngr.records import Host, HostState, ProviderErrorRow, Snapshot, utc_now
 from mngr.resources import ResourceRequest
@@ -115,16 +122,29 @@ class Service:
         providers: list[str] | None = None,
         *,
         state: str | None = None,
-        tags: dict[str, str] | None = None,
+        tags: dict[str, str | None] | None = None,
     ) -> ListResult:
+        """Hosts of the providers (all when None); `tags`: KEY=VALUE must match, a KEY with
+        None only has to be there."""
         result = self.engine.list_hosts(providers or None)
         result.hosts = [
             h
             for h in result.hosts
             if (state is None or h.state == state)
-            and all(h.tags.get(k) == v for k, v in (tags or {}).items())
+            and all(k in h.tags and (v is None or h.tags[k] == v) for k, v in (tags or {}).items())
         ]
         return result
+
+    def hosts_of_provider(self, name: str) -> list[Host]:
+        """Every host a provider has; an error when it cannot tell (unreachable)."""
+        self.settings.provider(name)  # an unknown name is its own error
+        result = self.engine.list_hosts([name])
+        if result.errors:
+            row = result.errors[0]
+            raise ROW_ERRORS.get(row.kind, UnreachableError)(
+                f"cannot tell whether provider {name!r} has hosts: {row.message}"
+            )
+        return result.hosts
 
     def resolve_host(self, ref: str, provider: str | None = None) -> Host:
         return self.engine.resolve_host(ref, provider)
@@ -150,6 +170,8 @@ class Service:
             check_host_name(name)
         if len(set(names)) != len(names):
             raise UsageError("the same host name is given twice")
+        if from_snapshot and not provider:  # the snapshot says where its host can be made
+            provider = self.engine.resolve_snapshot(from_snapshot).provider
         provider = provider or self.settings.default_provider
         backend = self.engine.backend(provider)
         backend.require(Capability.CREATE)
@@ -315,6 +337,14 @@ class Service:
         backend.require(Capability.SNAPSHOT, host)
         if name:
             check_snapshot_name(name)
+            taken = [s for s in self.engine.list_snapshots([host.provider])[0] if s.name == name]
+            taken = [s for s in taken if s.host in (host.name, host.id)]
+            if taken:
+                raise ConflictError(
+                    f"host {host.ref!r} already has a snapshot named {name!r} ({taken[0].id}): "
+                    "choose another name, or delete it first: mngr host snapshot delete "
+                    f"{taken[0].id}"
+                )
         else:
             stamp = utc_now().replace(":", "").replace("-", "").lower()
             name = f"{host.name}-{stamp}"[:63]
@@ -332,8 +362,16 @@ class Service:
             if ref_provider:
                 providers = [ref_provider]
             snaps, errors = self.engine.list_snapshots(providers or None)
-            return [s for s in snaps if key in (s.host, s.id)], errors
+            snaps = [s for s in snaps if key in (s.host, s.id)]
+            if not snaps and not errors and not self._host_exists(key, providers):
+                raise NotFoundError(f"no host {host!r} and no snapshots of one")
+            return snaps, errors
         return self.engine.list_snapshots(providers or None)
+
+    def _host_exists(self, key: str, providers: list[str] | None) -> bool:
+        """True also when a provider cannot tell: that is no reason to say it does not."""
+        listing = self.engine.list_hosts(providers or None)
+        return bool(listing.errors) or any(key in (h.name, h.id) for h in listing.hosts)
 
     def prepare_snapshot_delete(self, refs: list[str], provider: str | None = None) -> Batch:
         batch = Batch()

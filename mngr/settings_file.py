@@ -5,6 +5,7 @@ rename), so an interrupted write leaves the old file intact."""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import tomllib
 from pathlib import Path
@@ -106,7 +107,27 @@ def _save(path: Path, original: str, doc: tomlkit.TOMLDocument, expected: list[s
         raise MngrError(f"{path}: not changed: the edit would not read back ({reason})") from None
     if sorted(written) != sorted(expected):
         raise MngrError(f"{path}: not changed: the edit would not read back as intended")
+    _check_loads(path, original, text)
     atomic_write(path, text)
+
+
+def _check_loads(path: Path, original: str, text: str) -> None:
+    """Refuse an edit after which mngr's settings would not load (every command would fail):
+    the same checks as loading, over every layer. Settings that do not load already are not
+    a reason to refuse: the edit may be the fix."""
+    from mngr import config
+
+    try:
+        config.load(check_trust=False, edited=(path, original))
+    except MngrError:
+        return
+    try:
+        config.load(check_trust=False, edited=(path, text))
+    except MngrError as exc:
+        reason = re.sub(rf"^{re.escape(str(path))}(:\d+)?: ", "", str(exc))
+        raise ConfigError(
+            f"{path}: not changed: afterwards the settings would not load: {reason}"
+        ) from None
 
 
 def add_provider(name: str, backend: str, settings: list[str], scope: str = "user") -> Path:

@@ -113,8 +113,10 @@ def test_destroy_purge_removes_snapshots_and_only_the_host_dir(mngr) -> None:
     assert folder_b.is_dir()
 
 
-def test_destroy_of_missing_host_is_not_an_error(mngr) -> None:
+def test_destroy_of_missing_host_is_exit_3_unless_missing_ok(mngr) -> None:
     result = mngr("host", "destroy", "ghost", "--yes")
+    assert result.exit_code == 3 and "no host 'ghost'" in result.stderr
+    result = mngr("host", "destroy", "ghost", "--yes", "--missing-ok")
     assert result.exit_code == 0 and "no such host" in result.stderr
 
 

@@ -1,0 +1,108 @@
+"""The CLI a person meets (issue 17): nothing orphaned, names that resolve, answers that tell
+the truth. Local provider only; each test in its own empty home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def settings(home: Path) -> Path:
+    return home / ".config" / "mngr" / "settings.toml"
+
+
+def test_provider_remove_refuses_while_it_has_hosts(mngr, isolated_home: Path) -> None:
+    assert mngr("provider", "add", "box", "--backend", "local").exit_code == 0
+    assert mngr("host", "create", "a", "b", "-p", "box").exit_code == 0
+    result = mngr("provider", "remove", "box", "--yes")
+    assert result.exit_code != 0
+    assert "has 2 host(s): a, b" in result.stderr and "--force" in result.stderr
+    assert "box" in settings(isolated_home).read_text()
+    assert mngr("host", "destroy", "a", "b", "--yes").exit_code == 0
+    assert mngr("provider", "remove", "box", "--yes").exit_code == 0
+
+
+def test_provider_remove_force_and_several_names(mngr, isolated_home: Path) -> None:
+    for name in ("p1", "p2"):
+        assert mngr("provider", "add", name, "--backend", "local").exit_code == 0
+    assert mngr("host", "create", "kept", "-p", "p1").exit_code == 0
+    assert mngr("provider", "remove", "p1", "p2", "--yes", "--force").exit_code == 0
+    text = settings(isolated_home).read_text()
+    assert "p1" not in text and "p2" not in text
+
+
+def test_provider_add_refuses_what_would_break_every_command(mngr, isolated_home: Path) -> None:
+    result = mngr("provider", "add", "local", "--backend", "docker")
+    assert result.exit_code == 2
+    assert "not changed" in result.stderr and "built-in provider" in result.stderr
+    assert (
+        not settings(isolated_home).exists() or "docker" not in settings(isolated_home).read_text()
+    )
+    assert mngr("provider", "list").exit_code == 0
+
+
+def test_provider_add_refuses_a_second_provider_on_the_same_folder(
+    mngr, isolated_home: Path, tmp_path: Path
+) -> None:
+    root = f"root={tmp_path / 'shared'}"
+    assert mngr("provider", "add", "one", "--backend", "local", "--set", root).exit_code == 0
+    result = mngr("provider", "add", "two", "--backend", "local", "--set", root)
+    assert result.exit_code == 2 and "one place" in result.stderr
+    assert "two" not in settings(isolated_home).read_text()
+    assert mngr("provider", "list").exit_code == 0
+
+
+def test_a_remote_exit_status_of_130_is_not_called_an_interruption(mngr) -> None:
+    assert mngr("host", "create", "h").exit_code == 0
+    result = mngr("host", "exec", "h", "--", "sh", "-c", "exit 130")
+    assert result.exit_code == 130 and "interrupted" not in result.stderr
+
+
+def test_exec_without_double_dash_says_where_the_command_goes(mngr) -> None:
+    assert mngr("host", "create", "h").exit_code == 0
+    result = mngr("host", "exec", "h", "ls", "-la")
+    assert result.exit_code == 2 and "after '--'" in result.stderr
+
+
+def test_snapshot_names_are_unique_per_host_and_ambiguity_lists_ids(mngr) -> None:
+    assert mngr("host", "create", "a", "b").exit_code == 0
+    first = mngr("host", "snapshot", "create", "a", "-n", "before", "-f", "json").json()
+    again = mngr("host", "snapshot", "create", "a", "-n", "before")
+    assert again.exit_code != 0 and "already has a snapshot named 'before'" in again.stderr
+    assert first["snapshots"][0]["id"] in again.stderr
+    second = mngr("host", "snapshot", "create", "b", "-n", "before", "-f", "json").json()
+    result = mngr("host", "create", "c", "--from-snapshot", "before")
+    assert result.exit_code == 2
+    for snap in (first, second):
+        assert snap["snapshots"][0]["id"] in result.stderr
+
+
+def test_from_snapshot_finds_it_on_another_provider(mngr) -> None:
+    assert mngr("provider", "add", "other", "--backend", "local").exit_code == 0
+    assert mngr("host", "create", "src", "-p", "other").exit_code == 0
+    assert mngr("host", "snapshot", "create", "src", "-n", "base").exit_code == 0
+    result = mngr("host", "create", "copy", "--from-snapshot", "base", "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json()["hosts"][0]["provider"] == "other"
+
+
+def test_destroy_resolves_before_it_asks(mngr) -> None:
+    result = mngr("host", "destroy", "nosuch")  # off a terminal, without --yes
+    assert result.exit_code == 3 and "no host 'nosuch'" in result.stderr
+
+
+def test_snapshot_list_of_a_host_that_does_not_exist_is_exit_3(mngr) -> None:
+    result = mngr("host", "snapshot", "list", "nosuch")
+    assert result.exit_code == 3 and "no host 'nosuch'" in result.stderr
+
+
+def test_host_show_aliases_quiet_create_and_key_only_tag_filter(mngr) -> None:
+    made = mngr("host", "create", "web", "-t", "team=a", "-q")
+    assert made.exit_code == 0 and made.stdout.startswith("host-")
+    assert mngr("host", "create", "db").exit_code == 0
+    shown = mngr("host", "show", "web", "-f", "json").json()
+    assert shown["host"]["id"] == made.stdout.strip() and shown["host"]["tags"] == {"team": "a"}
+    table = mngr("host", "show", "web").stdout
+    assert "tags:\n  team: a\n" in table
+    assert mngr("host", "ls", "-q", "-t", "team").stdout == "web\n"
+    assert mngr("host", "rm", "web", "db", "--yes").exit_code == 0
+    assert mngr("host", "ls", "-q").stdout == ""

@@ -109,6 +109,9 @@ class Backend(ABC):
     takes: ClassVar[frozenset[str]] = frozenset()
     # The settings file this provider came from, to name in "set X in FILE" hints.
     origin: str | None = None
+    # Names in a host's working folder that hold mngr's own state: push never writes or
+    # deletes them.
+    transfer_protected: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ProviderConfig, runner: Runner) -> None:
         self.config = config

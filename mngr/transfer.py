@@ -94,9 +94,7 @@ PUSH_TAR_SCRIPT = (
 )
 
 # Pairs of (PARENT, NAME): one tar archive of each, one after the other.
-PULL_TAR_SCRIPT = (
-    'while [ $# -gt 1 ]; do tar -c -f - -C "$1" -- "$2" || exit 1; shift 2; done'
-)
+PULL_TAR_SCRIPT = 'while [ $# -gt 1 ]; do tar -c -f - -C "$1" -- "$2" || exit 1; shift 2; done'
 
 
 @dataclass
@@ -362,10 +360,10 @@ def _push_tar(
                 fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT, bufsize=_CHUNK
             ) as tar:
                 tar.copybufsize = _CHUNK
+                keep = _tar_exclude(exclude, PAYLOAD)
                 for source in sources:
                     name = os.path.basename(source)
-                    arcname = PAYLOAD if _contents(source) else f"{PAYLOAD}/{name}"
-                    tar.add(source, arcname, filter=_tar_exclude(exclude, PAYLOAD))
+                    _add(tar, source, PAYLOAD if _contents(source) else f"{PAYLOAD}/{name}", keep)
                 marker = tarfile.TarInfo(MARKER)
                 tar.addfile(marker)
             proc.stdin.close()
@@ -411,6 +409,24 @@ def _pull_tar(
         result.received = source.count
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _add(tar: tarfile.TarFile, path: str, arcname: str, keep: Callable[..., Any]) -> None:
+    """Add path to the archive, a folder after its contents: a tar that sets a folder's mtime
+    and mode as it meets it (busybox) then keeps them, and a read-only folder is filled first."""
+    info = tar.gettarinfo(path, arcname)
+    info = keep(info) if info is not None else None  # None: a socket, not sent
+    if info is None:
+        return
+    if info.isdir():
+        for name in sorted(os.listdir(path)):
+            _add(tar, os.path.join(path, name), f"{arcname}/{name}", keep)
+        tar.addfile(info)
+    elif info.isreg():
+        with open(path, "rb") as f:
+            tar.addfile(info, f)
+    else:
+        tar.addfile(info)
 
 
 class _NoOwnerTar(tarfile.TarFile):

@@ -145,7 +145,9 @@ def _holding(marker: str) -> list[int]:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_ctrl_c_during_a_push_leaves_no_process_and_no_partial_file(
-    service, tmp_path: Path, method: str  # noqa: ANN001
+    service,
+    tmp_path: Path,
+    method: str,  # noqa: ANN001
 ) -> None:
     src = tmp_path / "src"
     src.mkdir()

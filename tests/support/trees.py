@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-ODD_NAMES = ["with space", "it's \"quoted\"", "new\nline", "ünïcödé-名前", "-dash", "a:colon"]
+ODD_NAMES = ["with space", 'it\'s "quoted"', "new\nline", "ünïcödé-名前", "-dash", "a:colon"]
 MTIME = 1_700_000_000
 
 
@@ -76,5 +76,6 @@ def round_trip(service, host: str, tree: Path, back: Path, method: str | None) -
     pushed = service.push(host, [str(tree)], "in dir", method=method)
     pulled = service.pull(host, [f"in dir/{tree.name}"], str(back), method=method)
     assert (pushed.method, pulled.method) == (method, method) if method else True
-    assert not differences(describe(tree), describe(back / tree.name))
+    diff = differences(describe(tree), describe(back / tree.name))
+    assert not diff, diff
     return [pushed, pulled]

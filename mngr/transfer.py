@@ -60,8 +60,10 @@ PAYLOAD, MARKER = "p", "ok"  # tar layout: every entry under p/, then the marker
 
 # --- remote scripts (constants: values arrive only as "$1", "$2", ...) ---------------------
 
-# Which tools the host has, and which of the given paths are missing (by position).
+# Make folder $1 (unless empty); then which tools the host has, and which of the other paths
+# are missing (by position).
 PROBE_SCRIPT = (
+    'd=$1; shift; [ -z "$d" ] || mkdir -p -- "$d" || exit 3; '
     "command -v rsync >/dev/null 2>&1 && echo rsync; "
     'i=0; for p; do i=$((i+1)); [ -e "$p" ] || [ -L "$p" ] || echo "missing $i"; done; exit 0'
 )
@@ -165,11 +167,11 @@ def push(transport: Transport, request: Request) -> TransferResult:
             raise UsageError(f"refusing to push into {dest!r}: mngr keeps its own files there")
         if parts == ["."]:
             exclude += [f"/{name}" for name in request.protected]
-    method = _method(transport, request.method, [])
+    method = _method(transport, request.method, [], make=dest)
     started = time.monotonic()
     result = TransferResult(transport.host.ref, "push", method)
     if method == RSYNC:
-        _rsync(transport, sources, f":{dest}", exclude, request, result)
+        _rsync(transport, sources, f":{dest}/", exclude, request, result)
     else:
         _push_tar(transport, sources, dest, exclude, request, result)
     result.seconds = time.monotonic() - started
@@ -227,11 +229,14 @@ def _check_patterns(patterns: list[str]) -> None:
             raise UsageError(f"--exclude {pattern!r}: a pattern must be one non-empty line")
 
 
-def _method(transport: Transport, wanted: str | None, sources: list[str]) -> str:
-    """Which way to transfer (one probe of the host), after refusing missing host sources."""
+def _method(transport: Transport, wanted: str | None, sources: list[str], make: str = "") -> str:
+    """Which way to transfer (one probe of the host), after refusing missing host sources and
+    making the folder `make` (a push's DEST)."""
     if wanted is not None and wanted not in METHODS:
         raise UsageError(f"unknown transfer method {wanted!r}: use rsync or tar")
-    probe = transport.run(["sh", "-c", PROBE_SCRIPT, "mngr", *sources])
+    probe = transport.run(["sh", "-c", PROBE_SCRIPT, "mngr", make, *sources])
+    if probe.returncode == 3:
+        raise MngrError(f"push failed: {_shown(_last_line(probe.stderr))}")
     if probe.returncode != 0:
         raise MngrError(f"cannot reach host {transport.host.ref}: {_last_line(probe.stderr)}")
     words = probe.stdout.decode(errors="replace").split("\n")

@@ -178,3 +178,23 @@ def test_ctrl_c_during_a_push_leaves_no_process_and_no_partial_file(
     assert not _holding(host.id)
     left = [p for p in folder.rglob("*") if ".mngr" not in p.parts and not p.is_dir()]
     assert not left  # folders rsync made ahead may stay; no file, whole or partial
+
+
+def test_progress_reports_bytes_and_rate_as_data_moves(service, tree: Path) -> None:  # noqa: ANN001
+    import io
+
+    from mngr.output import TransferProgress
+
+    for method in METHODS:
+        seen: list[int] = []
+        service.push(
+            "web", [str(tree / "big.bin")], f"p-{method}", method=method, progress=seen.append
+        )
+        assert seen and seen == sorted(seen) and seen[-1] >= 50 * 2**20, (method, seen[-3:])
+        assert (folder_of(service) / f"p-{method}" / "big.bin").is_file()  # DEST is a folder
+    screen = io.StringIO()
+    shown = TransferProgress(screen)
+    shown.started -= 2
+    shown(50_000_000)
+    shown.finish()
+    assert screen.getvalue() == "\r\x1b[K50.0 MB  25.0 MB/s\r\x1b[K"

@@ -440,6 +440,9 @@ class LocalBackend(Backend):
         folder = self._folder_of(host)
         return Command([os.environ.get("SHELL") or "/bin/sh"], cwd=str(folder))
 
+    def local_folder(self, host: Host) -> str | None:
+        return str(self._folder_of(host))
+
     def check(self) -> dict[str, Any]:
         listed = self.list_hosts()
         return {

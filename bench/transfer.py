@@ -132,7 +132,7 @@ def run_benches(scratch: Path, engine, pool, runs: int) -> None:  # noqa: ANN001
                 *docker, "cp", f"{container}:/in/{item}", str(back)
             ]  # fmt: skip
         if provider == "pool" and tool == "scp":
-            scp = ["scp", "-q", "-r", "-p", *ssh_opts, "-P", str(machine.port)]
+            scp = ["scp", "-O", "-q", "-r", "-p", *ssh_opts, "-P", str(machine.port)]
             return [*scp, src, f"{target}:{pool_dir}/in/"], [
                 *scp, f"{target}:{pool_dir}/in/{item}", str(back)
             ]  # fmt: skip
@@ -180,11 +180,8 @@ def run_benches(scratch: Path, engine, pool, runs: int) -> None:  # noqa: ANN001
                 what = (
                     f"{item} ({mb:.0f} MB)" if item == "big.bin" else f"{SMALL} files ({mb:.1f} MB)"
                 )
-                print(
-                    f"| {names[provider]} ({method}) | {what} | {mb / push_s:.1f} MB/s "
-                    f"| {mb / v_push:.1f} MB/s | {mb / pull_s:.1f} MB/s | {mb / v_pull:.1f} MB/s "
-                    f"| {tool} |"
-                )
+                cells = [f"{mb / t:.1f} MB/s ({t:.2f} s)" for t in (push_s, v_push, pull_s, v_pull)]
+                print(f"| {names[provider]} ({method}) | {what} | {' | '.join(cells)} | {tool} |")
 
     print()
     print("| host | re-push of an unchanged 1,000-file tree | seconds | bytes sent |")

@@ -39,7 +39,14 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from mngr.errors import InterruptedByUser, MngrError, NotFoundError, UsageError, VendorMissingError
+from mngr.errors import (
+    InterruptedByUser,
+    MngrError,
+    NotFoundError,
+    UnreachableError,
+    UsageError,
+    VendorMissingError,
+)
 
 if TYPE_CHECKING:
     from mngr.backend import Backend
@@ -127,7 +134,13 @@ class Transport:
     def run(self, argv: list[str], *, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
         command, cwd, env = self.argv(argv)
         with _process(command, cwd=cwd, env=env, stdout=subprocess.PIPE) as proc:
-            out, err = proc.communicate(timeout=timeout_s)
+            try:
+                out, err = proc.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _end(proc)
+                raise UnreachableError(
+                    f"host {self.host.ref} did not answer within {timeout_s:g}s"
+                ) from None
         return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
     def rsh_env(self) -> dict[str, str]:
@@ -238,7 +251,8 @@ def _method(transport: Transport, wanted: str | None, sources: list[str], make: 
     if probe.returncode == 3:
         raise MngrError(f"push failed: {_shown(_last_line(probe.stderr))}")
     if probe.returncode != 0:
-        raise MngrError(f"cannot reach host {transport.host.ref}: {_last_line(probe.stderr)}")
+        why = _shown(_last_line(probe.stderr))
+        raise UnreachableError(f"cannot reach host {transport.host.ref}: {why}")
     words = probe.stdout.decode(errors="replace").split("\n")
     missing = [sources[int(w.split()[1]) - 1] for w in words if w.startswith("missing ")]
     if missing:
@@ -271,14 +285,17 @@ def _rsync(
     request: Request,
     result: TransferResult,
 ) -> None:
-    token = transport.host.id  # rsync's "host" word: our rsh checks it
-    sources = [f"{token}{s}" if s.startswith(":") else s for s in sources]
-    dest = f"{token}{dest}" if dest.startswith(":") else dest
-    argv = ["rsync", *RSYNC_OPTIONS, "-e", _rsh_words() or ""]
+    folder = transport.backend.local_folder(transport.host)
+    if folder is not None:  # a folder on this machine: plain local rsync, no remote shell
+        token, shell = f"{folder}/", []
+    else:  # rsync's "host" word, which our rsh checks
+        token, shell = transport.host.id, ["-e", _rsh_words() or ""]
+    sources = [_on_host(token, s) for s in sources]
+    argv = ["rsync", *RSYNC_OPTIONS, *shell]
     argv += ["--delete"] if request.delete else []
     argv += [f"--exclude={p}" for p in exclude]
     argv += ["--info=progress2"] if request.progress else []
-    argv += [*sources, dest]
+    argv += [*sources, _on_host(token, dest)]
     env = {**os.environ, **transport.rsh_env(), "LC_ALL": "C"}
     stats: dict[str, int] = {}
     with _process(argv, env=env, stdout=subprocess.PIPE) as proc:
@@ -293,6 +310,16 @@ def _rsync(
     if proc.returncode != 0:
         raise MngrError(f"{result.direction} failed: {_rsync_error(errors.text())}")
     result.sent, result.received = stats.get("sent", 0), stats.get("received", 0)
+
+
+def _on_host(token: str, path: str) -> str:
+    """`:PATH` (a path on the host) as rsync names it: `TOKEN:PATH`, or, for a host folder on
+    this machine, PATH joined to that folder (an absolute PATH stays itself, as in exec)."""
+    if not path.startswith(":"):
+        return path
+    if token.endswith("/"):
+        return os.path.join(token, path[1:])
+    return f"{token}{path}"
 
 
 def _rsync_error(stderr: str) -> str:

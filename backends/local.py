@@ -443,6 +443,9 @@ class LocalBackend(Backend):
     def local_folder(self, host: Host) -> str | None:
         return str(self._folder_of(host))
 
+    def port_command(self, host: Host, port: int) -> None:
+        return None  # the host is a folder of this machine: its ports are ours
+
     def check(self) -> dict[str, Any]:
         listed = self.list_hosts()
         return {

@@ -155,14 +155,15 @@ def test_ctrl_c_during_a_push_leaves_no_process_and_no_partial_file(
         f.truncate(4 << 30)  # sparse here, 4 GiB of zeros read and sent
     host = service.resolve_host("web")
     folder = Path(host.address["path"])
-    code = (
-        "import sys; from mngr import config; from mngr.service import Service; "
-        "Service(config.load(None)).push('web', [sys.argv[1]], 'dest', method=sys.argv[2])"
-    )
     env = {**os.environ, "MNGR_TEST_MARK": host.id}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(src), method], env=env, stderr=subprocess.PIPE, text=True
-    )
+    argv = [sys.executable, "-m", "mngr", "host", "push", "web", str(src), "--to", "dest"]
+    if method == "tar":  # the CLI picks rsync here: force the tar stream through the Service
+        code = (
+            "import sys; from mngr import config; from mngr.service import Service; "
+            "Service(config.load(None)).push('web', [sys.argv[1]], 'dest', method='tar')"
+        )
+        argv = [sys.executable, "-c", code, str(src)]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(
         p.is_file() and p.stat().st_size > 0 for p in folder.rglob("*") if ".mngr/" not in str(p)
@@ -172,6 +173,8 @@ def test_ctrl_c_during_a_push_leaves_no_process_and_no_partial_file(
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode != 0, err
+    if method == "rsync":
+        assert proc.returncode == 130 and err.strip() == "error: interrupted", err
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and _holding(host.id):
         time.sleep(0.1)
@@ -198,3 +201,20 @@ def test_progress_reports_bytes_and_rate_as_data_moves(service, tree: Path) -> N
     shown(50_000_000)
     shown.finish()
     assert screen.getvalue() == "\r\x1b[K50.0 MB  25.0 MB/s\r\x1b[K"
+
+
+def test_the_cli_pushes_and_pulls_and_prints_json_for_scripts(
+    service, mngr, tmp_path: Path
+) -> None:  # noqa: ANN001
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a b.txt").write_text("a")
+    pushed = mngr("host", "push", "web", str(src), "--to", "in", "--format", "json")
+    assert pushed.exit_code == 0, pushed.stderr
+    assert pushed.json()["method"] == "rsync" and pushed.stderr == ""
+    pulled = mngr("host", "pull", "web", "in/src", "--to", str(tmp_path / "back"))
+    assert (pulled.exit_code, pulled.stdout, pulled.stderr) == (0, "", "")  # not a TTY: quiet
+    assert (tmp_path / "back" / "src" / "a b.txt").read_text() == "a"
+    missing = mngr("host", "pull", "web", "gone")
+    assert missing.exit_code == 3
+    assert missing.stderr == "error: no such file or folder on host web.local: ./gone\n"

@@ -70,6 +70,7 @@ class LocalBackend(Backend):
     config_model = LocalConfig
     create_options_model = LocalCreateOptions
     unsupported = {}
+    transfer_protected = (META,)
 
     config: LocalConfig
 
@@ -438,6 +439,9 @@ class LocalBackend(Backend):
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
         folder = self._folder_of(host)
         return Command([os.environ.get("SHELL") or "/bin/sh"], cwd=str(folder))
+
+    def local_folder(self, host: Host) -> str | None:
+        return str(self._folder_of(host))
 
     def port_command(self, host: Host, port: int) -> None:
         return None  # the host is a folder of this machine: its ports are ours

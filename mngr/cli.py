@@ -521,6 +521,95 @@ def host_forward(
         _exit(EXIT_INTERRUPTED)
 
 
+def _transfer(verb: str, name: str, sources: tuple[str, ...], fmt: str, **how: Any) -> None:
+    from mngr import output
+    from mngr.records import SCHEMA_VERSION
+
+    _check_format(fmt)
+    progress = output.TransferProgress() if sys.stderr.isatty() and fmt == "table" else None
+    try:
+        result = getattr(_service(), verb)(name, list(sources), progress=progress, **how)
+    finally:
+        if progress is not None:
+            progress.finish()
+    if fmt != "table":
+        output.emit_json({"schema_version": SCHEMA_VERSION, **result.to_dict()})
+
+
+_transfer_options = _decorate(
+    provider_opt,
+    option("--exclude", multiple=True, help="Leave out what matches (rsync pattern; repeatable)."),
+    option("--delete", is_flag=True, help="Delete what the source does not have (a mirror)."),
+    fmt_opt,
+)
+
+
+@host_app.command(
+    "push",
+    epilog=_examples(
+        "mngr host push web-1 ./src --to work", "mngr host push web-1 ./site/. --to www --delete"
+    ),
+)
+@argument("name", "Host to copy to.")
+@argument(
+    "sources", "Local files and folders (SRC/. : a folder's contents).", nargs=-1, required=True
+)
+@option("--to", "dest", default=".", help="Folder on the host (default: its working folder).")
+@_transfer_options
+def host_push(
+    name: str,
+    sources: tuple[str, ...],
+    dest: str,
+    provider: str | None,
+    exclude: tuple[str, ...],
+    delete: bool,
+    fmt: str,
+) -> None:
+    """Copy files and folders into a host (rsync when both ends have it, else tar)."""
+    _transfer(
+        "push",
+        name,
+        sources,
+        fmt,
+        dest=dest,
+        provider=provider,
+        exclude=list(exclude),
+        delete=delete,
+    )
+
+
+@host_app.command(
+    "pull",
+    epilog=_examples(
+        "mngr host pull web-1 work/out.log", "mngr host pull web-1 work/build --to ./out"
+    ),
+)
+@argument("name", "Host to copy from.")
+@argument("sources", "Files and folders on the host.", nargs=-1, required=True)
+@option("--to", "dest", default=".", help="Local folder (default: the current one).")
+@_transfer_options
+def host_pull(
+    name: str,
+    sources: tuple[str, ...],
+    dest: str,
+    provider: str | None,
+    exclude: tuple[str, ...],
+    delete: bool,
+    fmt: str,
+) -> None:
+    """Copy files and folders out of a host."""
+    _transfer(
+        "pull",
+        name,
+        sources,
+        fmt,
+        dest=dest,
+        provider=provider,
+        exclude=list(exclude),
+        delete=delete,
+    )
+
+
 @host_app.command(
     "ssh-config",
     epilog=_examples("mngr host ssh-config >> ~/.ssh/config.d/mngr", "mngr host ssh-config web-1"),

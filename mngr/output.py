@@ -202,3 +202,38 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
     return str(value)
+
+
+class TransferProgress:
+    """Bytes moved and the rate, redrawn on one stderr line (at most 10 times a second).
+    Built only for a terminal: scripts and `--format json` get nothing extra."""
+
+    def __init__(self, stream: Any = None) -> None:
+        import time
+
+        self._clock = time.monotonic
+        self.stream = stream or sys.stderr
+        self.started = self._clock()
+        self._drawn = 0.0
+
+    def __call__(self, done: int) -> None:
+        now = self._clock()
+        if now - self._drawn < 0.1:
+            return
+        self._drawn = now
+        rate = done / max(now - self.started, 1e-6)
+        self.stream.write(f"\r\x1b[K{_size(done)}  {_size(rate)}/s")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"

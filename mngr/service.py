@@ -30,6 +30,7 @@ from mngr.runner import Command, Runner
 
 if TYPE_CHECKING:
     from mngr.forward import Forward
+    from mngr.transfer import Progress, Request, TransferResult, Transport
 
 NO_COMMAND = "no command given (use: mngr host exec NAME -- CMD...)"
 
@@ -266,6 +267,74 @@ class Service:
         backend = self.engine.backend(host.provider)
         backend.require(Capability.EXEC, host)
         return backend.shell_command(host, tty=tty)
+
+    def push(
+        self,
+        ref: str,
+        sources: list[str],
+        dest: str | None = None,
+        *,
+        provider: str | None = None,
+        exclude: list[str] | None = None,
+        delete: bool = False,
+        method: str | None = None,
+        progress: Progress | None = None,
+    ) -> TransferResult:
+        """Copy local files and folders into DEST on the host (its working folder by default).
+        `method` forces rsync or tar; `progress` is told the bytes moved so far."""
+        from mngr import transfer
+
+        transport, request = self._transfer(
+            ref, provider, sources, dest, exclude, delete, method, progress
+        )
+        return transfer.push(transport, request)
+
+    def pull(
+        self,
+        ref: str,
+        sources: list[str],
+        dest: str | None = None,
+        *,
+        provider: str | None = None,
+        exclude: list[str] | None = None,
+        delete: bool = False,
+        method: str | None = None,
+        progress: Progress | None = None,
+    ) -> TransferResult:
+        """Copy files and folders of the host into the local folder DEST (`.` by default)."""
+        from mngr import transfer
+
+        transport, request = self._transfer(
+            ref, provider, sources, dest, exclude, delete, method, progress
+        )
+        return transfer.pull(transport, request)
+
+    def _transfer(
+        self,
+        ref: str,
+        provider: str | None,
+        sources: list[str],
+        dest: str | None,
+        exclude: list[str] | None,
+        delete: bool,
+        method: str | None,
+        progress: Progress | None,
+    ) -> tuple[Transport, Request]:
+        from mngr.transfer import Request, Transport
+
+        host = self._running(ref, provider)
+        backend = self.engine.backend(host.provider)
+        backend.require(Capability.EXEC, host)
+        request = Request(
+            sources=list(sources),
+            dest=dest or ".",
+            exclude=list(exclude or []),
+            delete=delete,
+            method=method,
+            protected=backend.transfer_protected,
+            progress=progress,
+        )
+        return Transport(backend, host), request
 
     def forward(
         self,

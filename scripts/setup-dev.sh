@@ -9,6 +9,7 @@ APT_PACKAGES=(
   iproute2           # ip: the test that a private dockerd leaves the machine's interfaces
   openssh-server     # sshd on loopback for the ssh and remote-docker tests
   openssh-client
+  rsync              # push/pull: rsync over mngr's transport, and its tests and bench
   busybox-static     # the static binary the local test image is built from
   zsh fish           # the completion scripts are tested in each shell
 )

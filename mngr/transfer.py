@@ -1,0 +1,656 @@
+"""File transfer (push / pull), written once over every backend's transport: the process a
+backend runs in a host with stdin and stdout streamed (`Backend.exec_command`).
+
+Two ways over that transport, chosen per transfer:
+
+- **rsync**, when it is on both ends: the local rsync's remote shell (`-e`) is this module run
+  as `python -m mngr.transfer rsh`, which execs the host's transport command for rsync's
+  server. The -e string holds only safe words; which host to reach travels in the
+  environment (`MNGR_TRANSPORT`, JSON), never through a shell. `--secluded-args` keeps file
+  names out of the remote command line, so any name (spaces, quotes, newlines) arrives as is.
+  rsync writes each file under a temporary name and renames it when complete.
+- **tar** otherwise (a busybox container): a tar stream whose last member is a marker. The
+  receiving end extracts into a temporary folder inside the destination and, only when the
+  marker arrived, renames each entry into place (merging into folders that exist).
+
+Each SRC lands in DEST (a folder, made if missing) under its own name; `.` or `..` as the last
+part of SRC means the folder's contents. Paths on the host are as `host exec` sees them:
+relative ones start at the host's working folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from mngr.errors import (
+    InterruptedByUser,
+    MngrError,
+    NotFoundError,
+    UnreachableError,
+    UsageError,
+    VendorMissingError,
+)
+
+if TYPE_CHECKING:
+    from mngr.backend import Backend
+    from mngr.records import Host
+
+Progress = Callable[[int], None]  # bytes moved so far
+
+RSYNC, TAR = "rsync", "tar"
+METHODS = (RSYNC, TAR)
+TRANSPORT_ENV = "MNGR_TRANSPORT"
+# rsync's own options: -rlptD is -a without owners and groups (not kept by tar either).
+RSYNC_OPTIONS = ["-rlptD", "--secluded-args", "--no-human-readable", "--stats"]
+# The words rsync puts on its server's command line under --secluded-args: options only.
+_SAFE_WORD = re.compile(r"[A-Za-z0-9._,=+/@%:-]+")
+_TERM_GRACE_S = 5.0
+_CHUNK = 1 << 20
+PAYLOAD, MARKER = "p", "ok"  # tar layout: every entry under p/, then the marker
+
+# --- remote scripts (constants: values arrive only as "$1", "$2", ...) ---------------------
+
+# Make folder $1 (unless empty); then which tools the host has, and which of the other paths
+# are missing (by position).
+PROBE_SCRIPT = (
+    'd=$1; shift; [ -z "$d" ] || mkdir -p -- "$d" || exit 3; '
+    "command -v rsync >/dev/null 2>&1 && echo rsync; "
+    'i=0; for p; do i=$((i+1)); [ -e "$p" ] || [ -L "$p" ] || echo "missing $i"; done; exit 0'
+)
+
+# place SRC DST: rename SRC to DST; a folder onto a folder merges (unless $del is 1, then the
+# old folder is replaced), keeping the folder's mode and mtime.
+_PLACE_FUNCTION = (
+    "place() { "
+    'if [ "$del" != 1 ] && [ -d "$1" ] && [ ! -L "$1" ] && [ -d "$2" ] && [ ! -L "$2" ]; then '
+    'local m a f; m=$(stat -c %Y -- "$1") && a=$(stat -c %a -- "$1") || return 1; '
+    'for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do '
+    '[ -e "$f" ] || [ -L "$f" ] || continue; place "$f" "$2/${f##*/}" || return 1; done; '
+    'chmod "$a" "$2" && touch -d "@$m" "$2"; '
+    'else if [ -d "$2" ] && [ ! -L "$2" ]; then '
+    'mv -f -- "$2" "$tmp/old" && rm -rf -- "$tmp/old" || return 1; '
+    'elif [ -d "$1" ] && [ ! -L "$1" ] && { [ -e "$2" ] || [ -L "$2" ]; }; then '
+    'rm -f -- "$2" || return 1; fi; mv -fT -- "$1" "$2"; fi; }; '
+)
+
+# $1 DEST, $2 delete (0/1); the archive on stdin.
+PUSH_TAR_SCRIPT = (
+    "set -e; dest=$1; del=$2; "
+    'mkdir -p -- "$dest"; tmp=$(mktemp -d "$dest/.mngr-push.XXXXXX"); '
+    "trap 'rm -rf -- \"$tmp\"' EXIT; trap 'exit 130' INT TERM HUP; "
+    + _PLACE_FUNCTION
+    + 'tar -x -o -f - -C "$tmp"; '
+    f'[ -f "$tmp/{MARKER}" ] || {{ echo "the archive ended early" >&2; exit 1; }}; '
+    f'for f in "$tmp/{PAYLOAD}"/* "$tmp/{PAYLOAD}"/.[!.]* "$tmp/{PAYLOAD}"/..?*; do '
+    '[ -e "$f" ] || [ -L "$f" ] || continue; place "$f" "$dest/${f##*/}" || exit 1; done'
+)
+
+# Pairs of (PARENT, NAME): one tar archive of each, one after the other.
+PULL_TAR_SCRIPT = 'while [ $# -gt 1 ]; do tar -c -f - -C "$1" -- "$2" || exit 1; shift 2; done'
+
+
+@dataclass
+class TransferResult:
+    host: str
+    direction: str  # push | pull
+    method: str  # rsync | tar
+    sent: int = 0  # bytes this machine sent
+    received: int = 0  # bytes this machine received
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in vars(self).items()}
+
+
+@dataclass
+class Transport:
+    """How to reach one host: its backend's exec, with stdio streamed."""
+
+    backend: Backend
+    host: Host
+
+    def argv(self, argv: list[str]) -> tuple[list[str], str | None, dict[str, str] | None]:
+        command = self.backend.exec_command(self.host, argv)
+        env = {**os.environ, **command.env} if command.env else None
+        return command.argv, command.cwd, env
+
+    def run(self, argv: list[str], *, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+        command, cwd, env = self.argv(argv)
+        with _process(command, cwd=cwd, env=env, stdout=subprocess.PIPE) as proc:
+            try:
+                out, err = proc.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _end(proc)
+                raise UnreachableError(
+                    f"host {self.host.ref} did not answer within {timeout_s:g}s"
+                ) from None
+        return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+    def rsh_env(self) -> dict[str, str]:
+        """What `python -m mngr.transfer rsh` needs to build this host's transport again."""
+        value = {
+            "backend": self.backend.name,
+            "config": self.backend.config.model_dump(mode="json"),
+            "host": {**self.host.model_dump(mode="json"), "handle": self.host.handle},
+        }
+        return {TRANSPORT_ENV: json.dumps(value)}
+
+
+@dataclass
+class Request:
+    sources: list[str]
+    dest: str
+    exclude: list[str] = field(default_factory=list)
+    delete: bool = False
+    method: str | None = None  # None: rsync when both ends have it, else tar
+    protected: tuple[str, ...] = ()  # names in the host's working folder a push never touches
+    progress: Progress | None = None
+
+
+# --- push / pull ------------------------------------------------------------------------
+
+
+def push(transport: Transport, request: Request) -> TransferResult:
+    if not request.sources:
+        raise UsageError("no source given")
+    sources = [_local_source(s) for s in request.sources]
+    dest = _host_path(request.dest or ".")
+    _check_patterns(request.exclude)
+    exclude = list(request.exclude)
+    if request.protected:
+        parts = posixpath.normpath(dest).split("/")
+        if parts[0] in request.protected:
+            raise UsageError(f"refusing to push into {dest!r}: mngr keeps its own files there")
+        if parts == ["."]:
+            exclude += [f"/{name}" for name in request.protected]
+    method = _method(transport, request.method, [], make=dest)
+    started = time.monotonic()
+    result = TransferResult(transport.host.ref, "push", method)
+    if method == RSYNC:
+        _rsync(transport, sources, f":{dest}/", exclude, request, result)
+    else:
+        _push_tar(transport, sources, dest, exclude, request, result)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def pull(transport: Transport, request: Request) -> TransferResult:
+    if not request.sources:
+        raise UsageError("no source given")
+    sources = [_host_path(s) for s in request.sources]
+    _check_patterns(request.exclude)
+    dest = Path(os.path.abspath(request.dest or "."))
+    method = _method(transport, request.method, sources)
+    started = time.monotonic()
+    result = TransferResult(transport.host.ref, "pull", method)
+    _make_folder(dest)
+    if method == RSYNC:
+        remote = [f":{s}" for s in sources]
+        _rsync(transport, remote, str(dest), list(request.exclude), request, result)
+    else:
+        _pull_tar(transport, sources, dest, request, result)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _local_source(path: str) -> str:
+    """The source as an absolute path (rsync never takes `/a:b` for a host), ending in `/.`
+    when it names a folder's contents."""
+    if not path:
+        raise UsageError("an empty source path")
+    if not os.path.lexists(path):
+        raise NotFoundError(f"no such file or folder: {_shown(path)}")
+    absolute = os.path.abspath(path)
+    return f"{absolute}/." if _contents(path) else absolute
+
+
+def _contents(path: str) -> bool:
+    """Does this path name a folder's contents (its last part `.` or `..`)?"""
+    return path.rstrip("/").rsplit("/", 1)[-1] in (".", "..", "")
+
+
+def _host_path(path: str) -> str:
+    """A path on the host that no tool reads as an option (`-x`) or rsync as a module (`:x`)."""
+    if not path:
+        raise UsageError("an empty path")
+    if "\0" in path:
+        raise UsageError("a path holds a NUL byte")
+    path = path.rstrip("/") or "/"
+    return path if path.startswith("/") or path.startswith("./") else f"./{path}"
+
+
+def _check_patterns(patterns: list[str]) -> None:
+    for pattern in patterns:
+        if not pattern or "\n" in pattern or "\r" in pattern or "\0" in pattern:
+            raise UsageError(f"--exclude {pattern!r}: a pattern must be one non-empty line")
+
+
+def _method(transport: Transport, wanted: str | None, sources: list[str], make: str = "") -> str:
+    """Which way to transfer (one probe of the host), after refusing missing host sources and
+    making the folder `make` (a push's DEST)."""
+    if wanted is not None and wanted not in METHODS:
+        raise UsageError(f"unknown transfer method {wanted!r}: use rsync or tar")
+    probe = transport.run(["sh", "-c", PROBE_SCRIPT, "mngr", make, *sources])
+    if probe.returncode == 3:
+        raise MngrError(f"push failed: {_shown(_last_line(probe.stderr))}")
+    if probe.returncode != 0:
+        why = _shown(_last_line(probe.stderr))
+        raise UnreachableError(f"cannot reach host {transport.host.ref}: {why}")
+    words = probe.stdout.decode(errors="replace").split("\n")
+    missing = [sources[int(w.split()[1]) - 1] for w in words if w.startswith("missing ")]
+    if missing:
+        raise NotFoundError(
+            f"no such file or folder on host {transport.host.ref}: {_shown(missing[0])}"
+        )
+    both = "rsync" in words and shutil.which("rsync") is not None and _rsh_words() is not None
+    if wanted == RSYNC and not both:
+        raise UsageError("rsync is not available on both ends (or mngr's path holds a quote)")
+    return wanted or (RSYNC if both else TAR)
+
+
+# --- rsync ------------------------------------------------------------------------------
+
+
+def _rsh_words() -> str | None:
+    """rsync's -e value: this Python running this module, quoted as rsync splits it."""
+    python = sys.executable
+    if "'" in python or '"' in python:
+        return None
+    quoted = python if _SAFE_WORD.fullmatch(python) else f"'{python}'"
+    return f"{quoted} -m mngr.transfer rsh"
+
+
+def _rsync(
+    transport: Transport,
+    sources: list[str],
+    dest: str,
+    exclude: list[str],
+    request: Request,
+    result: TransferResult,
+) -> None:
+    folder = transport.backend.local_folder(transport.host)
+    if folder is not None:  # a folder on this machine: plain local rsync, no remote shell
+        token, shell = f"{folder}/", []
+    else:  # rsync's "host" word, which our rsh checks
+        token, shell = transport.host.id, ["-e", _rsh_words() or ""]
+    sources = [_on_host(token, s) for s in sources]
+    argv = ["rsync", *RSYNC_OPTIONS, *shell]
+    argv += ["--delete"] if request.delete else []
+    argv += [f"--exclude={p}" for p in exclude]
+    argv += ["--info=progress2"] if request.progress else []
+    argv += [*sources, _on_host(token, dest)]
+    env = {**os.environ, **transport.rsh_env(), "LC_ALL": "C"}
+    stats: dict[str, int] = {}
+    with _process(argv, env=env, stdout=subprocess.PIPE) as proc:
+        errors = _drain(proc.stderr)
+        assert proc.stdout is not None
+        for line in _lines(proc.stdout):
+            if request.progress and (m := re.match(r"\s*(\d+)\s+\d+%", line)):
+                request.progress(int(m.group(1)))
+            elif m := re.match(r"Total bytes (sent|received): (\d+)", line):
+                stats[m.group(1)] = int(m.group(2))
+        proc.wait()
+    if proc.returncode != 0:
+        raise MngrError(f"{result.direction} failed: {_rsync_error(errors.text())}")
+    result.sent, result.received = stats.get("sent", 0), stats.get("received", 0)
+
+
+def _on_host(token: str, path: str) -> str:
+    """`:PATH` (a path on the host) as rsync names it: `TOKEN:PATH`, or, for a host folder on
+    this machine, PATH joined to that folder (an absolute PATH stays itself, as in exec)."""
+    if not path.startswith(":"):
+        return path
+    if token.endswith("/"):
+        return os.path.join(token, path[1:])
+    return f"{token}{path}"
+
+
+def _rsync_error(stderr: str) -> str:
+    """rsync's first line that says what went wrong, without its `rsync: [Receiver]` prefix."""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    wanted = [line for line in lines if not line.startswith("rsync error:")] or lines
+    line = wanted[0] if wanted else "rsync failed"
+    return _shown(re.sub(r"^rsync: (\[\w+\] )?", "", line))
+
+
+def _lines(stream: IO[bytes]) -> Iterator[str]:
+    """rsync's output split at newlines and at the carriage returns of its progress line."""
+    pending = b""
+    while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+        pending += chunk
+        *whole, pending = re.split(rb"[\r\n]", pending)
+        for line in whole:
+            yield line.decode(errors="replace")
+    if pending:
+        yield pending.decode(errors="replace")
+
+
+def rsh_main(argv: list[str]) -> int:
+    """rsync's remote shell: `rsh HOST rsync --server ...` becomes the host's transport."""
+    from mngr.records import Host
+    from mngr.registry import load_backend
+    from mngr.runner import Runner
+
+    spec = json.loads(os.environ.get(TRANSPORT_ENV, "null") or "null")
+    if not spec or len(argv) < 3 or argv[1] != "rsync":
+        sys.stderr.write("mngr rsh: run only by mngr's push and pull\n")
+        return 2
+    host = Host.model_validate(spec["host"])
+    words = argv[1:]
+    if argv[0] != host.id or not all(_SAFE_WORD.fullmatch(w) for w in words):
+        sys.stderr.write("mngr rsh: refusing an unexpected remote command\n")
+        return 2
+    try:
+        cls = load_backend(spec["backend"])
+        backend = cls(cls.config_model.model_validate(spec["config"]), Runner())
+        command = backend.exec_command(host, words)
+    except MngrError as exc:
+        sys.stderr.write(f"mngr rsh: {exc}\n")
+        return 1
+    if command.cwd:
+        os.chdir(command.cwd)
+    os.execvpe(command.argv[0], command.argv, {**os.environ, **command.env})
+
+
+# --- tar --------------------------------------------------------------------------------
+
+
+def _push_tar(
+    transport: Transport,
+    sources: list[str],
+    dest: str,
+    exclude: list[str],
+    request: Request,
+    result: TransferResult,
+) -> None:
+    command, cwd, env = transport.argv(
+        ["sh", "-c", PUSH_TAR_SCRIPT, "mngr", dest, "1" if request.delete else "0"]
+    )
+    with _process(command, cwd=cwd, env=env, stdin=subprocess.PIPE) as proc:
+        errors = _drain(proc.stderr)
+        assert proc.stdin is not None
+        sink = _Counting(proc.stdin, request.progress)
+        try:
+            with tarfile.open(
+                fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT, bufsize=_CHUNK
+            ) as tar:
+                tar.copybufsize = _CHUNK
+                keep = _tar_exclude(exclude, PAYLOAD)
+                for source in sources:
+                    name = os.path.basename(source)
+                    _add(tar, source, PAYLOAD if _contents(source) else f"{PAYLOAD}/{name}", keep)
+                marker = tarfile.TarInfo(MARKER)
+                tar.addfile(marker)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the host's end stopped reading: its error says why
+        except OSError as exc:
+            raise MngrError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        proc.wait()
+    if proc.returncode != 0:
+        raise MngrError(f"push failed: {_shown(_last_line(errors.text()))}")
+    result.sent = sink.count
+
+
+def _pull_tar(
+    transport: Transport, sources: list[str], dest: Path, request: Request, result: TransferResult
+) -> None:
+    pairs: list[str] = []
+    for source in sources:
+        parent, name = posixpath.split(source)
+        if name in ("", ".", ".."):
+            parent, name = source, "."
+        pairs += [parent or "/", name]
+    command, cwd, env = transport.argv(["sh", "-c", PULL_TAR_SCRIPT, "mngr", *pairs])
+    tmp = Path(tempfile.mkdtemp(prefix=".mngr-pull.", dir=dest))
+    try:
+        with _process(command, cwd=cwd, env=env, stdout=subprocess.PIPE) as proc:
+            errors = _drain(proc.stderr)
+            assert proc.stdout is not None
+            source = _Counting(proc.stdout, request.progress)
+            try:
+                _extract(source, tmp, request.exclude)
+            except tarfile.TarError as exc:
+                proc.wait()
+                if proc.returncode == 0:
+                    raise MngrError(f"pull failed: a broken archive ({exc})") from None
+            proc.wait()
+        if proc.returncode != 0:
+            raise MngrError(f"pull failed: {_shown(_last_line(errors.text()))}")
+        for entry in sorted(tmp.iterdir()):
+            if entry.name == ".":
+                continue
+            _place(entry, dest / entry.name, request.delete, tmp)
+        result.received = source.count
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _add(tar: tarfile.TarFile, path: str, arcname: str, keep: Callable[..., Any]) -> None:
+    """Add path to the archive, a folder after its contents: a tar that sets a folder's mtime
+    and mode as it meets it (busybox) then keeps them, and a read-only folder is filled first."""
+    info = tar.gettarinfo(path, arcname)
+    info = keep(info) if info is not None else None  # None: a socket, not sent
+    if info is None:
+        return
+    if info.isdir():
+        for name in sorted(os.listdir(path)):
+            _add(tar, os.path.join(path, name), f"{arcname}/{name}", keep)
+        tar.addfile(info)
+    elif info.isreg():
+        with open(path, "rb") as f:
+            tar.addfile(info, f)
+    else:
+        tar.addfile(info)
+
+
+class _NoOwnerTar(tarfile.TarFile):
+    """Extracts as the user running mngr: owners and groups are not kept (as with rsync)."""
+
+    def chown(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def _extract(stream: Any, tmp: Path, exclude: list[str]) -> None:
+    keep = _tar_exclude(exclude, "")
+
+    def check(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        mode = member.mode
+        try:
+            checked = tarfile.tar_filter(member, path)  # nothing outside tmp, links included
+        except tarfile.FilterError as exc:
+            raise MngrError(f"pull refused an entry from the host: {exc}") from None
+        checked = keep(checked)
+        return checked.replace(mode=mode & 0o777, deep=False) if checked is not None else None
+
+    with _NoOwnerTar.open(
+        fileobj=stream, mode="r|", ignore_zeros=True, bufsize=_CHUNK, errorlevel=2
+    ) as tar:
+        tar.extractall(tmp, filter=check)
+
+
+def _tar_exclude(patterns: list[str], prefix: str) -> Callable[[tarfile.TarInfo], Any]:
+    """A tarfile filter dropping what rsync's `--exclude PATTERN` would: a pattern without
+    `/` matches any name; with one, the path from the transfer's root (`/` anchors it);
+    a trailing `/` matches folders only."""
+
+    dropped: list[str] = []  # folders left out: what a stream holds under them goes too
+
+    def keep(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        path = member.name
+        if prefix:
+            path = path[len(prefix) :].lstrip("/")
+        path = path.removeprefix("./")
+        if not path or path == ".":
+            return member
+        if any(path.startswith(folder) for folder in dropped):
+            return None
+        for pattern in patterns:
+            if pattern.endswith("/") and not member.isdir():
+                continue
+            body = pattern.rstrip("/")
+            if "/" in body:
+                matched = fnmatchcase(path, body.lstrip("/")) or (
+                    not body.startswith("/") and fnmatchcase(path, f"*/{body}")
+                )
+            else:
+                matched = fnmatchcase(posixpath.basename(path), body)
+            if matched:
+                if member.isdir():
+                    dropped.append(f"{path}/")
+                return None
+        return member
+
+    return keep
+
+
+def _place(src: Path, dst: Path, replace: bool, tmp: Path) -> None:
+    """Rename src to dst; a folder onto a folder merges unless `replace` (as PUSH_TAR_SCRIPT)."""
+    if not replace and _is_dir(src) and _is_dir(dst):
+        info = src.stat()
+        for child in sorted(src.iterdir()):
+            _place(child, dst / child.name, replace, tmp)
+        os.chmod(dst, info.st_mode & 0o7777)
+        os.utime(dst, ns=(info.st_atime_ns, info.st_mtime_ns))
+        return
+    if _is_dir(dst):
+        old = tmp / ".old"
+        os.rename(dst, old)
+        shutil.rmtree(old)
+    elif os.path.lexists(dst) and (_is_dir(src) or dst.is_dir()):
+        dst.unlink()  # a file or a link (its target left alone) that a folder replaces
+    os.replace(src, dst)
+
+
+def _is_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MngrError(f"cannot write to {_shown(str(path))}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MngrError(f"cannot write to {_shown(str(path))}: permission denied")
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+@contextmanager
+def _process(argv: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """A child in its own session, ended with its whole group if we stop early (Ctrl-C, an
+    error): TERM first so rsync removes its temporary file, KILL after a grace period."""
+    kwargs.setdefault("stdin", subprocess.DEVNULL)
+    try:
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, start_new_session=True, **kwargs)
+    except FileNotFoundError:
+        raise VendorMissingError(f"'{argv[0]}' was not found on PATH") from None
+    try:
+        yield proc
+    except KeyboardInterrupt:
+        _end(proc)
+        raise InterruptedByUser("interrupted") from None
+    except BaseException:
+        _end(proc)
+        raise
+    finally:
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                with suppress(OSError):
+                    stream.close()
+        if proc.poll() is None:
+            _end(proc)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    for sig, wait_s in ((signal.SIGTERM, _TERM_GRACE_S), (signal.SIGKILL, 5.0)):
+        with suppress(OSError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class _Drained(threading.Thread):
+    """Reads a child's stderr to the end (so it never blocks on a full pipe), keeping it."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.chunks = stream, []
+        self.start()
+
+    def run(self) -> None:
+        with suppress(OSError, ValueError):
+            while chunk := self.stream.read(65536):
+                self.chunks.append(chunk)
+
+    def text(self) -> str:
+        self.join(timeout=5)
+        return b"".join(self.chunks).decode(errors="replace")
+
+
+def _drain(stream: IO[bytes] | None) -> _Drained:
+    assert stream is not None
+    return _Drained(stream)
+
+
+class _Counting:
+    """A file-like wrapper that counts the bytes passing and reports progress."""
+
+    def __init__(self, stream: IO[bytes], progress: Progress | None) -> None:
+        self.stream, self.progress, self.count = stream, progress, 0
+
+    def write(self, data: bytes) -> int:
+        self.stream.write(data)
+        self._moved(len(data))
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self._moved(len(data))
+        return data
+
+    def _moved(self, n: int) -> None:
+        self.count += n
+        if self.progress is not None and n:
+            self.progress(self.count)
+
+
+def _last_line(text: str | bytes) -> str:
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no error message"
+
+
+def _shown(text: str) -> str:
+    """A name or message on one line: control characters (a newline in a name) escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["rsh"]:
+        sys.exit(rsh_main(sys.argv[2:]))
+    sys.stderr.write("usage: python -m mngr.transfer rsh HOST COMMAND...\n")
+    sys.exit(2)

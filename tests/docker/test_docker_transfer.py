@@ -1,0 +1,97 @@
+"""push / pull with a container of the real Docker engine: the busybox test image has tar but
+no rsync, so every transfer is a tar stream over `docker exec`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mngr.errors import MngrError, NotFoundError
+from tests.docker.conftest import DockerEnv
+from tests.support.trees import make_tree, round_trip
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tree(tmp_path_factory.mktemp("tree") / "tree")
+
+
+@pytest.fixture
+def service(docker_env: DockerEnv, mngr):  # noqa: ANN001, ANN201
+    assert mngr("host", "create", "box", "--provider", docker_env.provider).exit_code == 0
+    from mngr import config
+    from mngr.service import Service
+
+    return Service(config.load(None))
+
+
+def test_push_and_pull_keep_the_tree(service, tree: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    pushed, pulled = round_trip(service, "box", tree, tmp_path / "back", None)
+    assert pushed.method == pulled.method == "tar"  # no rsync in the image
+    assert pushed.sent > 50 * 2**20
+    ls = service.engine.backend(service.resolve_host("box").provider)
+    cmd = ls.exec_command(service.resolve_host("box"), ["ls", "-a", "in dir"])
+    listed = subprocess.run(cmd.argv, capture_output=True, text=True, check=True).stdout
+    assert listed.split() == [".", "..", "tree"]  # no temporary folder left
+
+
+def test_failures_are_one_line(service, docker_env: DockerEnv, mngr, tmp_path: Path) -> None:  # noqa: ANN001
+    (tmp_path / "a").write_text("a")
+    with pytest.raises(NotFoundError, match="on host box.*: ./gone"):
+        service.pull("box", ["gone"], str(tmp_path / "back"))
+    with pytest.raises(MngrError, match="push failed: .*") as unwritable:
+        service.push("box", [str(tmp_path / "a")], "/bin/busybox/under")
+    assert "\n" not in str(unwritable.value)
+    assert not (tmp_path / "back").exists()
+    assert mngr("host", "stop", "box", "--provider", docker_env.provider).exit_code == 0
+    with pytest.raises(MngrError, match="is stopped; start it first"):
+        service.push("box", [str(tmp_path / "a")])
+
+
+def test_ctrl_c_during_a_push_leaves_no_process_and_no_temporary_folder(
+    service,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "huge.bin", "wb") as f:
+        f.truncate(8 << 30)
+    code = (
+        "import sys; from mngr import config; from mngr.service import Service; "
+        "Service(config.load(None)).push('box', [sys.argv[1]], '/dest')"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(src)], stderr=subprocess.PIPE)
+    host = service.resolve_host("box")
+    backend = service.engine.backend(host.provider)
+
+    def on_host(script: str) -> str:
+        cmd = backend.exec_command(host, ["sh", "-c", script])
+        return subprocess.run(cmd.argv, capture_output=True, text=True).stdout
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "huge" not in on_host("find /dest 2>/dev/null"):
+        time.sleep(0.1)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) != 0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and on_host("find /dest -type f; ps | grep '[t]ar -x'"):
+        time.sleep(0.2)
+    assert on_host("find /dest -type f; ps | grep '[t]ar -x'") == ""
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_child_of(int(p), proc.pid)]
+
+
+def _is_child_of(pid: int, parent: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return int(fields[1]) == parent

@@ -33,13 +33,14 @@ from mngr.backend import Backend, CreateOptions, CreateRequest, Listing, Provide
 from mngr.errors import ConflictError, MngrError, NotFoundError, validation_message
 from mngr.names import check_host_name, new_snapshot_id
 from mngr.plan import Context, Plan, Step
-from mngr.records import Host, HostState, Snapshot, utc_now
+from mngr.records import Host, HostState, Snapshot, changed_tags, utc_now
 from mngr.runner import Command
 from mngr.toolkit.vendor_json import HostFields, Lenient
 
 META = ".mngr"
 RECORD = "host.json"
 SNAPSHOTS = ".snapshots"
+RESTORING = ".restoring-"  # a snapshot being unpacked beside its host (`host start --snapshot`)
 DETACH_ENV = "MNGR_DETACHED"  # marks the processes of one `exec --detach` (see _kill_groups)
 
 
@@ -233,17 +234,6 @@ class LocalBackend(Backend):
             ctx["made"] = _identity(folder)
             (folder / META).mkdir()
 
-        def restore(ctx: Context) -> None:
-            assert snap is not None
-            archive = self._snapshot_path(snap.id)
-            if not archive.exists():
-                raise NotFoundError(f"snapshot {snap.id} has no archive at {archive}")
-            try:
-                with tarfile.open(archive, "r:gz") as tar:
-                    tar.extractall(folder, filter=_restore_filter)
-            except tarfile.TarError as exc:
-                raise MngrError(f"cannot restore snapshot {snap.id}: {exc}") from None
-
         def write_record(ctx: Context) -> None:
             self._write(
                 folder,
@@ -270,7 +260,12 @@ class LocalBackend(Backend):
             ),
         ]
         if snap is not None:
-            steps.append(Step(f"restore snapshot {snap.id} into {folder}", action=restore))
+            steps.append(
+                Step(
+                    f"restore snapshot {snap.id} into {folder}",
+                    action=lambda ctx: self._unpack(snap, folder),
+                )
+            )
         steps.append(Step(f"write host record {folder / META / RECORD}", action=write_record))
 
         def finish(ctx: Context) -> Host:
@@ -330,7 +325,67 @@ class LocalBackend(Backend):
             ]
         )
 
+    def tag_plan(self, host: Host, tags: dict[str, str], remove: list[str]) -> Plan:
+        folder = self._folder_of(host)
+
+        def change(data: dict[str, Any]) -> None:
+            data["tags"] = changed_tags(data.get("tags") or {}, tags, remove)
+
+        return Plan(
+            [
+                Step(
+                    f"change the tags in {folder / META / RECORD}",
+                    action=lambda ctx: self._update(folder, host.id, change),
+                )
+            ]
+        )
+
+    def restore_plan(self, host: Host, snapshot: Snapshot) -> Plan:
+        """Unpack the snapshot into a new folder beside the host's, then swap the two in one
+        rename (the name is never free for a concurrent create) and remove the old one."""
+        folder = self._folder_of(host)
+        beside = self.root / f"{RESTORING}{host.id}-{secrets.token_hex(4)}"
+
+        def unpack(ctx: Context) -> None:
+            beside.mkdir()
+            (beside / META).mkdir()
+            self._unpack(snapshot, beside)
+
+        def swap(ctx: Context) -> None:
+            with self._locked(folder) as data:
+                record = self._expect(folder, host.id, data)
+                _kill_groups(folder)
+                record["state"] = HostState.RUNNING.value
+                text = json.dumps(record, indent=2, ensure_ascii=False)
+                _atomic_write(beside / META / RECORD, text)
+                _exchange(beside, folder)  # from here on `beside` holds the old files
+
+        return Plan(
+            [
+                Step(
+                    f"unpack snapshot {snapshot.id} into {beside}",
+                    action=unpack,
+                    undo_if_failed=True,
+                    undo=Step(f"remove {beside}", action=lambda ctx: _remove_tree(beside)),
+                ),
+                Step(f"stop processes of {host.name} and swap {beside} with {folder}", action=swap),
+                Step(
+                    f"remove the old files of {host.name}", action=lambda ctx: _remove_tree(beside)
+                ),
+            ]
+        )
+
     # --- snapshots --------------------------------------------------------------------
+
+    def _unpack(self, snap: Snapshot, folder: Path) -> None:
+        archive = self._snapshot_path(snap.id)
+        if not archive.exists():
+            raise NotFoundError(f"snapshot {snap.id} has no archive at {archive}")
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(folder, filter=_restore_filter)
+        except tarfile.TarError as exc:
+            raise MngrError(f"cannot restore snapshot {snap.id}: {exc}") from None
 
     def _snapshot_path(self, snap_id: str) -> Path:
         return self.root / SNAPSHOTS / f"{snap_id}.tar.gz"
@@ -477,6 +532,28 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two directories in one step (Linux renameat2 RENAME_EXCHANGE); where the system
+    has no such call, two renames (the name stands free for a moment between them)."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except AttributeError:
+        renameat2 = None
+    if renameat2 is not None:
+        at_cwd, exchange = -100, 2
+        if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
+            return
+        errno = ctypes.get_errno()
+        if errno not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: no exchange here
+            raise OSError(errno, os.strerror(errno), str(b))
+    held = a.with_name(a.name + ".old")
+    os.rename(b, held)
+    os.rename(a, b)
+    os.rename(held, a)
 
 
 def _restore_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:

@@ -207,6 +207,43 @@ class Service:
             batch.jobs.append(Job(host.ref, backend, plan, host=host))
         return batch
 
+    def prepare_tag(
+        self,
+        ref: str,
+        tags: dict[str, str],
+        remove: list[str] | None = None,
+        provider: str | None = None,
+    ) -> Batch:
+        """A plan that sets `tags` and removes the keys `remove` on one host. Keys and values
+        are checked as create checks them, before any vendor call."""
+        from mngr.names import check_tag
+
+        remove = list(dict.fromkeys(remove or []))
+        for key, value in tags.items():
+            check_tag(key, value)
+        for key in remove:
+            check_tag(key, "")
+        both = sorted(set(tags) & set(remove))
+        if both:
+            raise UsageError(f"tag {both[0]!r} is both set and removed")
+        if not tags and not remove:
+            raise UsageError("no tag given: pass KEY=VALUE to set, or --remove KEY")
+        host = self.engine.resolve_host(ref, provider)
+        backend = self.engine.backend(host.provider)
+        backend.require(Capability.TAGS, host)
+        plan = backend.tag_plan(host, dict(tags), remove)
+        return Batch([Job(host.ref, backend, plan, host=host)])
+
+    def prepare_restore(self, ref: str, snapshot: str, provider: str | None = None) -> Batch:
+        """A plan that starts one host (same name and id) from a chosen snapshot of its
+        provider: its filesystem becomes the snapshot's."""
+        host = self.engine.resolve_host(ref, provider)
+        backend = self.engine.backend(host.provider)
+        backend.require(Capability.RESTORE, host)
+        snap = self.engine.resolve_snapshot(snapshot, host.provider)
+        plan = backend.restore_plan(host, snap)
+        return Batch([Job(host.ref, backend, plan, host=host, snapshot=snap)])
+
     def exec_command(
         self,
         ref: str,

@@ -30,7 +30,14 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from mngr import resources
-from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
+from mngr.backend import (
+    ArgvValue,
+    Backend,
+    Capability,
+    CreateOptions,
+    CreateRequest,
+    ProviderConfig,
+)
 from mngr.errors import (
     ConfigError,
     ConflictError,
@@ -368,6 +375,9 @@ class DockerSpec:
     def image_inspect_argv(self, ids: list[str]) -> Argv:
         return self._docker("image", "inspect", *ids)
 
+    def rename_argv(self, container: str, new_name: str) -> Argv:
+        return self._docker("rename", container, new_name)
+
     def rmi_argv(self, image: str) -> Argv:
         return self._docker("rmi", image)
 
@@ -517,7 +527,12 @@ class DockerBackend(Backend):
     config_model = DockerConfig
     create_options_model = DockerCreateOptions
     takes = frozenset({resources.CPUS, resources.MEMORY, resources.GPU})
-    unsupported = {}
+    unsupported = {
+        Capability.TAGS: (
+            "a host's tags are its container's labels, which docker cannot change once the "
+            "container exists; give them with --tag at create"
+        ),
+    }
 
     config: DockerConfig
 
@@ -606,11 +621,18 @@ class DockerBackend(Backend):
 
         return Plan(steps, finish=finish)
 
-    def _remove_labelled(self, host_id: str) -> None:
-        """Undo `docker run`: remove the containers labelled with this create's host id, never
-        by name (the name may be another host's, or a container mngr never made)."""
-        found = self.run(self._cmd(self.spec.by_host_id_argv(host_id)), cancellable=False)
-        for container_id in self.spec.parse_ids(found.stdout):
+    def _remove_labelled(
+        self, host_id: str, *, keep: str | None = None, only: str | None = None
+    ) -> None:
+        """Undo `docker run`: remove the containers labelled with this host id (`only` this
+        one when the run printed its id), never `keep` and never by name (the name may be
+        another host's, or a container mngr never made)."""
+        if only is None:
+            found = self.run(self._cmd(self.spec.by_host_id_argv(host_id)), cancellable=False)
+            made = [c for c in self.spec.parse_ids(found.stdout) if c != keep]
+        else:
+            made = [only]
+        for container_id in made:
             try:
                 self.run(self._cmd(self.spec.rm_argv(container_id, force=True)), cancellable=False)
             except NotFoundError:
@@ -647,6 +669,73 @@ class DockerBackend(Backend):
         paused = host.address.get("docker_state") == "paused"
         argv = self.spec.start_argv(container, paused=paused)
         return Plan([Step(f"start {container}", command=self._cmd(argv))])
+
+    def restore_plan(self, host: Host, snapshot: Snapshot) -> Plan:
+        """A new container from the snapshot's image, with the host's labels and limits (and
+        the provider's network and start_args; --env/--volume given at create are not kept).
+        The old container is set aside under another name and removed once the new one runs."""
+        old = host.handle
+        if not old:
+            raise MngrError(f"host {host.name!r} has no container id")
+        name = self.spec.container_name(host.name)
+        aside = f"{name}.replaced-{old[:12]}"
+        image = snapshot.handle or self.spec.snapshot_ref(snapshot.id)
+        res = host.resources
+        request = CreateRequest(
+            name=host.name,
+            host_id=host.id,
+            created_at=host.created_at or utc_now(),
+            tags=host.tags,
+            resources=resources.ResourceRequest(
+                cpus=res.cpus,
+                memory_bytes=round(res.memory_gb * 2**30) if res.memory_gb else None,
+                gpu=str(res.gpus) if res.gpus else None,
+            ),
+        )
+        steps = []
+        if host.state == HostState.RUNNING:
+            start = Step(f"start {old} again", command=self._cmd(self.spec.start_argv(old)))
+            steps.append(
+                Step(f"stop {name}", command=self._cmd(self.spec.stop_argv(old)), undo=start)
+            )
+        rename_back = Step(
+            f"rename {old} back to {name}", command=self._cmd(self.spec.rename_argv(old, name))
+        )
+        steps += [
+            Step(
+                f"rename {name} to {aside}",
+                command=self._cmd(self.spec.rename_argv(old, aside)),
+                undo=rename_back,
+            ),
+            Step(
+                f"run a container {name} from {image}",
+                command=self._cmd(
+                    self.spec.run_argv(request, image, DockerCreateOptions()), slow=True
+                ),
+                parse=lambda out, ctx: ctx.update(container_id=self.spec.parse_container_id(out)),
+                undo_if_failed=True,
+                undo=Step(
+                    f"remove the new container of {host.name} (never {old})",
+                    action=lambda ctx: self._remove_labelled(
+                        host.id, keep=old, only=ctx.get("container_id")
+                    ),
+                ),
+            ),
+            Step(
+                f"remove the old container {old}",
+                command=self._cmd(self.spec.rm_argv(old, force=True)),
+                missing_ok=True,
+            ),
+        ]
+
+        def finish(ctx: Context) -> Host:
+            labels = self.spec.host_labels(request)
+            row = _PsRow(
+                id=ctx["container_id"], names=name, state="running", image=image, labels=labels
+            )
+            return self.spec.host(row)
+
+        return Plan(steps, finish=finish)
 
     def snapshot_create_plan(self, host: Host, name: str) -> Plan:
         snap_id, created = new_snapshot_id(), utc_now()

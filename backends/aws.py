@@ -316,6 +316,16 @@ class AwsSpec:
             flags.words(["--security-group-ids", *c.security_group_ids])
         return self.argv("run-instances", *flags)
 
+    def create_tags_argv(self, resource_id: str, tags: dict[str, str]) -> Argv:
+        user = {USER_TAG_PREFIX + k: v for k, v in tags.items()}
+        return self.argv(
+            "create-tags", "--resources", resource_id, "--tags", _compact(_tag_list(user))
+        )
+
+    def delete_tags_argv(self, resource_id: str, keys: list[str]) -> Argv:
+        user = [{"Key": USER_TAG_PREFIX + k} for k in keys]
+        return self.argv("delete-tags", "--resources", resource_id, "--tags", _compact(user))
+
     def terminate_argv(self, instance_id: str) -> Argv:
         return self.argv("terminate-instances", "--instance-ids", instance_id)
 
@@ -541,7 +551,12 @@ class AwsBackend(Backend):
     config_model = AwsConfig
     create_options_model = AwsCreateOptions
     takes = frozenset({resources.DISK})  # CPUs, memory and GPUs come with --instance-type
-    unsupported = {}
+    unsupported = {
+        Capability.RESTORE: (
+            "EC2 replaces a root volume by create-replace-root-volume-task, which mngr does not "
+            "drive yet (its test endpoint lacks it); create a host with --from-snapshot instead"
+        ),
+    }
 
     config: AwsConfig
     # Back-off before each retry of a throttled call (the CLI has already retried itself).
@@ -682,6 +697,17 @@ class AwsBackend(Backend):
                 self._await_state_step(host.name, instance_id, "running"),
             ]
         )
+
+    def tag_plan(self, host: Host, tags: dict[str, str], remove: list[str]) -> Plan:
+        instance_id = _instance_id(host)
+        steps = []
+        if tags:
+            argv = self.spec.create_tags_argv(instance_id, tags)
+            steps.append(Step(f"tag {host.name}", command=self.command(argv)))
+        if remove:
+            argv = self.spec.delete_tags_argv(instance_id, remove)
+            steps.append(Step(f"remove tags of {host.name}", command=self.command(argv)))
+        return Plan(steps)
 
     # --- snapshots --------------------------------------------------------------------
 

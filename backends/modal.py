@@ -396,6 +396,25 @@ class ModalBackend(Backend):
             ShimHost,
         )
 
+    def tag_plan(self, host: Host, tags: dict[str, str], remove: list[str]) -> Plan:
+        where = "sandbox" if host.state == HostState.RUNNING else "stopped record"
+        command = self.shim(
+            "tag",
+            host_id=host.id,
+            sandbox_id=host.handle,
+            tag=[f"{k}={v}" for k, v in tags.items()],
+            remove=remove,
+        )
+        return self._plan(f"change the tags on the {where} of {host.name}", command, ShimHost)
+
+    def restore_plan(self, host: Host, snapshot: Snapshot) -> Plan:
+        command = self.shim(
+            "restore", host_id=host.id, sandbox_id=host.handle, snapshot_id=snapshot.id, long=True
+        )
+        return self._plan(
+            f"create a sandbox for {host.name} from snapshot {snapshot.name}", command, ShimHost
+        )
+
     # --- snapshots ----------------------------------------------------------------------
 
     def _snapshot_flags(self, host: Host, name: str) -> dict[str, Any]:

@@ -372,7 +372,8 @@ class LocalBackend(Backend):
                 Step(
                     f"remove the old files of {host.name}", action=lambda ctx: _remove_tree(beside)
                 ),
-            ]
+            ],
+            finish=lambda ctx: self._read(folder),
         )
 
     # --- snapshots --------------------------------------------------------------------

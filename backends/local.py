@@ -23,13 +23,14 @@ import sys
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from mngr import paths
-from mngr.backend import Backend, CreateOptions, CreateRequest, Listing, ProviderConfig
+from mngr.backend import Backend, CreateOptions, CreateRequest, Listing, Orphan, ProviderConfig
 from mngr.errors import ConflictError, MngrError, NotFoundError, validation_message
 from mngr.names import check_host_name, new_snapshot_id
 from mngr.plan import Context, Plan, Step
@@ -476,6 +477,92 @@ class LocalBackend(Backend):
 
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
         return Plan([self._delete_snapshot_step(snapshot)])
+
+    # --- garbage ----------------------------------------------------------------------
+
+    def find_orphans(self) -> list[Orphan]:
+        """Folders a killed create, destroy or restore left under the root (each carries a
+        `.mngr` folder or mngr's own name), and snapshots whose host is gone (or that were
+        never described). A bare folder without `.mngr` is not mngr's to judge."""
+        if not self.root.is_dir():
+            return []
+        listed = self.list_hosts()
+        orphans = []
+        for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            if folder.name.startswith((".removing-", RESTORING)):
+                why = "left by a destroy or a start from a snapshot that was stopped"
+            elif folder.name.startswith(".") or not (folder / META).is_dir():
+                continue
+            elif not (folder / META / RECORD).exists():
+                why = "no host record: a create was stopped before writing it"
+            else:
+                continue
+            orphans.append(self._orphan(folder, "folder", why))
+        snaps = self.root / SNAPSHOTS
+        if snaps.is_dir():
+            if isinstance(listed, Listing):
+                # A host whose record is damaged may own snapshots: judge none of them.
+                hosts = None
+            else:
+                hosts = {h.id for h in listed}
+            orphans += self._snapshot_orphans(snaps, hosts)
+        return orphans
+
+    def _snapshot_orphans(self, snaps: Path, hosts: set[str] | None) -> list[Orphan]:
+        orphans = []
+        described = set()
+        for meta in sorted(snaps.glob("snap-*.json")):
+            try:
+                record = SnapshotRecord.model_validate_json(meta.read_bytes())
+            except (OSError, ValueError):
+                continue
+            described.add(record.id)
+            if hosts is None or record.host_id is None or record.host_id in hosts:
+                continue
+            archive = self._snapshot_path(record.id)
+            orphans.append(
+                Orphan(
+                    id=str(archive),
+                    kind="snapshot",
+                    provider=self.provider,
+                    why=f"a snapshot of host {record.host!r}, which no longer exists",
+                    name=record.name,
+                    created_at=record.created_at,
+                    size_bytes=archive.stat().st_size if archive.exists() else None,
+                    snapshot=True,
+                )
+            )
+        for path in sorted(snaps.glob("snap-*.*")):
+            snap_id = path.name.split(".", 1)[0]
+            if path.suffix != ".json" and snap_id not in described:
+                why = "a snapshot archive without its description: a snapshot that was stopped"
+                orphans.append(self._orphan(path, "snapshot archive", why))
+        return orphans
+
+    def _orphan(self, path: Path, kind: str, why: str) -> Orphan:
+        info = path.lstat()
+        at = datetime.fromtimestamp(info.st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        size = info.st_size if path.is_file() else None
+        return Orphan(
+            id=str(path), kind=kind, provider=self.provider, why=why, created_at=at, size_bytes=size
+        )
+
+    def orphan_delete_plan(self, orphan: Orphan) -> Plan:
+        path = Path(orphan.id)
+        if path.parent not in (self.root, self.root / SNAPSHOTS) or path.name.startswith(".."):
+            raise MngrError(f"refusing to delete {path}: not directly under {self.root}")
+
+        def delete(ctx: Context) -> None:
+            if orphan.kind == "snapshot":  # its description goes with it
+                path.with_name(path.name.split(".", 1)[0] + ".json").unlink(missing_ok=True)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+        return Plan([Step(f"delete {path}", action=delete)])
 
     # --- exec -------------------------------------------------------------------------
 

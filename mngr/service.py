@@ -15,6 +15,7 @@ from mngr.backend import Backend, Capability, CreateOptions, CreateRequest
 from mngr.config import Settings
 from mngr.engine import Engine, ListResult, Outcome
 from mngr.errors import ConflictError, MngrError, UsageError, validation_message
+from mngr.gc import GcReport
 from mngr.plan import Plan
 from mngr.records import Host, HostState, ProviderErrorRow, Snapshot, utc_now
 from mngr.resources import ResourceRequest
@@ -358,6 +359,62 @@ class Service:
             return self.engine.resolve_host(host.id, host.provider)
         except MngrError:
             return host  # the verb succeeded; only the re-read did not
+
+    # --- garbage --------------------------------------------------------------------------
+
+    def prepare_gc(
+        self,
+        providers: list[str] | None = None,
+        *,
+        snapshots: bool = False,
+        older_than_s: float | None = None,
+    ) -> tuple[GcReport, Batch]:
+        """What each provider holds that no host owns (see mngr.gc), and a batch of plans that
+        delete those the rules let go, one plan per orphan."""
+        from datetime import UTC, datetime
+
+        from mngr.engine import error_row
+        from mngr.fanout import fan_out
+        from mngr.gc import reason_to_keep
+
+        report, batch = GcReport(), Batch()
+        looked: list[str] = []
+        for name in self.engine.usable_providers(providers):
+            backend = self.engine.backend(name)
+            reason = backend.unsupported.get(Capability.GC)
+            if reason is None:
+                looked.append(name)
+            elif providers:
+                backend.require(Capability.GC)  # named: refused with the reason
+            else:
+                report.skipped[name] = reason
+        outcomes = fan_out(
+            lambda p: self.engine.backend(p).find_orphans(),
+            looked,
+            jobs=max(len(looked), 1),
+            deadline_s=self.engine.deadline(looked),
+        )
+        now = datetime.now(UTC)
+        for outcome in outcomes:
+            if outcome.error is not None:
+                report.errors.append(error_row(outcome.item, outcome.error))
+                continue
+            backend = self.engine.backend(outcome.item)
+            for orphan in outcome.value:
+                keep = reason_to_keep(
+                    orphan,
+                    deadline_s=backend.create_deadline_s,
+                    snapshots=snapshots,
+                    older_than_s=older_than_s,
+                    now=now,
+                )
+                if keep is not None:
+                    report.kept.append((orphan, keep))
+                    continue
+                report.delete.append(orphan)
+                plan = backend.orphan_delete_plan(orphan)
+                batch.jobs.append(Job(f"{orphan.kind} {orphan.id}", backend, plan))
+        return report, batch
 
     # --- running ------------------------------------------------------------------------
 

@@ -78,3 +78,76 @@ def test_a_failed_restore_leaves_the_host_as_it_was(service) -> None:
         svc.run_one(batch)
     assert sorted(p.name for p in folder.parent.iterdir()) == [".snapshots", "web"]
     assert snap.id
+
+
+# --- gc -------------------------------------------------------------------------------------
+
+
+def aged(path: Path, seconds: float = 3600) -> Path:
+    """Make a path look `seconds` old (gc never touches what is younger than a create)."""
+    import os
+    import time
+
+    when = time.time() - seconds
+    os.utime(path, (when, when), follow_symlinks=False)
+    return path
+
+
+def test_gc_lists_and_removes_exactly_the_orphans(service) -> None:
+    svc = service()
+    [kept_host] = make(svc, "kept")
+    kept_snap = svc.run_one(svc.prepare_snapshot("kept", None, "kept-snap"))
+    make(svc, "gone")
+    gone_snap = svc.run_one(svc.prepare_snapshot("gone", None, "gone-snap"))
+    svc.run_one(svc.prepare_on_hosts("destroy", ["gone"]))
+    root = Path(kept_host.address["path"]).parent
+    snaps = root / ".snapshots"
+    meta = snaps / f"{gone_snap.id}.json"
+    meta.write_text(meta.read_text().replace(gone_snap.created_at, "2026-01-01T00:00:00Z"))
+    # What killed operations leave, each with mngr's marker, made old enough:
+    half = root / "half"
+    (half / ".mngr").mkdir(parents=True)  # a create killed before its record
+    aged(half)
+    trash = root / ".removing-host-00000000000000000000000000000001"
+    (trash / "data").mkdir(parents=True)  # a destroy killed after its rename
+    aged(trash)
+    stray = snaps / "snap-0000000000000000000000000000000a.tar.gz"
+    stray.touch()
+    aged(stray)  # a snapshot killed before its description
+    # Not mngr's, or too young to judge:
+    (root / "mine").mkdir()
+    aged(root / "mine")
+    (snaps / "notes.txt").write_text("the user's")
+    (root / "young" / ".mngr").mkdir(parents=True)
+    wanted = {str(half), str(trash), str(stray)}
+
+    report, batch = svc.prepare_gc()
+    assert {o.id for o in report.delete} == wanted
+    kept = {o.id: why for o, why in report.kept}
+    assert "pass --snapshots" in kept[str(snaps / f"{gone_snap.id}.tar.gz")]
+    assert "younger than a create" in kept[str(root / "young")]
+    assert len(kept) == 2
+
+    report, batch = svc.prepare_gc(snapshots=True)
+    assert {o.id for o in report.delete} == wanted | {str(snaps / f"{gone_snap.id}.tar.gz")}
+    assert [outcome.error for outcome in svc.run(batch)] == [None] * 4
+
+    left = sorted(p.name for p in root.iterdir())
+    assert left == [".snapshots", "kept", "mine", "young"]
+    assert sorted(p.name for p in snaps.iterdir()) == sorted(
+        [f"{kept_snap.id}.tar.gz", f"{kept_snap.id}.json", "notes.txt"]
+    )
+    [listed] = service().list_hosts().hosts
+    assert listed.id == kept_host.id
+    assert svc.prepare_gc(snapshots=True)[0].delete == []
+
+
+def test_gc_keeps_what_is_younger_than_older_than(service) -> None:
+    svc = service()
+    make(svc, "web")
+    root = Path(svc.list_hosts().hosts[0].address["path"]).parent
+    (root / "half" / ".mngr").mkdir(parents=True)
+    aged(root / "half", 2 * 86400)
+    assert [o.id for o in svc.prepare_gc(older_than_s=86400)[0].delete] == [str(root / "half")]
+    [(_, why)] = svc.prepare_gc(older_than_s=7 * 86400)[0].kept
+    assert "--older-than" in why

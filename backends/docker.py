@@ -36,6 +36,7 @@ from mngr.backend import (
     Capability,
     CreateOptions,
     CreateRequest,
+    Orphan,
     ProviderConfig,
 )
 from mngr.errors import (
@@ -82,12 +83,11 @@ HOST_SCHEMES = ("unix://", "tcp://", "ssh://")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # `docker ps` prints one JSON object a line holding just what a Host needs. Labels are read
 # one by one (`.Label "key"`): the `.Labels` column joins them with commas, ambiguously.
-PS_LABELS = (HOST_ID, HOST_NAME, CREATED_AT, TAGS, "mngr.cpus", "mngr.memory", "mngr.gpus")
+PS_LABELS = (KIND, HOST_ID, HOST_NAME, CREATED_AT, TAGS, "mngr.cpus", "mngr.memory", "mngr.gpus")
 PS_FORMAT = (
     '{"ID":{{json .ID}},"Names":{{json .Names}},"State":{{json .State}},'
-    '"Status":{{json .Status}},"Image":{{json .Image}},"Labels":{'
-    + ",".join(f'"{key}":{{{{json (.Label "{key}")}}}}' for key in PS_LABELS)
-    + "}}"
+    '"Status":{{json .Status}},"Image":{{json .Image}},"CreatedAt":{{json .CreatedAt}},'
+    '"Labels":{' + ",".join(f'"{key}":{{{{json (.Label "{key}")}}}}' for key in PS_LABELS) + "}}"
 )
 SHELL = "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"
 
@@ -173,6 +173,7 @@ class _PsRow(Lenient):
     status: str = Field("", alias="Status")
     image: str | None = Field(None, alias="Image")
     labels: dict[str, str] = Field(default_factory=dict, alias="Labels")
+    created_at: str | None = Field(None, alias="CreatedAt")
 
 
 class _ImageConfig(Lenient):
@@ -182,6 +183,8 @@ class _ImageConfig(Lenient):
 class _Image(Lenient):
     id: str = Field(alias="Id")
     created: str | None = Field(None, alias="Created")
+    size: int | None = Field(None, alias="Size")
+    repo_tags: list[str] = Field(default_factory=list, alias="RepoTags")
     config: _ImageConfig = Field(default_factory=_ImageConfig, alias="Config")
 
 
@@ -203,6 +206,20 @@ def _host_state(state: str, status: str) -> HostState:
         stopped = code is None or int(code.group(1)) in STOPPED_EXIT_CODES
         return HostState.STOPPED if stopped else HostState.FAILED
     return DOCKER_STATES.get(state, HostState.UNKNOWN)
+
+
+def _docker_time(text: str | None) -> str | None:
+    """docker's times (`2026-03-01 10:00:00 +0000 UTC`, `2026-03-01T10:00:00.123456789Z`)
+    as UTC ISO 8601 to the second, or None."""
+    if not text:
+        return None
+    match = re.match(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)\S*(?: ([+-]\d{4}))?", text)
+    if match is None:
+        return None
+    day, clock, offset = match.groups()
+    if offset in (None, "+0000"):
+        return f"{day}T{clock}Z"
+    return f"{day}T{clock}{offset[:3]}:{offset[3:]}"
 
 
 def _memory_gb(label: str | None) -> float | None:
@@ -337,6 +354,14 @@ class DockerSpec:
     def ps_argv(self) -> Argv:
         ps = self._filtered("ps", "--all", "--no-trunc", **{KIND: "host"})
         return ps.add("--format", PS_FORMAT)
+
+    def all_containers_argv(self) -> Argv:
+        """Every container of this provider, whatever its labels say (for gc)."""
+        return self._filtered("ps", "--all", "--no-trunc").add("--format", PS_FORMAT)
+
+    def all_images_argv(self) -> Argv:
+        """Every image of this provider: snapshots and `--build` images (for gc)."""
+        return self._filtered("image", "ls", "--quiet", "--no-trunc")
 
     def by_host_id_argv(self, host_id: str) -> Argv:
         """Ids of this provider's containers labelled with one host id, in any state."""
@@ -777,6 +802,75 @@ class DockerBackend(Backend):
 
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
         return Plan([self._rmi_step(snapshot.handle or self.spec.snapshot_ref(snapshot.id))])
+
+    # --- garbage ----------------------------------------------------------------------
+
+    @property
+    def create_deadline_s(self) -> float:
+        return 2 * self.config.build_timeout_s + self.config.timeout_s  # build, run, a look
+
+    def find_orphans(self) -> list[Orphan]:
+        """Three calls whatever the number of hosts: every container and every image of this
+        provider (by its mngr.provider label), and one inspect of those images."""
+        out = self.run(self._cmd(self.spec.all_containers_argv())).stdout
+        rows = vendor_json.parse_many(_PsRow, out, "docker ps")
+        owners = {r.labels.get(HOST_ID) for r in rows}
+        in_use = {r.image for r in rows}
+        orphans = []
+        for row in rows:
+            labels = row.labels
+            if not (labels.get(KIND) == "host" and labels.get(HOST_ID) and labels.get(HOST_NAME)):
+                why = "a container without mngr's complete label set (not made by a create)"
+            elif row.state == "created":
+                why = "a container a create made but never started (the create was stopped)"
+            else:
+                continue
+            orphans.append(
+                Orphan(
+                    id=row.id,
+                    kind="container",
+                    provider=self.provider,
+                    why=why,
+                    name=row.names,
+                    created_at=_docker_time(row.created_at),
+                )
+            )
+        ids = self.spec.parse_ids(self.run(self._cmd(self.spec.all_images_argv())).stdout)
+        if not ids:
+            return orphans
+        images = self._inspect_images(self.spec.image_inspect_argv(ids))
+        for image in vendor_json.parse_many(_Image, images, "docker image inspect"):
+            labels = image.config.labels or {}
+            if labels.get(HOST_ID) in owners or in_use & {image.id, *image.repo_tags}:
+                continue
+            kind = labels.get(KIND)
+            if kind == "snapshot":
+                why = f"a snapshot of host {labels.get(HOST_NAME)!r}, which no longer exists"
+            elif kind == "build":
+                why = (
+                    f"built by --build for host {labels.get(HOST_NAME)!r}, which no container uses"
+                )
+            else:
+                continue
+            orphans.append(
+                Orphan(
+                    id=image.id,
+                    kind="image",
+                    provider=self.provider,
+                    why=why,
+                    name=image.repo_tags[0] if image.repo_tags else None,
+                    created_at=labels.get(CREATED_AT) or _docker_time(image.created),
+                    size_bytes=image.size,
+                    snapshot=kind == "snapshot",
+                )
+            )
+        return orphans
+
+    def orphan_delete_plan(self, orphan: Orphan) -> Plan:
+        if orphan.kind == "container":
+            rm = self._cmd(self.spec.rm_argv(orphan.id, force=True))
+            return Plan([Step(f"remove container {orphan.name}", command=rm, missing_ok=True)])
+        return Plan([self._rmi_step(orphan.name or orphan.id)])
 
     def exec_command(
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False

@@ -135,4 +135,3 @@ def test_gc_lists_and_removes_exactly_the_orphans(docker_env: DockerEnv, service
         assert engine.docker("inspect", unmarked, check=False).returncode == 0
     finally:
         engine.docker("rm", "--force", unmarked, check=False)
-

@@ -228,6 +228,12 @@ class ModalBackend(Backend):
     config_model = ModalConfig
     create_options_model = ModalCreateOptions
     takes = frozenset({resources.CPUS, resources.MEMORY, resources.GPU})
+    unsupported = {
+        Capability.GC: (
+            "Modal cannot delete an image (snapshots expire by Modal's TTL) and a sandbox "
+            "ends at its timeout; gc of the provider's record dict is not offered yet"
+        ),
+    }
 
     config: ModalConfig
 

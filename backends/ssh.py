@@ -523,6 +523,10 @@ class SshBackend(Backend):
             "nor restore it"
         ),
         Capability.RESTORE: "a pool machine has no snapshots to start from",
+        Capability.GC: (
+            "gc does not look at pool machines yet; `mngr provider check` names a claim a "
+            "stopped create left (claim/ without an owner) and says how to free it"
+        ),
     }
 
     config: SshConfig

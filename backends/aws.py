@@ -402,9 +402,7 @@ class AwsSpec:
 
     # --- ssh --------------------------------------------------------------------------
 
-    def ssh_argv(
-        self, host: Host, remote: list[str] | None, *, tty: bool, detach: bool = False
-    ) -> list[str]:
+    def ssh_endpoint(self, host: Host) -> ssh.SshEndpoint:
         c = self.config
         address = host.address.get("public_ip") or host.address.get("private_ip")
         if not address:
@@ -417,8 +415,14 @@ class AwsSpec:
         settings = ssh.SshSettings(
             known_hosts=c.known_hosts, accept_new=c.accept_new_host_keys, connect_timeout_s=30
         )
+        return ssh.SshEndpoint(target, settings)
+
+    def ssh_argv(
+        self, host: Host, remote: list[str] | None, *, tty: bool, detach: bool = False
+    ) -> list[str]:
+        endpoint = self.ssh_endpoint(host)
         command = ssh.remote_command(remote, detach=detach) if remote else None
-        return ssh.ssh_argv(target, settings, command, tty=tty)
+        return ssh.ssh_argv(endpoint.target, endpoint.settings, command, tty=tty)
 
     # --- parsers ----------------------------------------------------------------------
 
@@ -891,6 +895,9 @@ class AwsBackend(Backend):
 
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
         return Command(self.spec.ssh_argv(host, None, tty=tty))
+
+    def ssh_endpoint(self, host: Host) -> ssh.SshEndpoint:
+        return self.spec.ssh_endpoint(host)
 
     def check(self) -> dict[str, Any]:
         return self.spec.parse_region(self.call(self.spec.check_argv()))

@@ -582,6 +582,9 @@ class LocalBackend(Backend):
         folder = self._folder_of(host)
         return Command([os.environ.get("SHELL") or "/bin/sh"], cwd=str(folder))
 
+    def port_command(self, host: Host, port: int) -> None:
+        return None  # the host is a folder of this machine: its ports are ours
+
     def check(self) -> dict[str, Any]:
         listed = self.list_hosts()
         return {

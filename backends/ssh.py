@@ -722,6 +722,9 @@ class SshBackend(Backend):
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
         return self.spec.shell(self._machine_of(host), host.name, tty=tty)
 
+    def ssh_endpoint(self, host: Host) -> ssh.SshEndpoint:
+        return ssh.SshEndpoint(self._machine_of(host).target, self.spec.settings)
+
     def check(self) -> dict[str, Any]:
         pool = self._read_pool(list(self.config.machines))
         errors = [str(error) for _, _, error in pool if error is not None]

@@ -5,7 +5,10 @@ reports the median wall time and the peak RSS (from wait4's rusage). Targets fro
 (2-core machine): --version < 150 ms and < 40 MiB, completion < 80 ms, list of 100 local
 hosts < 300 ms.
 
-Run: python bench/core.py [--runs N] [--mngr PATH]
+With --instructions, each row also counts the instructions of one run under valgrind
+(callgrind): a figure that a busy machine does not change, to compare two commits.
+
+Run: python bench/core.py [--runs N] [--mngr PATH] [--instructions]
 (default mngr: the console script beside this Python, else `python -m mngr`).
 """
 
@@ -19,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import Measurement, machine, measure, print_table  # noqa: E402
+from measure import Measurement, instructions, machine, measure, print_table  # noqa: E402
 
 HOSTS = 100
 
@@ -41,7 +44,7 @@ def isolated_env(home: Path) -> dict[str, str]:
     }
 
 
-def rows(mngr: list[str], base: Path, runs: int) -> list[Measurement]:
+def rows(mngr: list[str], base: Path, runs: int, count: bool = False) -> list[Measurement]:
     env = isolated_env(base)
     names = [f"h{i:03d}" for i in range(HOSTS)]
     subprocess.run(
@@ -52,7 +55,10 @@ def rows(mngr: list[str], base: Path, runs: int) -> list[Measurement]:
     )
 
     def row(label: str, args: list[str], target: str = "") -> Measurement:
-        return measure(label, [*mngr, *args], runs=runs, env=env, target=target)
+        result = measure(label, [*mngr, *args], runs=runs, env=env, target=target)
+        if count:
+            result.minstr = instructions([*mngr, *args], env)
+        return result
 
     # What the bash script runs for `mngr host destroy <TAB>` and `mngr host <TAB>`.
     return [
@@ -74,12 +80,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--mngr", help="mngr executable to measure")
+    parser.add_argument(
+        "--instructions", action="store_true", help="also count instructions with valgrind"
+    )
     args = parser.parse_args()
     mngr = mngr_command(args.mngr)
     with tempfile.TemporaryDirectory() as tmp:
         print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
         print(f"mngr: {' '.join(mngr)}\n")
-        print_table(f"Core paths, median of {args.runs} runs", rows(mngr, Path(tmp), args.runs))
+        measured = rows(mngr, Path(tmp), args.runs, args.instructions)
+        print_table(f"Core paths, median of {args.runs} runs", measured)
 
 
 if __name__ == "__main__":

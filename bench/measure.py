@@ -21,6 +21,9 @@ class Measurement:
     runs: int
     target: str = ""
     cpu_ms: float = 0.0  # median user + system time: steadier than wall time on a busy machine
+    # Instructions the program ran (valgrind callgrind), in millions: the same on a busy
+    # machine as on an idle one, so two commits compare even when wall times cannot.
+    minstr: float | None = None
 
 
 # Each run starts from this small process, not from the bench's own (larger) Python: a
@@ -55,7 +58,7 @@ def measure(
     walls: list[float] = []
     peaks: list[float] = []
     cpus: list[float] = []
-    full_env = {**os.environ, **(env or {})}
+    full_env = bench_env(env)
     for _ in range(runs):
         proc = subprocess.run(
             [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, *argv],
@@ -75,17 +78,46 @@ def measure(
     )
 
 
+def bench_env(env: dict[str, str] | None) -> dict[str, str]:
+    """The environment of a measured run. An installed mngr has its bytecode compiled; a
+    PYTHONDONTWRITEBYTECODE=1 inherited from a sandbox would compile every module on every
+    run (about 60 ms), so it is dropped."""
+    full = {**os.environ, **(env or {})}
+    full.pop("PYTHONDONTWRITEBYTECODE", None)
+    return full
+
+
+def instructions(argv: Sequence[str], env: dict[str, str] | None = None) -> float | None:
+    """Millions of instructions one run executes, counted by valgrind (None without it)."""
+    import re
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        return None
+    full_env = bench_env(env)
+    subprocess.run(argv, capture_output=True, env=full_env)  # bytecode written, caches warm
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        capture_output=True,
+        env=full_env,
+    )
+    found = re.search(rb"Collected : (\d+)", proc.stderr)
+    return int(found.group(1)) / 1e6 if found else None
+
+
 def print_table(title: str, rows: list[Measurement]) -> str:
     lines = [
         f"### {title}",
         "",
-        "| what | median wall (ms) | median CPU (ms) | peak RSS (MiB) | runs | target |",
-        "|---|---:|---:|---:|---:|---|",
+        "| what | median wall (ms) | median CPU (ms) | peak RSS (MiB) | runs | target "
+        "| instructions (M) |",
+        "|---|---:|---:|---:|---:|---|---:|",
     ]
     for r in rows:
+        minstr = "" if r.minstr is None else f"{r.minstr:.0f}"
         lines.append(
             f"| {r.label} | {r.median_ms:.0f} | {r.cpu_ms:.0f} | {r.peak_mib:.1f} | {r.runs} "
-            f"| {r.target} |"
+            f"| {r.target} | {minstr} |"
         )
     text = "\n".join(lines) + "\n"
     print(text)

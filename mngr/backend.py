@@ -15,7 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
@@ -25,6 +25,9 @@ from mngr.plan import Plan
 from mngr.records import Host, Snapshot
 from mngr.resources import ResourceRequest
 from mngr.runner import Command, Completed, Runner
+
+if TYPE_CHECKING:
+    from mngr.toolkit.ssh import SshEndpoint
 
 # A setting or option that reaches a vendor's argv as a value: refused when it starts with '-'.
 ArgvValue = Annotated[str, AfterValidator(not_a_flag)]
@@ -260,6 +263,19 @@ class Backend(ABC):
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
         self.require(Capability.EXEC)
         raise NotImplementedError
+
+    def ssh_endpoint(self, host: Host) -> SshEndpoint | None:
+        """The host's own ssh address (ssh pool, aws), which `host ssh-config` writes and
+        `host forward` tunnels through; None: this backend has none. Raises a MngrError
+        saying why when the backend has one but this host cannot give it (no address)."""
+        return None
+
+    def port_command(self, host: Host, port: int) -> Command | None:
+        """For `host forward` without an ssh endpoint: a command whose stdin and stdout are
+        one connection to 127.0.0.1:`port` inside the host, over the transport (`nc` there);
+        None: the host's ports are this machine's own."""
+        self.require(Capability.EXEC, host)
+        return self.exec_command(host, ["nc", "127.0.0.1", str(port)])
 
     def check(self) -> dict[str, Any]:
         """One cheap call proving the provider is reachable; returns facts to show."""

@@ -1,31 +1,115 @@
-"""The command layer: parse, call the engine, render. No logic lives here."""
+"""The command layer on click: parse, call the use-case layer (`mngr.service`), render.
 
-import inspect
+No use-case logic lives here. Click is imported, pydantic is not: a command's values reach
+the service as plain strings and numbers, validated there (or in `mngr.resources`).
+"""
+
+from __future__ import annotations
+
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
+import click
 
 from mngr import __version__
 from mngr.errors import UsageError
 
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, json or jsonl.")]
-ProviderOpt = Annotated[
-    str | None, typer.Option("--provider", "-p", help="Provider instance to use.")
-]
-ProvidersOpt = Annotated[
-    list[str] | None, typer.Option("--provider", "-p", help="Only these providers (repeatable).")
-]
-YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
-ProjectFilesArg = Annotated[
-    list[Path] | None,
-    typer.Argument(help="Settings files (default: this project's .mngr/ files)."),
-]
-DryRunOpt = Annotated[
-    bool, typer.Option("--dry-run", help="Print the vendor commands that would run; run none.")
-]
+# --- help: options grouped in panels, arguments with their help ---------------------------
+
+
+class Opt(click.Option):
+    """An option that names its help panel ("Backend options (docker, modal)")."""
+
+    def __init__(self, *args: Any, panel: str = "Options", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.panel = panel
+
+
+class Arg(click.Argument):
+    """An argument with a help line, shown under "Arguments"."""
+
+    def __init__(self, *args: Any, help: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = help
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        return self.make_metavar(ctx), self.help
+
+
+class Command(click.Command):
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        args = [p.get_help_record(ctx) for p in self.get_params(ctx) if isinstance(p, Arg)]
+        if args:
+            with formatter.section("Arguments"):
+                formatter.write_dl([a for a in args if a])
+        panels: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = None if isinstance(param, Arg) else param.get_help_record(ctx)
+            if record is not None:
+                panels.setdefault(getattr(param, "panel", "Options"), []).append(record)
+        for title, rows in panels.items():
+            with formatter.section(title):
+                formatter.write_dl(rows)
+
+
+class Group(click.Group):
+    command_class = Command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # in the order they were added, `create` first
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        Command.format_options(self, ctx, formatter)  # type: ignore[arg-type]
+        self.format_commands(ctx, formatter)
+
+
+Group.group_class = Group
+
+
+def option(*decls: str, **kwargs: Any) -> Callable[[Any], Any]:
+    return click.option(*decls, cls=Opt, **kwargs)
+
+
+def argument(name: str, help: str, **kwargs: Any) -> Callable[[Any], Any]:
+    return click.argument(name, cls=Arg, help=help, **kwargs)
+
+
+def _decorate(*decorators: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def apply(f: Any) -> Any:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+
+    return apply
+
+
+def fmt_opt(f: Any) -> Any:
+    return option("--format", "-f", "fmt", default="table", help="table, json or jsonl.")(f)
+
+
+def provider_opt(f: Any) -> Any:
+    return option("--provider", "-p", default=None, help="Provider instance to use.")(f)
+
+
+def providers_opt(f: Any) -> Any:
+    return option("--provider", "-p", multiple=True, help="Only these providers (repeatable).")(f)
+
+
+def yes_opt(f: Any) -> Any:
+    return option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")(f)
+
+
+def dry_run_opt(f: Any) -> Any:
+    return option(
+        "--dry-run", is_flag=True, help="Print the vendor commands that would run; run none."
+    )(f)
+
+
+def _examples(*lines: str) -> str:
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 class State:
@@ -33,6 +117,10 @@ class State:
 
     config: Path | None = None
     jobs: int = 8
+
+
+def _exit(code: int) -> None:
+    raise click.exceptions.Exit(code)
 
 
 def _service() -> Any:
@@ -59,8 +147,8 @@ def _confirm(what: str, yes: bool) -> None:
         return
     if not _interactive():
         raise UsageError(f"refusing to {what} without --yes when not on a terminal")
-    if not typer.confirm(f"{what}?", default=False, err=True):
-        raise typer.Exit(1)
+    if not click.confirm(f"{what}?", default=False, err=True):
+        _exit(1)
 
 
 def _finish(outcomes: list[Any], labels: list[str], verb: str) -> None:
@@ -75,8 +163,7 @@ def _finish(outcomes: list[Any], labels: list[str], verb: str) -> None:
         output.error(f"{verb} {label}: {o.error}")
     if failed:
         first = failed[0][0].error
-        code = first.exit_code if isinstance(first, MngrError) else 1
-        raise typer.Exit(code)
+        _exit(first.exit_code if isinstance(first, MngrError) else 1)
 
 
 def _print_batch(batch: Any) -> None:
@@ -85,78 +172,80 @@ def _print_batch(batch: Any) -> None:
     output.out("".join(output.safe(line) + "\n" for line in batch.render()))
 
 
-app = typer.Typer(
-    name="mngr",
-    help="Create, list, stop, start, snapshot and destroy hosts through named providers.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-host_app = typer.Typer(help="Manage hosts.", no_args_is_help=True)
-snapshot_app = typer.Typer(help="Manage snapshots of hosts.", no_args_is_help=True)
-provider_app = typer.Typer(help="Manage provider instances.", no_args_is_help=True)
-config_app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
-app.add_typer(host_app, name="host")
-host_app.add_typer(snapshot_app, name="snapshot")
-app.add_typer(provider_app, name="provider")
-app.add_typer(config_app, name="config")
-
-
-def _version(value: bool) -> None:
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value:
-        typer.echo(f"mngr {__version__}")
-        raise typer.Exit()
+        click.echo(f"mngr {__version__}")
+        ctx.exit()
 
 
-@app.callback()
-def root(
-    config: Annotated[
-        Path | None, typer.Option("--config", help="Extra settings file (highest layer).")
-    ] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel operations at most.")] = 8,
-    version: Annotated[
-        bool,
-        typer.Option("--version", "-V", callback=_version, is_eager=True, help="Show version."),
-    ] = False,
-) -> None:
+@click.group(
+    cls=Group,
+    name="mngr",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Create, list, stop, start, snapshot and destroy hosts through named providers.",
+)
+@option(
+    "--config",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Extra settings file (highest layer).",
+)
+@option("--jobs", "-j", type=click.IntRange(min=1), default=8, help="Parallel operations at most.")
+@option(
+    "--version",
+    "-V",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_version,
+    help="Show version.",
+)
+def app(config: Path | None, jobs: int) -> None:
     State.config = config
     State.jobs = jobs
 
 
+@app.group("host", help="Manage hosts.")
+def host_app() -> None:
+    pass
+
+
 # --- host -------------------------------------------------------------------------------
+
+_CREATE_OPTIONS = _decorate(
+    argument("names", "Names of the hosts to create.", nargs=-1, required=True),
+    provider_opt,
+    option("--image", default=None, help="Image to start from."),
+    option("--tag", "-t", multiple=True, help="Tag KEY=VALUE (repeatable)."),
+    option("--from-snapshot", default=None, help="Snapshot id or name to start from."),
+    option("--cpus", metavar="NUMBER", default=None, help="CPUs (fractions allowed: 0.5)."),
+    option("--memory", metavar="SIZE", default=None, help="Memory with a unit: 512m, 2g (GiB)."),
+    option("--disk", metavar="SIZE", default=None, help="Disk with a unit: 20g (GiB), 1t."),
+    option(
+        "--gpu",
+        "--gpus",
+        "gpu",
+        metavar="GPU",
+        default=None,
+        help="GPUs: a count, 'all', or a type: A10G, H100:2.",
+    ),
+    dry_run_opt,
+    fmt_opt,
+)
 
 
 def host_create(
-    names: Annotated[list[str], typer.Argument(help="Names of the hosts to create.")],
-    provider: ProviderOpt = None,
-    image: Annotated[str | None, typer.Option("--image", help="Image to start from.")] = None,
-    tag: Annotated[
-        list[str] | None, typer.Option("--tag", "-t", help="Tag KEY=VALUE (repeatable).")
-    ] = None,
-    from_snapshot: Annotated[
-        str | None, typer.Option("--from-snapshot", help="Snapshot id or name to start from.")
-    ] = None,
-    cpus: Annotated[
-        str | None,
-        typer.Option("--cpus", metavar="NUMBER", help="CPUs (fractions allowed: 0.5)."),
-    ] = None,
-    memory: Annotated[
-        str | None,
-        typer.Option("--memory", metavar="SIZE", help="Memory with a unit: 512m, 2g (GiB)."),
-    ] = None,
-    disk: Annotated[
-        str | None,
-        typer.Option("--disk", metavar="SIZE", help="Disk with a unit: 20g (GiB), 1t."),
-    ] = None,
-    gpu: Annotated[
-        str | None,
-        typer.Option(
-            "--gpu", "--gpus", metavar="GPU", help="GPUs: a count, 'all', or a type: A10G, H100:2."
-        ),
-    ] = None,
-    dry_run: DryRunOpt = False,
-    fmt: FormatOpt = "table",
+    names: tuple[str, ...],
+    provider: str | None,
+    image: str | None,
+    tag: tuple[str, ...],
+    from_snapshot: str | None,
+    cpus: str | None,
+    memory: str | None,
+    disk: str | None,
+    gpu: str | None,
+    dry_run: bool,
+    fmt: str,
     **backend_flags: Any,
 ) -> None:
     """Create hosts."""
@@ -166,11 +255,11 @@ def host_create(
     _check_format(fmt)
     for name in names:
         check_host_name(name)
-    tags = parse_tags(tag)
+    tags = parse_tags(list(tag))
     service = _service()
     backend = service.engine.backend(provider or service.settings.default_provider)
     batch = service.prepare_create(
-        names,
+        list(names),
         provider=provider,
         image=image,
         tags=tags,
@@ -191,32 +280,35 @@ def host_create(
 def register_create(with_backend_flags: bool) -> None:
     """Register `host create`, with every installed backend's flags when asked: that imports
     each backend module, so only `host create` itself (and its help) pays for it."""
-    sig = inspect.signature(host_create, eval_str=True)
-    params = [p for p in sig.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    command = click.command(
+        "create",
+        cls=Command,
+        epilog=_examples(
+            "mngr host create web-1 web-2 -p local_docker --memory 2g",
+            "mngr host create api --from-snapshot before-upgrade",
+        ),
+    )(_CREATE_OPTIONS(host_create))
     if with_backend_flags:
         from mngr import create_flags
 
-        params += create_flags.typer_parameters(create_flags.collect())
-
-    def callback(**kwargs: Any) -> Any:
-        return host_create(**kwargs)
-
-    callback.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    callback.__doc__ = host_create.__doc__
-    host_app.registered_commands = [c for c in host_app.registered_commands if c.name != "create"]
-    host_app.command("create")(callback)
-    host_app.registered_commands.insert(0, host_app.registered_commands.pop())  # first in help
+        command.params += create_flags.click_options(create_flags.collect(), Opt)
+    host_app.add_command(command)
 
 
-@host_app.command("list")
+register_create(with_backend_flags=False)  # its place in the listing: first
+
+
+@host_app.command(
+    "list",
+    epilog=_examples("mngr host list --state running", "mngr host list -p local_docker -f json"),
+)
+@providers_opt
+@option("--state", default=None, help="Only hosts in this state.")
+@option("--tag", "-t", multiple=True, help="Only hosts with KEY=VALUE.")
+@fmt_opt
+@option("--quiet", "-q", is_flag=True, help="Print names only.")
 def host_list(
-    provider: ProvidersOpt = None,
-    state: Annotated[str | None, typer.Option("--state", help="Only hosts in this state.")] = None,
-    tag: Annotated[
-        list[str] | None, typer.Option("--tag", "-t", help="Only hosts with KEY=VALUE.")
-    ] = None,
-    fmt: FormatOpt = "table",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print names only.")] = False,
+    provider: tuple[str, ...], state: str | None, tag: tuple[str, ...], fmt: str, quiet: bool
 ) -> None:
     """List hosts of every provider (or the given ones)."""
     from mngr import output
@@ -229,10 +321,10 @@ def host_list(
         raise UsageError(
             f"invalid --state {state!r}: use one of {', '.join(s.value for s in HostState)}"
         )
-    result = _service().list_hosts(provider, state=state, tags=parse_tags(tag))
+    result = _service().list_hosts(list(provider) or None, state=state, tags=parse_tags(list(tag)))
     output.render_hosts(result.hosts, result.errors, fmt, quiet)
     if result.errors:
-        raise typer.Exit(EXIT_PARTIAL)
+        _exit(EXIT_PARTIAL)
 
 
 def _run_on_hosts(
@@ -262,42 +354,53 @@ def _run_on_hosts(
     _finish(outcomes, [job.label for job in batch.jobs], verb)
 
 
-@host_app.command("destroy")
+@host_app.command("destroy", epilog=_examples("mngr host destroy web-1 --yes"))
+@argument("names", "Hosts: NAME, NAME.PROVIDER or host id.", nargs=-1, required=True)
+@provider_opt
+@yes_opt
+@option("--force", is_flag=True, help="Destroy even if running.")
+@option("--purge", is_flag=True, help="Delete its snapshots too.")
+@dry_run_opt
 def host_destroy(
-    names: Annotated[list[str], typer.Argument(help="Hosts: NAME, NAME.PROVIDER or host id.")],
-    provider: ProviderOpt = None,
-    yes: YesOpt = False,
-    force: Annotated[bool, typer.Option("--force", help="Destroy even if running.")] = False,
-    purge: Annotated[bool, typer.Option("--purge", help="Delete its snapshots too.")] = False,
-    dry_run: DryRunOpt = False,
+    names: tuple[str, ...],
+    provider: str | None,
+    yes: bool,
+    force: bool,
+    purge: bool,
+    dry_run: bool,
 ) -> None:
     """Destroy hosts. A host that does not exist is not an error."""
     if not dry_run:
         _confirm(f"destroy {', '.join(names)}", yes)
     _run_on_hosts(
-        "destroy", "destroyed", names, provider, dry_run, missing_ok=True, force=force, purge=purge
+        "destroy",
+        "destroyed",
+        list(names),
+        provider,
+        dry_run,
+        missing_ok=True,
+        force=force,
+        purge=purge,
     )
 
 
-@host_app.command("stop")
-def host_stop(
-    names: Annotated[list[str], typer.Argument(help="Hosts to stop.")],
-    provider: ProviderOpt = None,
-    snapshot: Annotated[bool, typer.Option("--snapshot", help="Snapshot before stopping.")] = False,
-    dry_run: DryRunOpt = False,
-) -> None:
+@host_app.command("stop", epilog=_examples("mngr host stop web-1 --snapshot"))
+@argument("names", "Hosts to stop.", nargs=-1, required=True)
+@provider_opt
+@option("--snapshot", is_flag=True, help="Snapshot before stopping.")
+@dry_run_opt
+def host_stop(names: tuple[str, ...], provider: str | None, snapshot: bool, dry_run: bool) -> None:
     """Stop hosts."""
-    _run_on_hosts("stop", "stopped", names, provider, dry_run, snapshot=snapshot)
+    _run_on_hosts("stop", "stopped", list(names), provider, dry_run, snapshot=snapshot)
 
 
-@host_app.command("start")
-def host_start(
-    names: Annotated[list[str], typer.Argument(help="Hosts to start.")],
-    provider: ProviderOpt = None,
-    dry_run: DryRunOpt = False,
-) -> None:
+@host_app.command("start", epilog=_examples("mngr host start web-1"))
+@argument("names", "Hosts to start.", nargs=-1, required=True)
+@provider_opt
+@dry_run_opt
+def host_start(names: tuple[str, ...], provider: str | None, dry_run: bool) -> None:
     """Start stopped hosts."""
-    _run_on_hosts("start", "started", names, provider, dry_run)
+    _run_on_hosts("start", "started", list(names), provider, dry_run)
 
 
 def _run_attached(command: Any) -> int:
@@ -316,39 +419,112 @@ def _run_attached(command: Any) -> int:
         return 130
 
 
-@host_app.command("exec")
-def host_exec(
-    name: Annotated[str, typer.Argument(help="Host to run the command on.")],
-    command: Annotated[list[str], typer.Argument(help="Command and its arguments (after --).")],
-    provider: ProviderOpt = None,
-    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background.")] = False,
-) -> None:
+@host_app.command(
+    "exec",
+    epilog=_examples("mngr host exec web-1 -- uname -a", "mngr host exec web-1 -d -- ./serve"),
+)
+@argument("name", "Host to run the command on.")
+@argument("command", "Command and its arguments (after --).", nargs=-1, required=True)
+@provider_opt
+@option("--detach", "-d", is_flag=True, help="Run in the background.")
+def host_exec(name: str, command: tuple[str, ...], provider: str | None, detach: bool) -> None:
     """Run a command on a host; its exit code becomes mngr's."""
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     cmd = _service().exec_command(name, list(command), provider, tty=tty, detach=detach)
-    raise typer.Exit(_run_attached(cmd))
+    _exit(_run_attached(cmd))
 
 
-@host_app.command("shell")
-def host_shell(
-    name: Annotated[str, typer.Argument(help="Host to open a shell on.")],
-    provider: ProviderOpt = None,
-) -> None:
+@host_app.command("shell", epilog=_examples("mngr host shell web-1"))
+@argument("name", "Host to open a shell on.")
+@provider_opt
+def host_shell(name: str, provider: str | None) -> None:
     """Open an interactive shell on a host."""
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    raise typer.Exit(_run_attached(_service().shell_command(name, provider, tty=tty)))
+    _exit(_run_attached(_service().shell_command(name, provider, tty=tty)))
+
+
+@host_app.command(
+    "forward",
+    epilog=_examples(
+        "mngr host forward web-1 8080", "mngr host forward web-1 9000:8080 0:5432 -f json"
+    ),
+)
+@argument("name", "Host whose ports to reach.")
+@argument(
+    "ports",
+    "[LOCAL_PORT:]REMOTE_PORT (LOCAL_PORT 0 or omitted: a free port).",
+    nargs=-1,
+    required=True,
+)
+@provider_opt
+@option("--address", default="127.0.0.1", help="Local address to listen on (default: 127.0.0.1).")
+@fmt_opt
+def host_forward(
+    name: str, ports: tuple[str, ...], provider: str | None, address: str, fmt: str
+) -> None:
+    """Relay local ports to ports inside a host until Ctrl-C."""
+    from mngr import output
+    from mngr.errors import EXIT_INTERRUPTED
+    from mngr.records import SCHEMA_VERSION
+
+    _check_format(fmt)
+    forward = _service().forward(
+        name, list(ports), provider, address=address, report=output.message
+    )
+
+    def announce(bound: list[Any]) -> None:
+        if fmt == "table":
+            output.out(
+                "".join(f"{b.address}:{b.port} -> {forward.host}:{b.remote}\n" for b in bound)
+            )
+        else:
+            output.emit_json({"schema_version": SCHEMA_VERSION, **forward.record()})
+
+    try:
+        forward.run(announce)
+    except KeyboardInterrupt:  # Ctrl-C is how a forward ends: every relay is closed by now
+        _exit(EXIT_INTERRUPTED)
+
+
+@host_app.command(
+    "ssh-config",
+    epilog=_examples("mngr host ssh-config >> ~/.ssh/config.d/mngr", "mngr host ssh-config web-1"),
+)
+@argument("names", "Hosts (default: every host).", nargs=-1)
+@provider_opt
+def host_ssh_config(names: tuple[str, ...], provider: str | None) -> None:
+    """Print ssh_config Host stanzas for hosts with an ssh endpoint (ssh pool, aws)."""
+    from mngr import output
+    from mngr.errors import EXIT_PARTIAL
+
+    result = _service().ssh_config(list(names), provider)
+    output.out(result.text)
+    for ref, why in result.skipped:
+        output.message(f"{ref}: skipped: {why}")
+    for row in result.errors:
+        output.error(f"provider {row.provider}: {row.message}")
+    if result.errors:
+        _exit(EXIT_PARTIAL)
+    if names and result.skipped:
+        _exit(1)
 
 
 # --- snapshots --------------------------------------------------------------------------
 
 
-@snapshot_app.command("create")
+@host_app.group("snapshot", help="Manage snapshots of hosts.")
+def snapshot_app() -> None:
+    pass
+
+
+@snapshot_app.command("create", epilog=_examples("mngr host snapshot create web-1 -n before"))
+@argument("host", "Host to snapshot.")
+@option("--name", "-n", default=None, help="Snapshot name.")
+@provider_opt
+@dry_run_opt
+@fmt_opt
 def snapshot_create(
-    host: Annotated[str, typer.Argument(help="Host to snapshot.")],
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Snapshot name.")] = None,
-    provider: ProviderOpt = None,
-    dry_run: DryRunOpt = False,
-    fmt: FormatOpt = "table",
+    host: str, name: str | None, provider: str | None, dry_run: bool, fmt: str
 ) -> None:
     """Capture a host's filesystem as a snapshot."""
     from mngr import output
@@ -365,36 +541,34 @@ def snapshot_create(
     output.render_snapshots([outcome.value], [], fmt)
 
 
-@snapshot_app.command("list")
-def snapshot_list(
-    host: Annotated[str | None, typer.Argument(help="Only snapshots of this host.")] = None,
-    provider: ProvidersOpt = None,
-    fmt: FormatOpt = "table",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print ids only.")] = False,
-) -> None:
+@snapshot_app.command("list", epilog=_examples("mngr host snapshot list web-1"))
+@argument("host", "Only snapshots of this host.", required=False, default=None)
+@providers_opt
+@fmt_opt
+@option("--quiet", "-q", is_flag=True, help="Print ids only.")
+def snapshot_list(host: str | None, provider: tuple[str, ...], fmt: str, quiet: bool) -> None:
     """List snapshots."""
     from mngr import output
     from mngr.errors import EXIT_PARTIAL
 
     _check_format(fmt)
-    snaps, errors = _service().list_snapshots(provider, host)
+    snaps, errors = _service().list_snapshots(list(provider) or None, host)
     output.render_snapshots(snaps, errors, fmt, quiet)
     if errors:
-        raise typer.Exit(EXIT_PARTIAL)
+        _exit(EXIT_PARTIAL)
 
 
-@snapshot_app.command("delete")
-def snapshot_delete(
-    ids: Annotated[list[str], typer.Argument(help="Snapshot ids or names.")],
-    provider: ProviderOpt = None,
-    yes: YesOpt = False,
-    dry_run: DryRunOpt = False,
-) -> None:
+@snapshot_app.command("delete", epilog=_examples("mngr host snapshot delete before --yes"))
+@argument("ids", "Snapshot ids or names.", nargs=-1, required=True)
+@provider_opt
+@yes_opt
+@dry_run_opt
+def snapshot_delete(ids: tuple[str, ...], provider: str | None, yes: bool, dry_run: bool) -> None:
     """Delete snapshots."""
     from mngr import output
 
     service = _service()
-    batch = service.prepare_snapshot_delete(ids, provider)
+    batch = service.prepare_snapshot_delete(list(ids), provider)
     if dry_run:
         _print_batch(batch)
         return
@@ -407,6 +581,11 @@ def snapshot_delete(
 
 
 # --- providers --------------------------------------------------------------------------
+
+
+@app.group("provider", help="Manage provider instances.")
+def provider_app() -> None:
+    pass
 
 
 def _shown_settings(entry: Any) -> Any:
@@ -426,8 +605,9 @@ def _shown_settings(entry: Any) -> Any:
     return hide(entry.config.model_dump(mode="json") if entry.config else dict(entry.raw))
 
 
-@provider_app.command("list")
-def provider_list(fmt: FormatOpt = "table") -> None:
+@provider_app.command("list", epilog=_examples("mngr provider list"))
+@fmt_opt
+def provider_list(fmt: str) -> None:
     """List provider instances."""
     from mngr import output
 
@@ -440,10 +620,10 @@ def provider_list(fmt: FormatOpt = "table") -> None:
     output.render_rows(rows, columns, fmt, "providers")
 
 
-@provider_app.command("show")
-def provider_show(
-    name: Annotated[str, typer.Argument(help="Provider name.")], fmt: FormatOpt = "table"
-) -> None:
+@provider_app.command("show", epilog=_examples("mngr provider show local_docker"))
+@argument("name", "Provider name.")
+@fmt_opt
+def provider_show(name: str, fmt: str) -> None:
     """Show one provider's merged settings and capabilities."""
     from mngr import output
 
@@ -459,16 +639,17 @@ def provider_show(
         output.emit_json({"schema_version": 1, "provider": row})
 
 
-@provider_app.command("check")
-def provider_check(
-    names: Annotated[list[str] | None, typer.Argument(help="Providers (default: all).")] = None,
-    fmt: FormatOpt = "table",
-) -> None:
+@provider_app.command(
+    "check", epilog=_examples("mngr provider check", "mngr provider check my-aws")
+)
+@argument("names", "Providers (default: all).", nargs=-1)
+@fmt_opt
+def provider_check(names: tuple[str, ...], fmt: str) -> None:
     """Check that providers are reachable (one cheap call each)."""
     from mngr import output
 
     _check_format(fmt)
-    outcomes = _service().check(names)
+    outcomes = _service().check(list(names) or None)
     rows = []
     for o in outcomes:
         if o.error is None:
@@ -478,32 +659,29 @@ def provider_check(
     output.render_rows(rows, ["name", "ok", "details"], fmt, "providers")
     failed = [o.error for o in outcomes if o.error is not None]
     if failed:
-        first = failed[0]
-        raise typer.Exit(getattr(first, "exit_code", 1))
+        _exit(getattr(failed[0], "exit_code", 1))
 
 
-@provider_app.command("add")
-def provider_add(
-    name: Annotated[str, typer.Argument(help="Name of the new provider instance.")],
-    backend: Annotated[str, typer.Option("--backend", "-b", help="Backend of the provider.")],
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Setting KEY=VALUE (repeatable).")
-    ] = None,
-    scope: Annotated[str, typer.Option("--scope", help="user, project or local.")] = "user",
-) -> None:
+@provider_app.command(
+    "add", epilog=_examples("mngr provider add gpu-box --backend ssh --set hosts=gpu1,gpu2")
+)
+@argument("name", "Name of the new provider instance.")
+@option("--backend", "-b", required=True, help="Backend of the provider.")
+@option("--set", "set_", multiple=True, help="Setting KEY=VALUE (repeatable).")
+@option("--scope", default="user", help="user, project or local.")
+def provider_add(name: str, backend: str, set_: tuple[str, ...], scope: str) -> None:
     """Add a provider to a settings file (comments and layout are kept)."""
     from mngr import output, settings_file
 
-    path = settings_file.add_provider(name, backend, set_ or [], scope)
+    path = settings_file.add_provider(name, backend, list(set_), scope)
     output.message(f"added provider {name!r} to {path}")
 
 
-@provider_app.command("remove")
-def provider_remove(
-    name: Annotated[str, typer.Argument(help="Provider to remove.")],
-    scope: Annotated[str, typer.Option("--scope", help="user, project or local.")] = "user",
-    yes: YesOpt = False,
-) -> None:
+@provider_app.command("remove", epilog=_examples("mngr provider remove gpu-box --yes"))
+@argument("name", "Provider to remove.")
+@option("--scope", default="user", help="user, project or local.")
+@yes_opt
+def provider_remove(name: str, scope: str, yes: bool) -> None:
     """Remove a provider from a settings file."""
     from mngr import output, settings_file
 
@@ -515,8 +693,14 @@ def provider_remove(
 # --- config -----------------------------------------------------------------------------
 
 
-@config_app.command("show")
-def config_show(fmt: FormatOpt = "table") -> None:
+@app.group("config", help="Inspect settings.")
+def config_app() -> None:
+    pass
+
+
+@config_app.command("show", epilog=_examples("mngr config show -f json"))
+@fmt_opt
+def config_show(fmt: str) -> None:
     """Print the merged providers and the file each came from."""
     from mngr import config, output
 
@@ -542,7 +726,7 @@ def config_show(fmt: FormatOpt = "table") -> None:
         )
 
 
-@config_app.command("path")
+@config_app.command("path", epilog=_examples("mngr config path"))
 def config_path() -> None:
     """Print the settings files consulted, lowest layer first."""
     from mngr import config, output, trust
@@ -560,11 +744,11 @@ def config_path() -> None:
         output.out("\t".join(output.safe(str(v)) for v in (layer.label, layer.path, status)) + "\n")
 
 
-def _project_files(paths_given: list[Path] | None) -> list[Path]:
+def _project_files(paths_given: tuple[Path, ...]) -> list[Path]:
     from mngr import paths
 
     if paths_given:
-        return paths_given
+        return list(paths_given)
     project = paths.project_dir()
     found = [project / name for name in (paths.PROJECT_FILE, paths.LOCAL_FILE)] if project else []
     found = [path for path in found if path.exists()]
@@ -576,10 +760,20 @@ def _project_files(paths_given: list[Path] | None) -> list[Path]:
     return found
 
 
-@config_app.command("trust")
-def config_trust(
-    files: ProjectFilesArg = None,
-) -> None:
+def project_files_arg(f: Any) -> Any:
+    return argument(
+        "files",
+        "Settings files (default: this project's .mngr/ files).",
+        nargs=-1,
+        type=click.Path(path_type=Path),
+    )(f)
+
+
+@config_app.command(
+    "trust", epilog=_examples("mngr config trust", "mngr config trust .mngr/settings.toml")
+)
+@project_files_arg
+def config_trust(files: tuple[Path, ...]) -> None:
     """Trust project settings files as they are now (path and content hash)."""
     from mngr import config, output, trust
 
@@ -591,10 +785,9 @@ def config_trust(
         output.message(f"trusted {path.resolve()} (until it changes)")
 
 
-@config_app.command("untrust")
-def config_untrust(
-    files: ProjectFilesArg = None,
-) -> None:
+@config_app.command("untrust", epilog=_examples("mngr config untrust"))
+@project_files_arg
+def config_untrust(files: tuple[Path, ...]) -> None:
     """Stop trusting project settings files."""
     from mngr import output, trust
 
@@ -606,8 +799,12 @@ def config_untrust(
 # --- completion -------------------------------------------------------------------------
 
 
-@app.command("completion")
-def completion(shell: Annotated[str, typer.Argument(help="bash, zsh or fish.")]) -> None:
+@app.command(
+    "completion",
+    epilog=_examples("mngr completion bash > ~/.local/share/bash-completion/completions/mngr"),
+)
+@argument("shell", "bash, zsh or fish.")
+def completion(shell: str) -> None:
     """Print the completion script for a shell."""
     from mngr import completion as comp
 
@@ -617,51 +814,55 @@ def completion(shell: Annotated[str, typer.Argument(help="bash, zsh or fish.")])
 # --- serve ------------------------------------------------------------------------------
 
 
-@app.command("serve")
+@app.command(
+    "serve",
+    epilog=_examples("mngr serve --token-file ~/.config/mngr/tokens --listen 127.0.0.1:8421"),
+)
+@option(
+    "--token-file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Bearer tokens, one per line ('#' comments; an 'ro:' prefix = read-only).",
+)
+@option(
+    "--listen",
+    default="127.0.0.1:8421",
+    help="HOST:PORT to listen on (port 0: any free port).",
+)
+@option(
+    "--tls-cert", type=click.Path(path_type=Path), default=None, help="TLS certificate chain (PEM)."
+)
+@option("--tls-key", type=click.Path(path_type=Path), default=None, help="TLS private key (PEM).")
+@option("--insecure-http", is_flag=True, help="Allow plain HTTP on a non-loopback address.")
+@option("--provider", "-p", multiple=True, help="Serve only these providers (default: all).")
+@option(
+    "--request-timeout",
+    type=float,
+    default=30.0,
+    help="Seconds a list waits for a provider; a slower one is an error row.",
+)
+@option(
+    "--max-connections",
+    type=int,
+    default=1000,
+    help="Open connections at most; more are answered with 503.",
+)
+@option(
+    "--read-timeout",
+    type=float,
+    default=15.0,
+    help="Seconds a client may take to send a request's headers or body.",
+)
 def serve(
-    token_file: Annotated[
-        Path,
-        typer.Option(
-            "--token-file",
-            help="Bearer tokens, one per line ('#' comments; an 'ro:' prefix = read-only).",
-        ),
-    ],
-    listen: Annotated[
-        str, typer.Option("--listen", help="HOST:PORT to listen on (port 0: any free port).")
-    ] = "127.0.0.1:8421",
-    tls_cert: Annotated[
-        Path | None, typer.Option("--tls-cert", help="TLS certificate chain (PEM).")
-    ] = None,
-    tls_key: Annotated[
-        Path | None, typer.Option("--tls-key", help="TLS private key (PEM).")
-    ] = None,
-    insecure_http: Annotated[
-        bool,
-        typer.Option("--insecure-http", help="Allow plain HTTP on a non-loopback address."),
-    ] = False,
-    provider: Annotated[
-        list[str] | None,
-        typer.Option("--provider", "-p", help="Serve only these providers (default: all)."),
-    ] = None,
-    request_timeout: Annotated[
-        float,
-        typer.Option(
-            "--request-timeout",
-            help="Seconds a list waits for a provider; a slower one is an error row.",
-        ),
-    ] = 30.0,
-    max_connections: Annotated[
-        int,
-        typer.Option(
-            "--max-connections", help="Open connections at most; more are answered with 503."
-        ),
-    ] = 1000,
-    read_timeout: Annotated[
-        float,
-        typer.Option(
-            "--read-timeout", help="Seconds a client may take to send a request's headers or body."
-        ),
-    ] = 15.0,
+    token_file: Path,
+    listen: str,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure_http: bool,
+    provider: tuple[str, ...],
+    request_timeout: float,
+    max_connections: int,
+    read_timeout: float,
 ) -> None:
     """Serve the HTTP API over this machine's providers (what the `mngr` backend talks to)."""
     from mngr import config
@@ -685,7 +886,7 @@ def serve(
             tls_cert=tls_cert,
             tls_key=tls_key,
             insecure_http=insecure_http,
-            providers=provider,
+            providers=list(provider) or None,
             jobs=State.jobs,
             request_timeout_s=request_timeout,
             max_connections=max_connections,
@@ -695,26 +896,22 @@ def serve(
         pass  # Ctrl-C / SIGTERM: uvicorn has already shut down gracefully
 
 
-def build(with_backend_flags: bool) -> typer.Typer:
+def build(with_backend_flags: bool) -> click.Group:
     register_create(with_backend_flags)
     return app
 
 
 def run(argv: list[str]) -> int:
-    """Entry point after the fast paths: run the Typer app, map errors to exit codes."""
+    """Entry point after the fast paths: run the click app, map errors to exit codes."""
     from mngr.errors import EXIT_INTERRUPTED, EXIT_USAGE, MngrError
 
     # Backend flags import every backend; only `host create` (and its help) need them.
-    build(with_backend_flags="create" in argv)
-    command = typer.main.get_command(app)
+    root = build(with_backend_flags="create" in argv)
     try:
-        result = command.main(args=argv, prog_name="mngr", standalone_mode=False)
-        if result == EXIT_INTERRUPTED:  # Typer turned a Ctrl-C into a bare exit code
-            from mngr import output
-
-            output.error("interrupted")
-        return result if isinstance(result, int) else 0
-    except typer.Exit as exc:
+        with root.make_context("mngr", list(argv)) as ctx:
+            root.invoke(ctx)
+        return 0
+    except click.exceptions.Exit as exc:
         return exc.exit_code
     except MngrError as exc:
         _report(str(exc))
@@ -722,15 +919,16 @@ def run(argv: list[str]) -> int:
     except KeyboardInterrupt:
         _report("interrupted")
         return EXIT_INTERRUPTED
-    except typer.Abort:
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.Abort:
         _report("aborted")
         return 1
-    except Exception as exc:  # click usage errors and anything unexpected
-        usage = _click_usage_error(exc)
-        if usage is not None:
-            if usage:
-                _report(usage)
-            return EXIT_USAGE
+    except click.ClickException as exc:
+        _report(_usage_text(exc))
+        return EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code
+    except Exception as exc:
         if os.environ.get("MNGR_DEBUG"):
             raise
         _report(f"internal error: {exc!r} (set MNGR_DEBUG=1 for a traceback)")
@@ -743,18 +941,12 @@ def _report(text: str) -> None:
     output.error(text)
 
 
-def _click_usage_error(exc: Exception) -> str | None:
+def _usage_text(exc: click.ClickException) -> str:
     """The one-line text of a click usage error (bad option, missing argument...)."""
-    from typer._click import exceptions as click_exc
-
-    if isinstance(exc, click_exc.NoArgsIsHelpError):
-        return ""  # the help was already printed
-    if not isinstance(exc, click_exc.ClickException):
-        return None
     text = exc.format_message()
-    # Typer validates values through pydantic: say it in mngr's words, not the validator's.
-    text = text.replace("Input should be", "must be").replace("Value error, ", "")
     ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.NoSuchOption) and ctx is not None and ctx.command is host_exec:
+        return f"{text}: put the command after '--': mngr host exec HOST -- COMMAND..."
     if ctx is not None:
         text += f" (see '{ctx.command_path} --help')"
     return text

@@ -1,7 +1,7 @@
 """Shell completion: the `mngr __complete` fast path and the shell scripts that call it.
 
 A TAB runs `mngr __complete SHELL -- WORD... CURRENT`. The answer comes from the command
-tree in `completion_tree.json` (generated from the Typer app by `mngr.completion_gen`),
+tree in `completion_tree.json` (generated from the click app by `mngr.completion_gen`),
 provider names read raw from the settings files, and host names from the local backend's
 directories plus the cache that each `mngr host list` refreshes. No vendor CLI is called
 and nothing heavy is imported: stdlib and `mngr.paths` only (`mngr.config` alone would

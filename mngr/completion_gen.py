@@ -1,4 +1,4 @@
-"""Generate the completion files from the Typer app: `python -m mngr.completion_gen`.
+"""Generate the completion files from the click app: `python -m mngr.completion_gen`.
 
 Writes `mngr/completion_tree.json` (every command, option and argument, with `host create`'s
 backend flags, read from the click tree) and `completions/mngr.{bash,zsh,fish}`. Run it
@@ -8,10 +8,8 @@ again whenever a command, an option or a backend changes; `--check` only reports
 
 from __future__ import annotations
 
-import enum
 import json
 import sys
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,8 @@ def _value_kind(path: tuple[str, ...], param: Any) -> str | list[str] | None:
     The click tree says which parameters take values, not what they mean; these rules say
     that, by parameter name, for the few names whose values mngr knows.
     """
+    import click
+
     from mngr.output import FORMATS
     from mngr.records import HostState
     from mngr.settings_file import SCOPES
@@ -35,13 +35,10 @@ def _value_kind(path: tuple[str, ...], param: Any) -> str | list[str] | None:
     is_argument = param.param_type_name == "argument"
     if not is_argument and (param.is_flag or param.count):
         return None
-    annotation = param.type_descriptor.annotation
-    inner = [annotation, *typing.get_args(annotation)]
-    if Path in inner:
+    if isinstance(param.type, click.Path):
         return "files"
-    enums = [a for a in inner if isinstance(a, type) and issubclass(a, enum.Enum)]
-    if enums:
-        return [str(member.value) for member in enums[0]]
+    if isinstance(param.type, click.Choice):
+        return [str(choice) for choice in param.type.choices]
     name = param.name
     fixed: dict[str, list[str]] = {
         "fmt": list(FORMATS),
@@ -85,7 +82,7 @@ def _first_line(text: str | None) -> str:
 
 
 def _node(command: Any, ctx: Any, path: tuple[str, ...], skip: set[str]) -> dict[str, Any]:
-    from typer import _click as click
+    import click
 
     options, args = [], []
     for param in command.get_params(ctx):
@@ -126,12 +123,11 @@ def _node(command: Any, ctx: Any, path: tuple[str, ...], skip: set[str]) -> dict
 
 def tree() -> dict[str, Any]:
     """The whole command tree, with `host create`'s (built-in) backend flags."""
-    import typer
-    from typer import _click as click
+    import click
 
     from mngr.cli import build
 
-    root = typer.main.get_command(build(with_backend_flags=True))
+    root = build(with_backend_flags=True)
     ctx = click.Context(root, info_name="mngr", **root.context_settings)
     return _node(root, ctx, (), _third_party_flags())
 

@@ -7,7 +7,6 @@ not take is refused ("--gpu is not supported by backend 'ssh'").
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, get_args, get_origin
 
@@ -86,27 +85,20 @@ def collect() -> dict[str, BackendFlag]:
     return flags
 
 
-def typer_parameters(flags: dict[str, BackendFlag]) -> list[inspect.Parameter]:
-    import typer
-
-    params = []
+def click_options(flags: dict[str, BackendFlag], option_class: type) -> list[Any]:
+    """The flags as click options, each under a help panel naming the backends that take it."""
+    options = []
     for flag in flags.values():
-        panel = "Backend options: " + ", ".join(flag.backends)
-        if flag.kind == "flag":
-            annotation: Any = bool
-            default = typer.Option(False, *flag.decls, help=flag.help, rich_help_panel=panel)
-        elif flag.kind == "many":
-            annotation = list[str] | None
-            default = typer.Option(None, *flag.decls, help=flag.help, rich_help_panel=panel)
-        else:
-            annotation = str | None
-            default = typer.Option(None, *flag.decls, help=flag.help, rich_help_panel=panel)
-        params.append(
-            inspect.Parameter(
-                flag.dest, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+        kind = {"flag": {"is_flag": True}, "many": {"multiple": True}, "value": {}}[flag.kind]
+        options.append(
+            option_class(
+                [*flag.decls, flag.dest],
+                help=flag.help,
+                panel=f"Backend options ({', '.join(flag.backends)})",
+                **kind,
             )
         )
-    return params
+    return options
 
 
 def given(values: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from mngr.errors import (
 from mngr.fanout import Outcome, fan_out  # also imported from here by older code
 from mngr.names import HOST_ID_RE, split_host_ref
 from mngr.plan import Plan, execute
-from mngr.records import Host, ProviderErrorRow, Snapshot
+from mngr.records import Host, ProviderErrorRow, Snapshot, SshEndpointRecord
 from mngr.registry import load_backend
 from mngr.runner import Runner
 
@@ -110,11 +110,21 @@ class Engine:
             deadline_s=self.deadline(names),
         )
         hosts, errors = _collect(outcomes)
+        for host in hosts:
+            host.ssh_endpoint = self.ssh_endpoint_record(host)
         result = ListResult(hosts, [self._builtin_hint(row) for row in errors])
         result.hosts.sort(key=lambda h: (h.provider, h.name))
         answered = [o.item for o in outcomes if o.error is None]
         _remember_host_names(answered, result.hosts, complete=not providers)
         return result
+
+    def ssh_endpoint_record(self, host: Host) -> SshEndpointRecord | None:
+        """The host's ssh endpoint as its record shows it (none where it cannot give one)."""
+        try:
+            endpoint = self.backend(host.provider).ssh_endpoint(host)
+        except MngrError:
+            return None
+        return SshEndpointRecord(**endpoint.record()) if endpoint is not None else None
 
     def _builtin_hint(self, row: ProviderErrorRow) -> ProviderErrorRow:
         """A built-in provider the user never configured says how to switch it off."""

@@ -1,5 +1,5 @@
 """Console entry point. `--version` and completion requests answer before anything heavy is
-imported (no Typer, no pydantic, no rich); everything else goes to the CLI."""
+imported (no click, no pydantic); everything else goes to the CLI."""
 
 from __future__ import annotations
 

@@ -78,7 +78,7 @@ def fan_out(
         end = time.monotonic() + UNDO_GRACE_S
         for thread in threads:
             thread.join(max(0.0, end - time.monotonic()))
-        # A MngrError, not the KeyboardInterrupt Typer would turn into a silent exit 130.
+        # A MngrError, not a bare KeyboardInterrupt that would end the whole command.
         raise InterruptedByUser("interrupted") from None
     for index in pending:
         outcomes[index].error = UnreachableError(f"did not answer within {deadline_s:g}s")

@@ -30,6 +30,20 @@ class Resources(BaseModel):
     disk_gb: float | None = None
 
 
+class SshEndpointRecord(BaseModel):
+    """A host's own ssh address, where it has one (ssh pool, aws): what `host ssh-config`
+    writes, for plain `ssh`, `scp` and `rsync`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str
+    port: int
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str
+    strict_host_key_checking: str  # "yes", or "accept-new" (trust a first key); never "no"
+
+
 class Host(BaseModel):
     """One host as a provider reports it. Rebuilt from provider-side state on every list."""
 
@@ -46,6 +60,7 @@ class Host(BaseModel):
     resources: Resources = Field(default_factory=Resources)
     address: dict[str, Any] = Field(default_factory=dict)
     snapshots: list[str] = Field(default_factory=list)
+    ssh_endpoint: SshEndpointRecord | None = None  # filled in by the engine on listing
     # What this host cannot do beyond its provider's limits, with the reason (a spot
     # instance cannot stop): {"stop/start": "..."}. Verbs refuse it before running anything.
     unsupported: dict[str, str] = Field(default_factory=dict)

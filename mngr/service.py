@@ -8,8 +8,9 @@ prints a batch for `--dry-run`, or runs it and reports each outcome.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mngr.backend import Backend, Capability, CreateOptions, CreateRequest
 from mngr.config import Settings
@@ -20,6 +21,9 @@ from mngr.plan import Plan
 from mngr.records import Host, HostState, ProviderErrorRow, Snapshot, utc_now
 from mngr.resources import ResourceRequest
 from mngr.runner import Command, Runner
+
+if TYPE_CHECKING:
+    from mngr.forward import Forward
 
 NO_COMMAND = "no command given (use: mngr host exec NAME -- CMD...)"
 
@@ -33,6 +37,17 @@ class Job:
     plan: Plan
     host: Host | None = None
     snapshot: Snapshot | None = None
+
+
+@dataclass
+class SshConfigText:
+    stanzas: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (host, why)
+    errors: list[ProviderErrorRow] = field(default_factory=list)  # providers that failed
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.stanzas)
 
 
 @dataclass
@@ -267,6 +282,58 @@ class Service:
         backend = self.engine.backend(host.provider)
         backend.require(Capability.EXEC, host)
         return backend.shell_command(host, tty=tty)
+
+    def forward(
+        self,
+        ref: str,
+        ports: list[str],
+        provider: str | None = None,
+        *,
+        address: str = "127.0.0.1",
+        report: Callable[[str], None] = lambda _: None,
+    ) -> Forward:
+        """A forward of `ports` (`[LOCAL_PORT:]REMOTE_PORT` each) to the host, not yet open:
+        the caller opens it, serves until it is done, then closes it."""
+        from mngr.forward import Forward, SshRoute, TransportRoute, bind_address, parse_ports
+
+        pairs = parse_ports(ports)
+        address = bind_address(address)
+        host = self._running(ref, provider)
+        backend = self.engine.backend(host.provider)
+        endpoint = backend.ssh_endpoint(host)
+        if endpoint is not None:
+            route: SshRoute | TransportRoute = SshRoute(endpoint, backend.classify)
+        else:
+            route = TransportRoute(lambda port: backend.port_command(host, port))
+        return Forward(host.ref, route, pairs, address, report)
+
+    def ssh_config(self, refs: list[str], provider: str | None = None) -> SshConfigText:
+        """`Host` stanzas for the hosts (every host when none is named) with an ssh endpoint;
+        the others, with the reason, in `skipped`."""
+        from mngr.toolkit.ssh import config_stanza
+
+        if refs:
+            hosts = [h for _, h in self.engine.resolve_hosts(refs, provider) if h is not None]
+            errors: list[ProviderErrorRow] = []
+        else:
+            listing = self.list_hosts([provider] if provider else None)
+            hosts, errors = listing.hosts, listing.errors
+        names = [h.name for h in hosts]
+        result = SshConfigText(errors=errors)
+        for host in hosts:
+            backend = self.engine.backend(host.provider)
+            try:
+                endpoint = backend.ssh_endpoint(host)
+                if endpoint is None:
+                    raise MngrError(
+                        f"backend {backend.name!r} has no ssh endpoint (use mngr host exec, "
+                        "shell or forward)"
+                    )
+                aliases = [host.ref] if names.count(host.name) > 1 else [host.name, host.ref]
+                result.stanzas.append(config_stanza(aliases, endpoint))
+            except (MngrError, ValueError) as exc:
+                result.skipped.append((host.ref, str(exc)))
+        return result
 
     def _running(self, ref: str, provider: str | None) -> Host:
         host = self.engine.resolve_host(ref, provider)

@@ -5,10 +5,13 @@ and optional connection reuse."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import stat
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mngr.errors import MngrError
 
@@ -39,22 +42,54 @@ class SshSettings:
     connect_timeout_s: int = 10
     control_dir: str | None = None  # set: reuse connections (ControlMaster) for this long
     control_persist_s: int = 0
+    # A master of one mngr process's own (`host forward`): its socket, and whether this
+    # command is that master (ssh -M -N) or a client of it.
+    control_path: str | None = None
+    control_master: bool = False
 
     @property
     def known_hosts_file(self) -> str:
         return os.path.expanduser(self.known_hosts or "~/.ssh/known_hosts")
 
+    @property
+    def strict_host_key_checking(self) -> str:
+        return "accept-new" if self.accept_new else "yes"
+
+
+@dataclass(frozen=True)
+class SshEndpoint:
+    """A host's own ssh address and how mngr checks its key: what `host ssh-config` writes
+    and `host forward` tunnels through."""
+
+    target: SshTarget
+    settings: SshSettings
+
+    def record(self) -> dict[str, Any]:
+        """The public form, in `host list --format json` as `ssh_endpoint`."""
+        identity = self.target.identity_file
+        return {
+            "host": self.target.address,
+            "port": self.target.port,
+            "user": self.target.user,
+            "identity_file": os.path.expanduser(identity) if identity else None,
+            "known_hosts": self.settings.known_hosts_file,
+            "strict_host_key_checking": self.settings.strict_host_key_checking,
+        }
+
 
 def options(settings: SshSettings, *, batch: bool = True) -> list[str]:
     opts = [
         f"ConnectTimeout={settings.connect_timeout_s}",
-        f"StrictHostKeyChecking={'accept-new' if settings.accept_new else 'yes'}",
+        f"StrictHostKeyChecking={settings.strict_host_key_checking}",
         f"UserKnownHostsFile={settings.known_hosts_file}",
         "LogLevel=ERROR",
     ]
     if batch:
         opts.insert(0, "BatchMode=yes")
-    if settings.control_dir is not None and settings.control_persist_s > 0:
+    if settings.control_path is not None:
+        master = "yes" if settings.control_master else "no"
+        opts += [f"ControlMaster={master}", f"ControlPath={settings.control_path}"]
+    elif settings.control_dir is not None and settings.control_persist_s > 0:
         opts += [
             "ControlMaster=auto",
             f"ControlPath={settings.control_dir}/%C",
@@ -72,18 +107,47 @@ def ssh_argv(
     *,
     tty: bool = False,
     batch: bool = True,
+    flags: Sequence[str] = (),
 ) -> list[str]:
-    """`ssh OPTIONS [-i KEY] -p PORT [-l USER] -t|-T -- ADDRESS [REMOTE]`."""
+    """`ssh OPTIONS [-i KEY] -p PORT [-l USER] [FLAGS] -t|-T -- ADDRESS [REMOTE]`."""
     argv = [settings.binary, *options(settings, batch=batch)]
     if target.identity_file:
         argv += ["-i", os.path.expanduser(target.identity_file), "-o", "IdentitiesOnly=yes"]
     argv += ["-p", str(target.port)]
     if target.user:
         argv += ["-l", target.user]
-    argv += ["-t" if tty else "-T", "--", target.address]
+    argv += [*flags, "-t" if tty else "-T", "--", target.address]
     if remote is not None:
         argv.append(remote)
     return argv
+
+
+# A value in an ssh_config stanza: no blank, quote, '#', '=', '%' (a token), control
+# character or leading '-', so a value from settings or vendor output cannot add a line or
+# an option.
+_CONFIG_VALUE = re.compile(r"[\w.@:/~+,][\w.@:/~+,-]*")
+
+
+def config_stanza(aliases: Sequence[str], endpoint: SshEndpoint) -> str:
+    """A `Host` block of ssh_config for `endpoint`, named by `aliases`; ValueError names the
+    value that cannot be written safely."""
+    record = endpoint.record()
+    lines = [("Host", " ".join(aliases))]
+    lines += [
+        ("HostName", record["host"]),
+        ("Port", str(record["port"])),
+        ("User", record["user"]),
+        ("IdentityFile", record["identity_file"]),
+        ("IdentitiesOnly", "yes" if record["identity_file"] else None),
+        ("UserKnownHostsFile", record["known_hosts"]),
+        ("StrictHostKeyChecking", record["strict_host_key_checking"]),
+    ]
+    for key, value in lines:
+        words = value.split(" ") if key == "Host" else [value]
+        if value is not None and not all(_CONFIG_VALUE.fullmatch(w) for w in words):
+            raise ValueError(f"its {key} {value!r} cannot be written into an ssh config safely")
+    body = "".join(f"    {key} {value}\n" for key, value in lines[1:] if value is not None)
+    return f"Host {lines[0][1]}\n{body}"
 
 
 def remote_command(words: list[str], *, detach: bool = False) -> str:

@@ -1,4 +1,4 @@
-"""The committed completion files match the Typer app (commands, options, backend flags)."""
+"""The committed completion files match the click app (commands, options, backend flags)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,12 @@ def test_tree_holds_builtin_backend_flags_and_leaves_third_party_ones_out(
     from mngr import create_flags
 
     flags = {
-        "bk_gpu": BackendFlag("bk_gpu", "gpu", ["--gpu", "-g"], "GPUs to attach.", "value"),
+        "bk_accel": BackendFlag(
+            "bk_accel", "accel", ["--accel", "-g"], "Accelerators to attach.", "value"
+        ),
         "bk_odd": BackendFlag("bk_odd", "odd", ["--odd"], "Only elsewhere.", "flag"),
     }
-    flags["bk_gpu"].backends = ["local"]
+    flags["bk_accel"].backends = ["local"]
     flags["bk_odd"].backends = ["someone-elses"]
     monkeypatch.setattr(create_flags, "collect", lambda: flags)
     try:
@@ -37,8 +39,8 @@ def test_tree_holds_builtin_backend_flags_and_leaves_third_party_ones_out(
 
         build(with_backend_flags=False)
     options = {o["names"][0]: o for o in create["options"]}
-    assert options["--gpu"]["names"] == ["--gpu", "-g"] and options["--gpu"]["value"] == ""
-    assert options["--gpu"]["help"] == "GPUs to attach"
+    assert options["--accel"]["names"] == ["--accel", "-g"] and options["--accel"]["value"] == ""
+    assert options["--accel"]["help"] == "Accelerators to attach"
     assert "--odd" not in options
 
 

@@ -151,3 +151,43 @@ def test_gc_keeps_what_is_younger_than_older_than(service) -> None:
     assert [o.id for o in svc.prepare_gc(older_than_s=86400)[0].delete] == [str(root / "half")]
     [(_, why)] = svc.prepare_gc(older_than_s=7 * 86400)[0].kept
     assert "--older-than" in why
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+
+def test_the_cli_tags_starts_from_a_snapshot_and_collects(mngr) -> None:
+    import json
+
+    assert mngr("host", "create", "web", "-t", "team=a").exit_code == 0
+    tagged = mngr("host", "tag", "web", "team=b", "owner=ana", "--remove", "x")
+    assert tagged.exit_code == 0, tagged.stderr
+    [host] = json.loads(mngr("host", "list", "-f", "json").stdout)["hosts"]
+    assert host["tags"] == {"team": "b", "owner": "ana"}
+    bad = mngr("host", "tag", "web", "mngr-x=1")
+    assert bad.exit_code == 2 and "invalid tag key" in bad.stderr
+
+    folder = Path(host["address"]["path"])
+    (folder / "notes.txt").write_text("then")
+    assert mngr("host", "snapshot", "create", "web", "-n", "first").exit_code == 0
+    (folder / "notes.txt").write_text("now")
+    two = mngr("host", "start", "web", "other", "--snapshot", "first")
+    assert two.exit_code == 2 and "exactly one" in two.stderr
+    started = mngr("host", "start", "web", "--snapshot", "first")
+    assert started.exit_code == 0, started.stderr
+    assert "started from snapshot first: web.local" in started.stderr
+    assert (folder / "notes.txt").read_text() == "then"
+
+    (folder.parent / "half" / ".mngr").mkdir(parents=True)
+    aged(folder.parent / "half")
+    listed = mngr("gc", "--dry-run", "-f", "json")
+    assert listed.exit_code == 0, listed.stderr
+    [orphan] = [o for o in json.loads(listed.stdout)["orphans"] if o["action"] == "delete"]
+    assert orphan["id"] == str(folder.parent / "half") and orphan["kind"] == "folder"
+    refused = mngr("gc")
+    assert refused.exit_code == 2 and "without --yes" in refused.stderr
+    assert (folder.parent / "half").exists()
+    done = mngr("gc", "--yes")
+    assert done.exit_code == 0, done.stderr
+    assert not (folder.parent / "half").exists() and folder.exists()
+    assert "nothing to collect" in mngr("gc").stderr

@@ -34,6 +34,7 @@ from mngr.backend import (
     Capability,
     CreateOptions,
     CreateRequest,
+    Orphan,
     ProviderConfig,
 )
 from mngr.errors import (
@@ -194,6 +195,16 @@ class DescribeImages(Lenient):
     Images: list[Ec2Image] = Field(default_factory=list)
 
 
+class EbsSnapshot(_Tagged):
+    SnapshotId: str
+    StartTime: str | None = None
+    VolumeSize: int | None = None  # GiB
+
+
+class DescribeSnapshots(Lenient):
+    Snapshots: list[EbsSnapshot] = Field(default_factory=list)
+
+
 class CreateImage(Lenient):
     ImageId: str
 
@@ -316,6 +327,15 @@ class AwsSpec:
             flags.words(["--security-group-ids", *c.security_group_ids])
         return self.argv("run-instances", *flags)
 
+    def create_tags_argv(self, resource_ids: list[str], tags: dict[str, str]) -> Argv:
+        return self.argv(
+            "create-tags", "--resources", *resource_ids, "--tags", _compact(_tag_list(tags))
+        )
+
+    def delete_tags_argv(self, resource_id: str, keys: list[str]) -> Argv:
+        user = [{"Key": USER_TAG_PREFIX + k} for k in keys]
+        return self.argv("delete-tags", "--resources", resource_id, "--tags", _compact(user))
+
     def terminate_argv(self, instance_id: str) -> Argv:
         return self.argv("terminate-instances", "--instance-ids", instance_id)
 
@@ -374,6 +394,9 @@ class AwsSpec:
     def deregister_argv(self, image_id: str) -> Argv:
         return self.argv("deregister-image", "--image-id", image_id)
 
+    def own_snapshots_argv(self) -> Argv:
+        return self.argv("describe-snapshots", "--owner-ids", "self")
+
     def delete_snapshot_argv(self, ebs_snapshot_id: str) -> Argv:
         return self.argv("delete-snapshot", "--snapshot-id", ebs_snapshot_id)
 
@@ -418,6 +441,9 @@ class AwsSpec:
     def parse_images(self, stdout: str) -> list[Ec2Image]:
         images = vendor_json.parse(DescribeImages, stdout, "aws ec2 describe-images").Images
         return [i for i in images if i.State != "deregistered"]
+
+    def parse_snapshots(self, stdout: str) -> list[EbsSnapshot]:
+        return vendor_json.parse(DescribeSnapshots, stdout, "aws ec2 describe-snapshots").Snapshots
 
     def parse_created_image(self, stdout: str) -> str:
         return vendor_json.parse(CreateImage, stdout, "aws ec2 create-image").ImageId
@@ -545,7 +571,12 @@ class AwsBackend(Backend):
     config_model = AwsConfig
     create_options_model = AwsCreateOptions
     takes = frozenset({resources.DISK})  # CPUs, memory and GPUs come with --instance-type
-    unsupported = {}
+    unsupported = {
+        Capability.RESTORE: (
+            "EC2 replaces a root volume by create-replace-root-volume-task, which mngr does not "
+            "drive yet (its test endpoint lacks it); create a host with --from-snapshot instead"
+        ),
+    }
 
     config: AwsConfig
     # Back-off before each retry of a throttled call (the CLI has already retried itself).
@@ -584,14 +615,18 @@ class AwsBackend(Backend):
     # --- hosts ------------------------------------------------------------------------
 
     def list_hosts(self) -> list[Host]:
-        hosts: list[Host] = []
+        return [h for h in map(self.spec.host_of, self._live_instances()) if h is not None]
+
+    def _live_instances(self) -> list[Ec2Instance]:
+        """Every live instance tagged with this provider, all pages."""
+        instances: list[Ec2Instance] = []
         token: str | None = None
         seen: set[str] = set()
         while True:
-            instances, token = self.spec.parse_instances(self.call(self.spec.list_argv(token)))
-            hosts += [h for h in map(self.spec.host_of, instances) if h is not None]
+            page, token = self.spec.parse_instances(self.call(self.spec.list_argv(token)))
+            instances += page
             if not token:
-                return hosts
+                return instances
             if token in seen:  # an endpoint paging in a circle would be listed for ever
                 raise VendorOutputError(
                     "aws ec2 describe-instances returned a NextToken it had already given"
@@ -687,6 +722,18 @@ class AwsBackend(Backend):
             ]
         )
 
+    def tag_plan(self, host: Host, tags: dict[str, str], remove: list[str]) -> Plan:
+        instance_id = _instance_id(host)
+        steps = []
+        if tags:
+            user = {USER_TAG_PREFIX + k: v for k, v in tags.items()}
+            argv = self.spec.create_tags_argv([instance_id], user)
+            steps.append(Step(f"tag {host.name}", command=self.command(argv)))
+        if remove:
+            argv = self.spec.delete_tags_argv(instance_id, remove)
+            steps.append(Step(f"remove tags of {host.name}", command=self.command(argv)))
+        return Plan(steps)
+
     # --- snapshots --------------------------------------------------------------------
 
     def snapshot_create_plan(self, host: Host, name: str) -> Plan:
@@ -721,6 +768,7 @@ class AwsBackend(Backend):
                     command=self.command(self.spec.describe_image_argv(Ref("image_id"))),
                     poll=self._poll(self._image_available),
                 ),
+                self._tag_ebs_snapshots_step(host, image_name),
             ],
             finish=lambda ctx: Snapshot(
                 id=ctx["image_id"],
@@ -739,6 +787,17 @@ class AwsBackend(Backend):
 
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
         return Plan(self._image_deletion_steps(snapshot.handle or snapshot.id))
+
+    def _tag_ebs_snapshots_step(self, host: Host, image_name: str) -> Step:
+        """Mark the EBS snapshots behind a new AMI as mngr's: gc tells them by this tag."""
+        tags = {TAG_PROVIDER: self.provider, TAG_HOST_ID: host.id}
+
+        def tag(ctx: Context) -> list[Step]:
+            found = ctx.get("ebs_snapshots") or []
+            argv = self.spec.create_tags_argv(found, tags)
+            return [Step(f"tag {', '.join(found)}", command=self.command(argv))] if found else []
+
+        return Step(f"tag the EBS snapshots of {image_name}", expand=tag)
 
     def _image_deletion_steps(self, image_id: str) -> list[Step]:
         """Deregister an AMI and delete the EBS snapshots behind it (which outlive it)."""
@@ -772,6 +831,60 @@ class AwsBackend(Backend):
             ),
             Step(f"for each EBS snapshot of {image_id}: {each}", expand=delete_each),
         ]
+
+    # --- garbage ----------------------------------------------------------------------
+
+    @property
+    def create_deadline_s(self) -> float:
+        return 3 * self.config.timeout_s + self.config.wait_timeout_s  # look, launch, wait
+
+    def find_orphans(self) -> list[Orphan]:
+        """Three calls whatever the number of hosts (describe-instances pages as list does):
+        this provider's instances, its AMIs, and the account's own EBS snapshots."""
+        instances = self._live_instances()
+        owners = {i.tags.get(TAG_HOST_ID) for i in instances}
+        images = self.spec.parse_images(self.call(self.spec.list_images_argv()))
+        ebs = self.spec.parse_snapshots(self.call(self.spec.own_snapshots_argv()))
+        existing = {snap.SnapshotId for snap in ebs}
+        used = {snap_id for image in images for snap_id in image.ebs_snapshots}
+        orphans = []
+
+        def add(id: str, kind: str, why: str, at: str | None, **more: Any) -> None:
+            orphans.append(Orphan(id, kind, self.provider, why, created_at=at, **more))
+
+        for instance in instances:
+            tags = instance.tags
+            if not (tags.get(TAG_HOST_ID) and tags.get(TAG_HOST_NAME)):
+                why = "an instance without mngr's complete tags (not made by a create)"
+            elif instance.State.Name == "pending":
+                why = "an instance stuck pending since its create (the create was stopped)"
+            else:
+                continue
+            add(instance.InstanceId, "instance", why, instance.LaunchTime, name=tags.get("Name"))
+        for image in images:
+            name = image.tags.get(TAG_SNAPSHOT_NAME) or image.Name
+            gone = [snap for snap in image.ebs_snapshots if snap not in existing]
+            if image.State == "available" and gone:
+                why = f"an AMI whose EBS snapshots are gone ({', '.join(gone)})"
+                add(image.ImageId, "ami", why, image.CreationDate, name=name)
+            elif image.tags.get(TAG_HOST_ID) not in owners:
+                host = image.tags.get(TAG_HOST_NAME)
+                why = f"a snapshot of host {host!r}, which no longer exists"
+                add(image.ImageId, "ami", why, image.CreationDate, name=name, snapshot=True)
+        for snap in ebs:
+            if snap.tags.get(TAG_PROVIDER) == self.provider and snap.SnapshotId not in used:
+                why = "an EBS snapshot of a deregistered AMI (a delete was stopped)"
+                size = snap.VolumeSize * 2**30 if snap.VolumeSize else None
+                add(snap.SnapshotId, "ebs-snapshot", why, snap.StartTime, size_bytes=size)
+        return orphans
+
+    def orphan_delete_plan(self, orphan: Orphan) -> Plan:
+        if orphan.kind == "instance":
+            return Plan([self._terminate_step(orphan.id)])
+        if orphan.kind == "ami":
+            return Plan(self._image_deletion_steps(orphan.id))
+        delete = self.command(self.spec.delete_snapshot_argv(orphan.id))
+        return Plan([Step(f"delete EBS snapshot {orphan.id}", command=delete, missing_ok=True)])
 
     # --- exec -------------------------------------------------------------------------
 
@@ -858,6 +971,8 @@ class AwsBackend(Backend):
         images = self.spec.parse_images(stdout)
         if images and images[0].State == "failed":
             raise MngrError(f"image {images[0].ImageId} failed to build")
+        if images:
+            ctx["ebs_snapshots"] = images[0].ebs_snapshots
         return bool(images) and images[0].State == "available"
 
     def _terminate_step(self, instance_id: str, description: str = "") -> Step:

@@ -30,7 +30,15 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from mngr import resources
-from mngr.backend import ArgvValue, Backend, CreateOptions, CreateRequest, ProviderConfig
+from mngr.backend import (
+    ArgvValue,
+    Backend,
+    Capability,
+    CreateOptions,
+    CreateRequest,
+    Orphan,
+    ProviderConfig,
+)
 from mngr.errors import (
     ConfigError,
     ConflictError,
@@ -75,12 +83,11 @@ HOST_SCHEMES = ("unix://", "tcp://", "ssh://")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # `docker ps` prints one JSON object a line holding just what a Host needs. Labels are read
 # one by one (`.Label "key"`): the `.Labels` column joins them with commas, ambiguously.
-PS_LABELS = (HOST_ID, HOST_NAME, CREATED_AT, TAGS, "mngr.cpus", "mngr.memory", "mngr.gpus")
+PS_LABELS = (KIND, HOST_ID, HOST_NAME, CREATED_AT, TAGS, "mngr.cpus", "mngr.memory", "mngr.gpus")
 PS_FORMAT = (
     '{"ID":{{json .ID}},"Names":{{json .Names}},"State":{{json .State}},'
-    '"Status":{{json .Status}},"Image":{{json .Image}},"Labels":{'
-    + ",".join(f'"{key}":{{{{json (.Label "{key}")}}}}' for key in PS_LABELS)
-    + "}}"
+    '"Status":{{json .Status}},"Image":{{json .Image}},"CreatedAt":{{json .CreatedAt}},'
+    '"Labels":{' + ",".join(f'"{key}":{{{{json (.Label "{key}")}}}}' for key in PS_LABELS) + "}}"
 )
 SHELL = "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"
 
@@ -166,6 +173,7 @@ class _PsRow(Lenient):
     status: str = Field("", alias="Status")
     image: str | None = Field(None, alias="Image")
     labels: dict[str, str] = Field(default_factory=dict, alias="Labels")
+    created_at: str | None = Field(None, alias="CreatedAt")
 
 
 class _ImageConfig(Lenient):
@@ -175,6 +183,8 @@ class _ImageConfig(Lenient):
 class _Image(Lenient):
     id: str = Field(alias="Id")
     created: str | None = Field(None, alias="Created")
+    size: int | None = Field(None, alias="Size")
+    repo_tags: list[str] = Field(default_factory=list, alias="RepoTags")
     config: _ImageConfig = Field(default_factory=_ImageConfig, alias="Config")
 
 
@@ -196,6 +206,20 @@ def _host_state(state: str, status: str) -> HostState:
         stopped = code is None or int(code.group(1)) in STOPPED_EXIT_CODES
         return HostState.STOPPED if stopped else HostState.FAILED
     return DOCKER_STATES.get(state, HostState.UNKNOWN)
+
+
+def _docker_time(text: str | None) -> str | None:
+    """docker's times (`2026-03-01 10:00:00 +0000 UTC`, `2026-03-01T10:00:00.123456789Z`)
+    as UTC ISO 8601 to the second, or None."""
+    if not text:
+        return None
+    match = re.match(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)\S*(?: ([+-]\d{4}))?", text)
+    if match is None:
+        return None
+    day, clock, offset = match.groups()
+    if offset in (None, "+0000"):
+        return f"{day}T{clock}Z"
+    return f"{day}T{clock}{offset[:3]}:{offset[3:]}"
 
 
 def _memory_gb(label: str | None) -> float | None:
@@ -331,6 +355,14 @@ class DockerSpec:
         ps = self._filtered("ps", "--all", "--no-trunc", **{KIND: "host"})
         return ps.add("--format", PS_FORMAT)
 
+    def all_containers_argv(self) -> Argv:
+        """Every container of this provider, whatever its labels say (for gc)."""
+        return self._filtered("ps", "--all", "--no-trunc").add("--format", PS_FORMAT)
+
+    def all_images_argv(self) -> Argv:
+        """Every image of this provider: snapshots and `--build` images (for gc)."""
+        return self._filtered("image", "ls", "--quiet", "--no-trunc")
+
     def by_host_id_argv(self, host_id: str) -> Argv:
         """Ids of this provider's containers labelled with one host id, in any state."""
         return self._filtered("ps", "--all", "--quiet", "--no-trunc", **{HOST_ID: host_id})
@@ -367,6 +399,9 @@ class DockerSpec:
 
     def image_inspect_argv(self, ids: list[str]) -> Argv:
         return self._docker("image", "inspect", *ids)
+
+    def rename_argv(self, container: str, new_name: str) -> Argv:
+        return self._docker("rename", container, new_name)
 
     def rmi_argv(self, image: str) -> Argv:
         return self._docker("rmi", image)
@@ -517,7 +552,12 @@ class DockerBackend(Backend):
     config_model = DockerConfig
     create_options_model = DockerCreateOptions
     takes = frozenset({resources.CPUS, resources.MEMORY, resources.GPU})
-    unsupported = {}
+    unsupported = {
+        Capability.TAGS: (
+            "a host's tags are its container's labels, which docker cannot change once the "
+            "container exists; give them with --tag at create"
+        ),
+    }
 
     config: DockerConfig
 
@@ -606,11 +646,18 @@ class DockerBackend(Backend):
 
         return Plan(steps, finish=finish)
 
-    def _remove_labelled(self, host_id: str) -> None:
-        """Undo `docker run`: remove the containers labelled with this create's host id, never
-        by name (the name may be another host's, or a container mngr never made)."""
-        found = self.run(self._cmd(self.spec.by_host_id_argv(host_id)), cancellable=False)
-        for container_id in self.spec.parse_ids(found.stdout):
+    def _remove_labelled(
+        self, host_id: str, *, keep: str | None = None, only: str | None = None
+    ) -> None:
+        """Undo `docker run`: remove the containers labelled with this host id (`only` this
+        one when the run printed its id), never `keep` and never by name (the name may be
+        another host's, or a container mngr never made)."""
+        if only is None:
+            found = self.run(self._cmd(self.spec.by_host_id_argv(host_id)), cancellable=False)
+            made = [c for c in self.spec.parse_ids(found.stdout) if c != keep]
+        else:
+            made = [only]
+        for container_id in made:
             try:
                 self.run(self._cmd(self.spec.rm_argv(container_id, force=True)), cancellable=False)
             except NotFoundError:
@@ -647,6 +694,73 @@ class DockerBackend(Backend):
         paused = host.address.get("docker_state") == "paused"
         argv = self.spec.start_argv(container, paused=paused)
         return Plan([Step(f"start {container}", command=self._cmd(argv))])
+
+    def restore_plan(self, host: Host, snapshot: Snapshot) -> Plan:
+        """A new container from the snapshot's image, with the host's labels and limits (and
+        the provider's network and start_args; --env/--volume given at create are not kept).
+        The old container is set aside under another name and removed once the new one runs."""
+        old = host.handle
+        if not old:
+            raise MngrError(f"host {host.name!r} has no container id")
+        name = self.spec.container_name(host.name)
+        aside = f"{name}.replaced-{old[:12]}"
+        image = snapshot.handle or self.spec.snapshot_ref(snapshot.id)
+        res = host.resources
+        request = CreateRequest(
+            name=host.name,
+            host_id=host.id,
+            created_at=host.created_at or utc_now(),
+            tags=host.tags,
+            resources=resources.ResourceRequest(
+                cpus=res.cpus,
+                memory_bytes=round(res.memory_gb * 2**30) if res.memory_gb else None,
+                gpu=str(res.gpus) if res.gpus else None,
+            ),
+        )
+        steps = []
+        if host.state == HostState.RUNNING:
+            start = Step(f"start {old} again", command=self._cmd(self.spec.start_argv(old)))
+            steps.append(
+                Step(f"stop {name}", command=self._cmd(self.spec.stop_argv(old)), undo=start)
+            )
+        rename_back = Step(
+            f"rename {old} back to {name}", command=self._cmd(self.spec.rename_argv(old, name))
+        )
+        steps += [
+            Step(
+                f"rename {name} to {aside}",
+                command=self._cmd(self.spec.rename_argv(old, aside)),
+                undo=rename_back,
+            ),
+            Step(
+                f"run a container {name} from {image}",
+                command=self._cmd(
+                    self.spec.run_argv(request, image, DockerCreateOptions()), slow=True
+                ),
+                parse=lambda out, ctx: ctx.update(container_id=self.spec.parse_container_id(out)),
+                undo_if_failed=True,
+                undo=Step(
+                    f"remove the new container of {host.name} (never {old})",
+                    action=lambda ctx: self._remove_labelled(
+                        host.id, keep=old, only=ctx.get("container_id")
+                    ),
+                ),
+            ),
+            Step(
+                f"remove the old container {old}",
+                command=self._cmd(self.spec.rm_argv(old, force=True)),
+                missing_ok=True,
+            ),
+        ]
+
+        def finish(ctx: Context) -> Host:
+            labels = self.spec.host_labels(request)
+            row = _PsRow(
+                id=ctx["container_id"], names=name, state="running", image=image, labels=labels
+            )
+            return self.spec.host(row)
+
+        return Plan(steps, finish=finish)
 
     def snapshot_create_plan(self, host: Host, name: str) -> Plan:
         snap_id, created = new_snapshot_id(), utc_now()
@@ -688,6 +802,75 @@ class DockerBackend(Backend):
 
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
         return Plan([self._rmi_step(snapshot.handle or self.spec.snapshot_ref(snapshot.id))])
+
+    # --- garbage ----------------------------------------------------------------------
+
+    @property
+    def create_deadline_s(self) -> float:
+        return 2 * self.config.build_timeout_s + self.config.timeout_s  # build, run, a look
+
+    def find_orphans(self) -> list[Orphan]:
+        """Three calls whatever the number of hosts: every container and every image of this
+        provider (by its mngr.provider label), and one inspect of those images."""
+        out = self.run(self._cmd(self.spec.all_containers_argv())).stdout
+        rows = vendor_json.parse_many(_PsRow, out, "docker ps")
+        owners = {r.labels.get(HOST_ID) for r in rows}
+        in_use = {r.image for r in rows}
+        orphans = []
+        for row in rows:
+            labels = row.labels
+            if not (labels.get(KIND) == "host" and labels.get(HOST_ID) and labels.get(HOST_NAME)):
+                why = "a container without mngr's complete label set (not made by a create)"
+            elif row.state == "created":
+                why = "a container a create made but never started (the create was stopped)"
+            else:
+                continue
+            orphans.append(
+                Orphan(
+                    id=row.id,
+                    kind="container",
+                    provider=self.provider,
+                    why=why,
+                    name=row.names,
+                    created_at=_docker_time(row.created_at),
+                )
+            )
+        ids = self.spec.parse_ids(self.run(self._cmd(self.spec.all_images_argv())).stdout)
+        if not ids:
+            return orphans
+        images = self._inspect_images(self.spec.image_inspect_argv(ids))
+        for image in vendor_json.parse_many(_Image, images, "docker image inspect"):
+            labels = image.config.labels or {}
+            if labels.get(HOST_ID) in owners or in_use & {image.id, *image.repo_tags}:
+                continue
+            kind = labels.get(KIND)
+            if kind == "snapshot":
+                why = f"a snapshot of host {labels.get(HOST_NAME)!r}, which no longer exists"
+            elif kind == "build":
+                why = (
+                    f"built by --build for host {labels.get(HOST_NAME)!r}, which no container uses"
+                )
+            else:
+                continue
+            orphans.append(
+                Orphan(
+                    id=image.id,
+                    kind="image",
+                    provider=self.provider,
+                    why=why,
+                    name=image.repo_tags[0] if image.repo_tags else None,
+                    created_at=labels.get(CREATED_AT) or _docker_time(image.created),
+                    size_bytes=image.size,
+                    snapshot=kind == "snapshot",
+                )
+            )
+        return orphans
+
+    def orphan_delete_plan(self, orphan: Orphan) -> Plan:
+        if orphan.kind == "container":
+            rm = self._cmd(self.spec.rm_argv(orphan.id, force=True))
+            return Plan([Step(f"remove container {orphan.name}", command=rm, missing_ok=True)])
+        return Plan([self._rmi_step(orphan.name or orphan.id)])
 
     def exec_command(
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False

@@ -23,23 +23,25 @@ import sys
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from mngr import paths
-from mngr.backend import Backend, CreateOptions, CreateRequest, Listing, ProviderConfig
+from mngr.backend import Backend, CreateOptions, CreateRequest, Listing, Orphan, ProviderConfig
 from mngr.errors import ConflictError, MngrError, NotFoundError, validation_message
 from mngr.names import check_host_name, new_snapshot_id
 from mngr.plan import Context, Plan, Step
-from mngr.records import Host, HostState, Snapshot, utc_now
+from mngr.records import Host, HostState, Snapshot, changed_tags, utc_now
 from mngr.runner import Command
 from mngr.toolkit.vendor_json import HostFields, Lenient
 
 META = ".mngr"
 RECORD = "host.json"
 SNAPSHOTS = ".snapshots"
+RESTORING = ".restoring-"  # a snapshot being unpacked beside its host (`host start --snapshot`)
 DETACH_ENV = "MNGR_DETACHED"  # marks the processes of one `exec --detach` (see _kill_groups)
 
 
@@ -234,17 +236,6 @@ class LocalBackend(Backend):
             ctx["made"] = _identity(folder)
             (folder / META).mkdir()
 
-        def restore(ctx: Context) -> None:
-            assert snap is not None
-            archive = self._snapshot_path(snap.id)
-            if not archive.exists():
-                raise NotFoundError(f"snapshot {snap.id} has no archive at {archive}")
-            try:
-                with tarfile.open(archive, "r:gz") as tar:
-                    tar.extractall(folder, filter=_restore_filter)
-            except tarfile.TarError as exc:
-                raise MngrError(f"cannot restore snapshot {snap.id}: {exc}") from None
-
         def write_record(ctx: Context) -> None:
             self._write(
                 folder,
@@ -271,7 +262,12 @@ class LocalBackend(Backend):
             ),
         ]
         if snap is not None:
-            steps.append(Step(f"restore snapshot {snap.id} into {folder}", action=restore))
+            steps.append(
+                Step(
+                    f"restore snapshot {snap.id} into {folder}",
+                    action=lambda ctx: self._unpack(snap, folder),
+                )
+            )
         steps.append(Step(f"write host record {folder / META / RECORD}", action=write_record))
 
         def finish(ctx: Context) -> Host:
@@ -331,7 +327,68 @@ class LocalBackend(Backend):
             ]
         )
 
+    def tag_plan(self, host: Host, tags: dict[str, str], remove: list[str]) -> Plan:
+        folder = self._folder_of(host)
+
+        def change(data: dict[str, Any]) -> None:
+            data["tags"] = changed_tags(data.get("tags") or {}, tags, remove)
+
+        return Plan(
+            [
+                Step(
+                    f"change the tags in {folder / META / RECORD}",
+                    action=lambda ctx: self._update(folder, host.id, change),
+                )
+            ]
+        )
+
+    def restore_plan(self, host: Host, snapshot: Snapshot) -> Plan:
+        """Unpack the snapshot into a new folder beside the host's, then swap the two in one
+        rename (the name is never free for a concurrent create) and remove the old one."""
+        folder = self._folder_of(host)
+        beside = self.root / f"{RESTORING}{host.id}-{secrets.token_hex(4)}"
+
+        def unpack(ctx: Context) -> None:
+            beside.mkdir()
+            (beside / META).mkdir()
+            self._unpack(snapshot, beside)
+
+        def swap(ctx: Context) -> None:
+            with self._locked(folder) as data:
+                record = self._expect(folder, host.id, data)
+                _kill_groups(folder)
+                record["state"] = HostState.RUNNING.value
+                text = json.dumps(record, indent=2, ensure_ascii=False)
+                _atomic_write(beside / META / RECORD, text)
+                _exchange(beside, folder)  # from here on `beside` holds the old files
+
+        return Plan(
+            [
+                Step(
+                    f"unpack snapshot {snapshot.id} into {beside}",
+                    action=unpack,
+                    undo_if_failed=True,
+                    undo=Step(f"remove {beside}", action=lambda ctx: _remove_tree(beside)),
+                ),
+                Step(f"stop processes of {host.name} and swap {beside} with {folder}", action=swap),
+                Step(
+                    f"remove the old files of {host.name}", action=lambda ctx: _remove_tree(beside)
+                ),
+            ],
+            finish=lambda ctx: self._read(folder),
+        )
+
     # --- snapshots --------------------------------------------------------------------
+
+    def _unpack(self, snap: Snapshot, folder: Path) -> None:
+        archive = self._snapshot_path(snap.id)
+        if not archive.exists():
+            raise NotFoundError(f"snapshot {snap.id} has no archive at {archive}")
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(folder, filter=_restore_filter)
+        except tarfile.TarError as exc:
+            raise MngrError(f"cannot restore snapshot {snap.id}: {exc}") from None
 
     def _snapshot_path(self, snap_id: str) -> Path:
         return self.root / SNAPSHOTS / f"{snap_id}.tar.gz"
@@ -422,6 +479,92 @@ class LocalBackend(Backend):
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
         return Plan([self._delete_snapshot_step(snapshot)])
 
+    # --- garbage ----------------------------------------------------------------------
+
+    def find_orphans(self) -> list[Orphan]:
+        """Folders a killed create, destroy or restore left under the root (each carries a
+        `.mngr` folder or mngr's own name), and snapshots whose host is gone (or that were
+        never described). A bare folder without `.mngr` is not mngr's to judge."""
+        if not self.root.is_dir():
+            return []
+        listed = self.list_hosts()
+        orphans = []
+        for folder in sorted(self.root.iterdir()):
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            if folder.name.startswith((".removing-", RESTORING)):
+                why = "left by a destroy or a start from a snapshot that was stopped"
+            elif folder.name.startswith(".") or not (folder / META).is_dir():
+                continue
+            elif not (folder / META / RECORD).exists():
+                why = "no host record: a create was stopped before writing it"
+            else:
+                continue
+            orphans.append(self._orphan(folder, "folder", why))
+        snaps = self.root / SNAPSHOTS
+        if snaps.is_dir():
+            if isinstance(listed, Listing):
+                # A host whose record is damaged may own snapshots: judge none of them.
+                hosts = None
+            else:
+                hosts = {h.id for h in listed}
+            orphans += self._snapshot_orphans(snaps, hosts)
+        return orphans
+
+    def _snapshot_orphans(self, snaps: Path, hosts: set[str] | None) -> list[Orphan]:
+        orphans = []
+        described = set()
+        for meta in sorted(snaps.glob("snap-*.json")):
+            try:
+                record = SnapshotRecord.model_validate_json(meta.read_bytes())
+            except (OSError, ValueError):
+                continue
+            described.add(record.id)
+            if hosts is None or record.host_id is None or record.host_id in hosts:
+                continue
+            archive = self._snapshot_path(record.id)
+            orphans.append(
+                Orphan(
+                    id=str(archive),
+                    kind="snapshot",
+                    provider=self.provider,
+                    why=f"a snapshot of host {record.host!r}, which no longer exists",
+                    name=record.name,
+                    created_at=record.created_at,
+                    size_bytes=archive.stat().st_size if archive.exists() else None,
+                    snapshot=True,
+                )
+            )
+        for path in sorted(snaps.glob("snap-*.*")):
+            snap_id = path.name.split(".", 1)[0]
+            if path.suffix != ".json" and snap_id not in described:
+                why = "a snapshot archive without its description: a snapshot that was stopped"
+                orphans.append(self._orphan(path, "snapshot archive", why))
+        return orphans
+
+    def _orphan(self, path: Path, kind: str, why: str) -> Orphan:
+        info = path.lstat()
+        at = datetime.fromtimestamp(info.st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        size = info.st_size if path.is_file() else None
+        return Orphan(
+            id=str(path), kind=kind, provider=self.provider, why=why, created_at=at, size_bytes=size
+        )
+
+    def orphan_delete_plan(self, orphan: Orphan) -> Plan:
+        path = Path(orphan.id)
+        if path.parent not in (self.root, self.root / SNAPSHOTS) or path.name.startswith(".."):
+            raise MngrError(f"refusing to delete {path}: not directly under {self.root}")
+
+        def delete(ctx: Context) -> None:
+            if orphan.kind == "snapshot":  # its description goes with it
+                path.with_name(path.name.split(".", 1)[0] + ".json").unlink(missing_ok=True)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+        return Plan([Step(f"delete {path}", action=delete)])
+
     # --- exec -------------------------------------------------------------------------
 
     def exec_command(
@@ -484,6 +627,28 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two directories in one step (Linux renameat2 RENAME_EXCHANGE); where the system
+    has no such call, two renames (the name stands free for a moment between them)."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except AttributeError:
+        renameat2 = None
+    if renameat2 is not None:
+        at_cwd, exchange = -100, 2
+        if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
+            return
+        errno = ctypes.get_errno()
+        if errno not in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: no exchange here
+            raise OSError(errno, os.strerror(errno), str(b))
+    held = a.with_name(a.name + ".old")
+    os.rename(b, held)
+    os.rename(a, b)
+    os.rename(held, a)
 
 
 def _restore_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:

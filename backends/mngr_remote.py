@@ -133,6 +133,8 @@ class MngrBackend(Backend):
     unsupported = {
         Capability.EXEC: "the mngr server API does not run commands on hosts; use the "
         "host's address (`mngr host list --format json`) with the remote's own tools",
+        Capability.GC: "gc looks at the resources themselves, where the server runs: run "
+        "`mngr gc` there",
     }
 
     config: MngrRemoteConfig
@@ -418,6 +420,15 @@ class MngrBackend(Backend):
 
     def start_plan(self, host: Host) -> Plan:
         return Plan([self._action("POST", self._host_url(host, "/start"), None, "host")])
+
+    def restore_plan(self, host: Host, snapshot: Snapshot) -> Plan:
+        body = {"snapshot": snapshot.id}
+        step = self._action("POST", self._host_url(host, "/start"), body, "host")
+        return Plan([step], finish=lambda ctx: self._host(ctx["host"]))
+
+    def tag_plan(self, host: Host, tags: dict[str, str], remove: list[str]) -> Plan:
+        body = {"set": tags, "remove": remove}
+        return Plan([self._action("POST", self._host_url(host, "/tags"), body, "host")])
 
     def snapshot_create_plan(self, host: Host, name: str) -> Plan:
         step = self._action("POST", self._host_url(host, "/snapshots"), {"name": name}, "snapshot")

@@ -228,6 +228,12 @@ class ModalBackend(Backend):
     config_model = ModalConfig
     create_options_model = ModalCreateOptions
     takes = frozenset({resources.CPUS, resources.MEMORY, resources.GPU})
+    unsupported = {
+        Capability.GC: (
+            "Modal cannot delete an image (snapshots expire by Modal's TTL) and a sandbox "
+            "ends at its timeout; gc of the provider's record dict is not offered yet"
+        ),
+    }
 
     config: ModalConfig
 
@@ -394,6 +400,25 @@ class ModalBackend(Backend):
             f"create a sandbox for {host.name} from its last snapshot",
             self.shim("start", host_id=host.id, long=True),
             ShimHost,
+        )
+
+    def tag_plan(self, host: Host, tags: dict[str, str], remove: list[str]) -> Plan:
+        where = "sandbox" if host.state == HostState.RUNNING else "stopped record"
+        command = self.shim(
+            "tag",
+            host_id=host.id,
+            sandbox_id=host.handle,
+            tag=[f"{k}={v}" for k, v in tags.items()],
+            remove=remove,
+        )
+        return self._plan(f"change the tags on the {where} of {host.name}", command, ShimHost)
+
+    def restore_plan(self, host: Host, snapshot: Snapshot) -> Plan:
+        command = self.shim(
+            "restore", host_id=host.id, sandbox_id=host.handle, snapshot_id=snapshot.id, long=True
+        )
+        return self._plan(
+            f"create a sandbox for {host.name} from snapshot {snapshot.name}", command, ShimHost
         )
 
     # --- snapshots ----------------------------------------------------------------------

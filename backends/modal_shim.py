@@ -381,6 +381,50 @@ def verb_start(s: Session, args: argparse.Namespace) -> dict[str, Any]:
     return host
 
 
+def verb_tag(s: Session, args: argparse.Namespace) -> dict[str, Any]:
+    """Set and remove user tags: on the sandbox of a running host, in the record of a stopped
+    one."""
+
+    def change(tags: dict[str, str]) -> dict[str, str]:
+        changed = {**tags, **dict(_pair(tag) for tag in args.tag)}
+        for key in args.remove:
+            changed.pop(key, None)
+        return changed
+
+    if args.sandbox_id:
+        sandbox, tags = s.sandbox(args.sandbox_id, args.host_id)
+        record = _record(tags)
+        record["tags"] = change(record["tags"])
+        sandbox.set_tags(_tags(s.provider, record))
+        return _host(record, sandbox.object_id)
+    record = s.get(f"host:{args.host_id}")
+    if record is None:
+        raise ShimError("not-found", f"no stopped host {args.host_id}")
+    record["tags"] = change(record.get("tags", {}))
+    s.put(f"host:{args.host_id}", record)
+    return _host(record)
+
+
+def verb_restore(s: Session, args: argparse.Namespace) -> dict[str, Any]:
+    """A new sandbox for the host from a chosen snapshot. A sandbox name is unique in its app,
+    so a running host's sandbox ends first, its record kept as a stopped host's: should the
+    new sandbox fail, the host is stopped, not lost."""
+    snap = s.get(f"snap:{args.snapshot_id}")
+    if snap is None:
+        raise ShimError("not-found", f"no snapshot {args.snapshot_id}")
+    if args.sandbox_id:
+        old, tags = s.sandbox(args.sandbox_id, args.host_id)
+        record = {**_record(tags), "stopped_at": _now(), "image_id": snap["image_id"]}
+        s.put(f"host:{record['id']}", record)
+        old.terminate()
+    record = s.get(f"host:{args.host_id}")
+    if record is None:
+        raise ShimError("not-found", f"no stopped host {args.host_id}")
+    host = s.launch(record, s.image(snap["image_id"]))
+    s.pop(f"host:{args.host_id}")
+    return host
+
+
 def verb_exec(s: Session, args: argparse.Namespace) -> int:
     """Run a command in the sandbox with stdio passed through; returns its exit code."""
     argv = list(args.argv)
@@ -446,6 +490,8 @@ VERBS: dict[str, Callable[[Session, argparse.Namespace], Any]] = {
     "delete-snapshot": verb_delete_snapshot,
     "stop": verb_stop,
     "start": verb_start,
+    "tag": verb_tag,
+    "restore": verb_restore,
     "exec": verb_exec,
 }
 
@@ -472,9 +518,12 @@ def parser() -> argparse.ArgumentParser:
             for flag in flags:
                 sub[name].add_argument(flag, **how)
 
-    add("create terminate destroy snapshot stop start", "--host-id", required=True)
+    add("create terminate destroy snapshot stop start tag restore", "--host-id", required=True)
     add("create snapshot stop", "--name", "--created-at", required=True)
     add("snapshot stop exec", "--sandbox-id", required=True)
+    add("tag restore", "--sandbox-id")
+    add("restore", "--snapshot-id", required=True)
+    add("tag", "--tag", "--remove", action="append", default=[])
     add("snapshot stop delete-snapshot", "--snapshot-id", required=True)
     add("snapshot stop", "--snapshot-timeout", type=int, default=55)
     add("create", "--image", "--from-snapshot", "--gpu")

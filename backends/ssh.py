@@ -53,7 +53,7 @@ from mngr.errors import (
 from mngr.fanout import fan_out
 from mngr.names import HOST_ID_RE, HOST_NAME_RE, PROVIDER_NAME_RE, check_host_name
 from mngr.plan import Context, Plan, Step
-from mngr.records import Host, HostState
+from mngr.records import Host, HostState, changed_tags
 from mngr.runner import Command
 from mngr.toolkit import ssh
 from mngr.toolkit.rules import Rule, classify
@@ -522,6 +522,11 @@ class SshBackend(Backend):
             "a pool machine's filesystem is the machine's own; mngr can neither capture "
             "nor restore it"
         ),
+        Capability.RESTORE: "a pool machine has no snapshots to start from",
+        Capability.GC: (
+            "gc does not look at pool machines yet; `mngr provider check` names a claim a "
+            "stopped create left (claim/ without an owner) and says how to free it"
+        ),
     }
 
     config: SshConfig
@@ -673,6 +678,31 @@ class SshBackend(Backend):
                     parse=lambda out, ctx: self._check_released(host, machine, out),
                 )
             ]
+        )
+
+    def tag_plan(self, host: Host, tags: dict[str, str], remove: list[str]) -> Plan:
+        machine = self._machine_of(host)
+
+        def retag(ctx: Context) -> None:
+            now = self._read(machine)  # the record as it is, not as it was listed
+            if now is None or now.id != host.id:
+                raise ConflictError(
+                    f"host {host.name!r} changed since this command looked it up: machine "
+                    f"{machine.name!r} no longer holds {host.id}; nothing done"
+                )
+            request = CreateRequest(
+                name=now.name,
+                host_id=now.id,
+                created_at=now.created_at or "",
+                tags=changed_tags(now.tags, tags, remove),
+            )
+            # The write script checks again, on the machine, that the claim is still this host's.
+            self.run(
+                self.spec.write_record(machine, self.spec.record(request, machine, self.provider))
+            )
+
+        return Plan(
+            [Step(f"rewrite the host record of {host.name} on {machine.name}", action=retag)]
         )
 
     def _check_released(self, host: Host, machine: Machine, out: str) -> None:

@@ -91,6 +91,23 @@ class StopBody(BaseModel):
     snapshot: bool = Field(False, description="Snapshot the host before stopping it.")
 
 
+class StartBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    snapshot: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+        description="Start from this snapshot (name or id) of the host's provider.",
+    )
+
+
+class TagBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    set: dict[str, str] = Field(default_factory=dict, description="Tags to set.")
+    remove: list[str] = Field(default_factory=list, description="Tag keys to remove.")
+
+
 class SnapshotBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -38,7 +38,21 @@ class Capability(StrEnum):
     STOP_START = "stop/start"
     SNAPSHOT = "snapshot"
     EXEC = "exec"
-    TAGS = "tags"
+    TAGS = "tags"  # change a host's tags after create (`host tag`)
+    RESTORE = "restore"  # start a host from a chosen snapshot (`host start --snapshot`)
+    GC = "gc"  # find and remove what mngr made that no host owns any more
+
+    @property
+    def verb(self) -> str:
+        """The capability as the verb of "cannot ...": `cannot change tags`."""
+        return _VERBS.get(self, self.value)
+
+
+_VERBS = {
+    Capability.TAGS: "change tags",
+    Capability.RESTORE: "start from a chosen snapshot",
+    Capability.GC: "collect orphans",
+}
 
 
 class ProviderConfig(BaseModel):
@@ -103,6 +117,21 @@ class Listing:
     errors: list[MngrError] = field(default_factory=list)
 
 
+@dataclass
+class Orphan:
+    """Something a provider holds that mngr made and that no host owns any more: what
+    `mngr gc` lists and, when asked, deletes (by `Backend.orphan_delete_plan`)."""
+
+    id: str  # the backend's own id of it: a container id, an AMI id, a path
+    kind: str  # what it is, in the vendor's words: container, image, ami, ebs-snapshot, folder
+    provider: str
+    why: str  # why no host owns it
+    name: str | None = None  # how a person knows it (an image tag, a host name), when it differs
+    created_at: str | None = None  # UTC ISO 8601; unknown: gc keeps it (it cannot tell its age)
+    size_bytes: int | None = None
+    snapshot: bool = False  # a snapshot of a destroyed host: kept unless asked for
+
+
 class Backend(ABC):
     name: ClassVar[str]
     config_model: ClassVar[type[ProviderConfig]] = ProviderConfig
@@ -131,10 +160,10 @@ class Backend(ABC):
         """Refuse what this backend, or this one host of it, cannot do, with the reason."""
         reason = cls.unsupported.get(capability)
         if reason is not None:
-            raise UnsupportedError(f"backend '{cls.name}' cannot {capability}: {reason}")
+            raise UnsupportedError(f"backend '{cls.name}' cannot {capability.verb}: {reason}")
         reason = host.unsupported.get(str(capability)) if host is not None else None
         if reason is not None:
-            raise UnsupportedError(f"host {host.ref!r} cannot {capability}: {reason}")
+            raise UnsupportedError(f"host {host.ref!r} cannot {capability.verb}: {reason}")
 
     @classmethod
     def require_resources(cls, resources: ResourceRequest) -> None:
@@ -196,6 +225,35 @@ class Backend(ABC):
 
     def snapshot_delete_plan(self, snapshot: Snapshot) -> Plan:
         self.require(Capability.SNAPSHOT)
+        raise NotImplementedError
+
+    def tag_plan(self, host: Host, tags: dict[str, str], remove: list[str]) -> Plan:
+        """Set `tags` and remove the keys `remove` on the host (both validated by core)."""
+        self.require(Capability.TAGS, host)
+        raise NotImplementedError
+
+    def restore_plan(self, host: Host, snapshot: Snapshot) -> Plan:
+        """Start the host (same name and id) with its filesystem as `snapshot` holds it."""
+        self.require(Capability.RESTORE, host)
+        raise NotImplementedError
+
+    # --- garbage ----------------------------------------------------------------------
+
+    @property
+    def create_deadline_s(self) -> float:
+        """How long a create of this provider may still be running: gc never touches a
+        resource younger than this (it may be a concurrent create's)."""
+        return self.config.timeout_s * 3
+
+    def find_orphans(self) -> list[Orphan]:
+        """What this provider holds with mngr's marker that no host owns (a snapshot of a
+        destroyed host, what a killed create left). Never anything without the marker."""
+        self.require(Capability.GC)
+        raise NotImplementedError
+
+    def orphan_delete_plan(self, orphan: Orphan) -> Plan:
+        """Delete one orphan this provider found, by its id."""
+        self.require(Capability.GC)
         raise NotImplementedError
 
     def exec_command(

@@ -429,13 +429,64 @@ def host_stop(names: tuple[str, ...], provider: str | None, snapshot: bool, dry_
     _run_on_hosts("stop", "stopped", list(names), provider, dry_run, snapshot=snapshot)
 
 
-@host_app.command("start", epilog=_examples("mngr host start web-1"))
+@host_app.command(
+    "start", epilog=_examples("mngr host start web-1", "mngr host start web-1 --snapshot before")
+)
 @argument("names", "Hosts to start.", nargs=-1, required=True)
 @provider_opt
+@option(
+    "--snapshot",
+    default=None,
+    help="Start one host from this snapshot (name or id): its files become the snapshot's.",
+)
 @dry_run_opt
-def host_start(names: tuple[str, ...], provider: str | None, dry_run: bool) -> None:
-    """Start stopped hosts."""
-    _run_on_hosts("start", "started", list(names), provider, dry_run)
+def host_start(
+    names: tuple[str, ...], provider: str | None, snapshot: str | None, dry_run: bool
+) -> None:
+    """Start stopped hosts, or one host from a chosen snapshot (same name and id)."""
+    if snapshot is None:
+        _run_on_hosts("start", "started", list(names), provider, dry_run)
+        return
+    if len(names) != 1:
+        raise UsageError("--snapshot starts one host; name exactly one")
+    service = _service()
+    batch = service.prepare_restore(names[0], snapshot, provider)
+    _run_one_on_host(service, batch, "start", f"started from snapshot {snapshot}", dry_run)
+
+
+def _run_one_on_host(service: Any, batch: Any, verb: str, done: str, dry_run: bool) -> None:
+    """Run (or print, for --dry-run) a batch of one plan on one host."""
+    from mngr import output
+
+    if dry_run:
+        _print_batch(batch)
+        return
+    outcomes = service.run(batch)
+    if outcomes[0].error is None:
+        output.message(f"{done}: {batch.jobs[0].label}")
+    _finish(outcomes, [batch.jobs[0].label], verb)
+
+
+@host_app.command(
+    "tag",
+    epilog=_examples(
+        "mngr host tag web-1 team=infra owner=ana", "mngr host tag web-1 --remove team"
+    ),
+)
+@argument("name", "Host to tag.")
+@argument("tags", "KEY=VALUE tags to set.", nargs=-1)
+@option("--remove", "-r", multiple=True, help="Remove this tag key (repeatable).")
+@provider_opt
+@dry_run_opt
+def host_tag(
+    name: str, tags: tuple[str, ...], remove: tuple[str, ...], provider: str | None, dry_run: bool
+) -> None:
+    """Set or remove a host's tags (where its backend can change them)."""
+    from mngr.names import parse_tags
+
+    service = _service()
+    batch = service.prepare_tag(name, parse_tags(list(tags)), list(remove), provider)
+    _run_one_on_host(service, batch, "tag", "tagged", dry_run)
 
 
 def _run_attached(command: Any) -> int:
@@ -947,6 +998,55 @@ def config_untrust(files: tuple[Path, ...]) -> None:
     for path in _project_files(files):
         done = trust.untrust(path)
         output.message(f"{'no longer trusted' if done else 'was not trusted'}: {path.resolve()}")
+
+
+# --- gc ---------------------------------------------------------------------------------
+
+
+@app.command(
+    "gc",
+    epilog=_examples(
+        "mngr gc --dry-run", "mngr gc -p local_docker --yes", "mngr gc --snapshots --older-than 7d"
+    ),
+)
+@providers_opt
+@option("--snapshots", is_flag=True, help="Also delete snapshots of destroyed hosts.")
+@option("--older-than", default=None, help="Only what is older than this (30m, 2h, 7d).")
+@yes_opt
+@dry_run_opt
+@fmt_opt
+def gc(
+    provider: tuple[str, ...],
+    snapshots: bool,
+    older_than: str | None,
+    yes: bool,
+    dry_run: bool,
+    fmt: str,
+) -> None:
+    """Find what mngr made that no host owns any more; delete it with --yes.
+
+    Never touches what has no mngr marker, nor anything younger than a create may take.
+    """
+    from mngr import output
+    from mngr.errors import EXIT_PARTIAL
+    from mngr.gc import parse_duration
+
+    _check_format(fmt)
+    age = parse_duration(older_than) if older_than else None
+    service = _service()
+    report, batch = service.prepare_gc(
+        list(provider) or None, snapshots=snapshots, older_than_s=age
+    )
+    output.render_gc(report, fmt)
+    if batch.jobs and not dry_run:
+        _confirm(f"delete {len(batch.jobs)} orphan(s)", yes)
+        outcomes = service.run(batch)
+        for outcome, job in zip(outcomes, batch.jobs, strict=True):
+            if outcome.error is None:
+                output.message(f"deleted: {job.label}")
+        _finish(outcomes, [job.label for job in batch.jobs], "delete")
+    if report.errors:
+        _exit(EXIT_PARTIAL)
 
 
 # --- completion -------------------------------------------------------------------------

@@ -10,9 +10,12 @@ import os
 import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mngr.records import SCHEMA_VERSION, Host, ProviderErrorRow, Snapshot
+
+if TYPE_CHECKING:
+    from mngr.gc import GcReport
 
 FORMATS = ("table", "json", "jsonl")
 _RED, _BOLD, _RESET = "\x1b[31m", "\x1b[1m", "\x1b[0m"
@@ -169,6 +172,58 @@ def render_snapshots(
         message("no snapshots")
     if fmt != "json":
         _errors(errors)
+
+
+def render_gc(report: GcReport, fmt: str) -> None:
+    """What gc found: each orphan with its action (delete, or keep and why)."""
+    from dataclasses import asdict
+
+    rows = [{**asdict(o), "action": "delete", "kept_because": None} for o in report.delete]
+    rows += [{**asdict(o), "action": "keep", "kept_because": why} for o, why in report.kept]
+    if fmt == "json":
+        emit_json(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "orphans": rows,
+                "skipped": report.skipped,
+                "errors": [e.model_dump() for e in report.errors],
+            }
+        )
+    elif fmt == "jsonl":
+        for row in rows:
+            emit_json({"schema_version": SCHEMA_VERSION, **row})
+    elif rows:
+        table(
+            ("action", "provider", "kind", "name", "size", "created", "why"),
+            (
+                (
+                    r["action"],
+                    r["provider"],
+                    r["kind"],
+                    r["name"] or r["id"],
+                    _size(r["size_bytes"]),
+                    r["created_at"],
+                    r["why"] + (f"; kept: {r['kept_because']}" if r["kept_because"] else ""),
+                )
+                for r in rows
+            ),
+        )
+    elif not report.errors:
+        message("nothing to collect")
+    if fmt != "json":
+        for provider, why in report.skipped.items():
+            message(f"provider {provider}: not looked at: {why}")
+        _errors(report.errors)
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    return ""
 
 
 def render_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str, key: str) -> None:

@@ -93,5 +93,15 @@ class ProviderErrorRow(BaseModel):
     message: str
 
 
+def changed_tags(
+    current: dict[str, str], tags: dict[str, str], remove: list[str]
+) -> dict[str, str]:
+    """A host's tags after `host tag`: `tags` set, the keys in `remove` gone (absent: no-op)."""
+    changed = {**current, **tags}
+    for key in remove:
+        changed.pop(key, None)
+    return changed
+
+
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

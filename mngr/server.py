@@ -9,7 +9,8 @@ under `/v1`; the OpenAPI document is at `/v1/openapi.json`.
     POST   /v1/hosts                           {name, provider, image, tags, from_snapshot, options}
     DELETE /v1/hosts/{ref}?provider=P&force=&purge=
     POST   /v1/hosts/{ref}/stop                {snapshot}
-    POST   /v1/hosts/{ref}/start
+    POST   /v1/hosts/{ref}/start               {snapshot} (optional: start from that snapshot)
+    POST   /v1/hosts/{ref}/tags                {set, remove}
     POST   /v1/hosts/{ref}/snapshots           {name}
     GET    /v1/snapshots?provider=P...&host=H
     DELETE /v1/snapshots/{ref}?provider=P
@@ -67,7 +68,9 @@ from mngr.api import (
     SnapshotBody,
     SnapshotList,
     SnapshotResult,
+    StartBody,
     StopBody,
+    TagBody,
 )
 from mngr.config import Settings
 from mngr.errors import (
@@ -89,7 +92,7 @@ from mngr.errors import (
 from mngr.names import PROVIDER_NAME_RE
 from mngr.records import Host, Snapshot
 from mngr.runner import Runner
-from mngr.service import Service
+from mngr.service import Batch, Service
 from mngr.toolkit.http import is_loopback
 
 log = logging.getLogger("mngr.server")
@@ -384,7 +387,10 @@ class Api:
         )
 
     def _on_host(self, verb: str, ref: str, provider: str | None, **how: Any) -> Host:
-        batch = self.service.prepare_on_hosts(verb, [ref], provider, **how)
+        return self._run_on_host(self.service.prepare_on_hosts(verb, [ref], provider, **how))
+
+    def _run_on_host(self, batch: Batch) -> Host:
+        """Run a batch of one job on one host; the host as it was looked up."""
         self.service.run_one(batch)
         host = batch.jobs[0].host
         assert host is not None
@@ -397,8 +403,15 @@ class Api:
     def stop(self, ref: str, provider: str | None, snapshot: bool) -> Host:
         return self.service.refreshed(self._on_host("stop", ref, provider, snapshot=snapshot))
 
-    def start(self, ref: str, provider: str | None) -> Host:
-        return self.service.refreshed(self._on_host("start", ref, provider))
+    def start(self, ref: str, provider: str | None, snapshot: str | None = None) -> Host:
+        if snapshot is None:
+            return self.service.refreshed(self._on_host("start", ref, provider))
+        batch = self.service.prepare_restore(ref, snapshot, provider)
+        return self.service.refreshed(self._run_on_host(batch))
+
+    def tag(self, ref: str, provider: str | None, tags: dict[str, str], remove: list[str]) -> Host:
+        batch = self.service.prepare_tag(ref, tags, remove, provider)
+        return self.service.refreshed(self._run_on_host(batch))
 
     def snapshot(self, ref: str, provider: str | None, name: str | None) -> Snapshot:
         return self.service.run_one(self.service.prepare_snapshot(ref, provider, name))
@@ -551,8 +564,19 @@ def create_app(
         )
 
     @app.post("/v1/hosts/{ref}/start", response_model=HostResult, tags=["hosts"])
-    async def start_host(_: Writer, ref: HostRef, provider: OneProvider = None) -> HostResult:
-        return HostResult(host=await write(service.start, ref, provider))
+    async def start_host(
+        _: Writer,
+        ref: HostRef,
+        provider: OneProvider = None,
+        body: Annotated[StartBody | None, Body()] = None,
+    ) -> HostResult:
+        return HostResult(host=await write(service.start, ref, provider, body and body.snapshot))
+
+    @app.post("/v1/hosts/{ref}/tags", response_model=HostResult, tags=["hosts"])
+    async def tag_host(
+        _: Writer, ref: HostRef, body: TagBody, provider: OneProvider = None
+    ) -> HostResult:
+        return HostResult(host=await write(service.tag, ref, provider, body.set, body.remove))
 
     @app.post(
         "/v1/hosts/{ref}/snapshots",

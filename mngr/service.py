@@ -23,6 +23,7 @@ from mngr.errors import (
     UsageError,
     validation_message,
 )
+from mngr.gc import GcReport
 from mngr.plan import Plan
 from mngr.records import Host, HostState, ProviderErrorRow, Snapshot, utc_now
 from mngr.resources import ResourceRequest
@@ -244,6 +245,43 @@ class Service:
             plan = getattr(backend, f"{verb}_plan")(host, **how)
             batch.jobs.append(Job(host.ref, backend, plan, host=host))
         return batch
+
+    def prepare_tag(
+        self,
+        ref: str,
+        tags: dict[str, str],
+        remove: list[str] | None = None,
+        provider: str | None = None,
+    ) -> Batch:
+        """A plan that sets `tags` and removes the keys `remove` on one host. Keys and values
+        are checked as create checks them, before any vendor call."""
+        from mngr.names import check_tag
+
+        remove = list(dict.fromkeys(remove or []))
+        for key, value in tags.items():
+            check_tag(key, value)
+        for key in remove:
+            check_tag(key, "")
+        both = sorted(set(tags) & set(remove))
+        if both:
+            raise UsageError(f"tag {both[0]!r} is both set and removed")
+        if not tags and not remove:
+            raise UsageError("no tag given: pass KEY=VALUE to set, or --remove KEY")
+        host = self.engine.resolve_host(ref, provider)
+        backend = self.engine.backend(host.provider)
+        backend.require(Capability.TAGS, host)
+        plan = backend.tag_plan(host, dict(tags), remove)
+        return Batch([Job(host.ref, backend, plan, host=host)])
+
+    def prepare_restore(self, ref: str, snapshot: str, provider: str | None = None) -> Batch:
+        """A plan that starts one host (same name and id) from a chosen snapshot of its
+        provider: its filesystem becomes the snapshot's."""
+        host = self.engine.resolve_host(ref, provider)
+        backend = self.engine.backend(host.provider)
+        backend.require(Capability.RESTORE, host)
+        snap = self.engine.resolve_snapshot(snapshot, host.provider)
+        plan = backend.restore_plan(host, snap)
+        return Batch([Job(host.ref, backend, plan, host=host, snapshot=snap)])
 
     def exec_command(
         self,
@@ -495,6 +533,62 @@ class Service:
             return self.engine.resolve_host(host.id, host.provider)
         except MngrError:
             return host  # the verb succeeded; only the re-read did not
+
+    # --- garbage --------------------------------------------------------------------------
+
+    def prepare_gc(
+        self,
+        providers: list[str] | None = None,
+        *,
+        snapshots: bool = False,
+        older_than_s: float | None = None,
+    ) -> tuple[GcReport, Batch]:
+        """What each provider holds that no host owns (see mngr.gc), and a batch of plans that
+        delete those the rules let go, one plan per orphan."""
+        from datetime import UTC, datetime
+
+        from mngr.engine import error_row
+        from mngr.fanout import fan_out
+        from mngr.gc import reason_to_keep
+
+        report, batch = GcReport(), Batch()
+        looked: list[str] = []
+        for name in self.engine.usable_providers(providers):
+            backend = self.engine.backend(name)
+            reason = backend.unsupported.get(Capability.GC)
+            if reason is None:
+                looked.append(name)
+            elif providers:
+                backend.require(Capability.GC)  # named: refused with the reason
+            else:
+                report.skipped[name] = reason
+        outcomes = fan_out(
+            lambda p: self.engine.backend(p).find_orphans(),
+            looked,
+            jobs=max(len(looked), 1),
+            deadline_s=self.engine.deadline(looked),
+        )
+        now = datetime.now(UTC)
+        for outcome in outcomes:
+            if outcome.error is not None:
+                report.errors.append(error_row(outcome.item, outcome.error))
+                continue
+            backend = self.engine.backend(outcome.item)
+            for orphan in outcome.value:
+                keep = reason_to_keep(
+                    orphan,
+                    deadline_s=backend.create_deadline_s,
+                    snapshots=snapshots,
+                    older_than_s=older_than_s,
+                    now=now,
+                )
+                if keep is not None:
+                    report.kept.append((orphan, keep))
+                    continue
+                report.delete.append(orphan)
+                plan = backend.orphan_delete_plan(orphan)
+                batch.jobs.append(Job(f"{orphan.kind} {orphan.id}", backend, plan))
+        return report, batch
 
     # --- running ------------------------------------------------------------------------
 

@@ -109,3 +109,12 @@ def fake_providers(user_settings: Path, tmp_path: Path) -> Iterator[object]:
 
     yield configure
     registry.unregister("fakecli")
+
+
+@pytest.fixture
+def service() -> Callable[[], Any]:
+    """The use-case layer over the settings as they are now (call it after writing them)."""
+    from mngr.config import load
+    from mngr.service import Service
+
+    return lambda: Service(load())

@@ -40,6 +40,9 @@ class FakeBackend(Backend):
         Capability.SNAPSHOT: "the fake vendor keeps no filesystem",
         Capability.STOP_START: "the fake vendor cannot stop hosts",
         Capability.EXEC: "the fake vendor has no shell",
+        Capability.TAGS: "the fake vendor cannot change tags",
+        Capability.RESTORE: "the fake vendor keeps no filesystem",
+        Capability.GC: "the fake vendor leaves nothing behind",
     }
     config: FakeConfig
 

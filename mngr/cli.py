@@ -259,6 +259,7 @@ def host_create(
 ) -> None:
     """Create hosts."""
     from mngr import create_flags, output, resources
+    from mngr.errors import InterruptedByUser
     from mngr.names import check_host_name, parse_tags
 
     _check_format(fmt)
@@ -279,13 +280,37 @@ def host_create(
     if dry_run:
         _print_batch(batch)
         return
-    outcomes = service.run(batch)
+    try:
+        outcomes = service.run(batch)
+    except InterruptedByUser as exc:
+        _say_what_the_interrupt_left(batch, exc.outcomes or [])
+        raise
     created = [o.value for o in outcomes if o.error is None]
     if created and quiet:
         output.out("".join(f"{host.id}\n" for host in created))
     elif created:
         output.render_hosts(created, [], fmt)
     _finish(outcomes, [job.label for job in batch.jobs], "create")
+
+
+def _say_what_the_interrupt_left(batch: Any, outcomes: list[Any]) -> None:
+    """After Ctrl-C in a create of several hosts: the ones already made are kept (they are
+    whole and usable), the others were rolled back; say which is which."""
+    from mngr import output
+
+    kept = [j.label for j, o in zip(batch.jobs, outcomes, strict=False) if o.value is not None]
+    undone = [j.label for j, o in zip(batch.jobs, outcomes, strict=False) if o.error is not None]
+    unsure = [j.label for j, o in zip(batch.jobs, outcomes, strict=False) if o.value is None]
+    unsure = [label for label in unsure if label not in undone]
+    if kept:
+        output.message(
+            f"created before the interrupt, kept: {', '.join(kept)} "
+            f"(remove with: mngr host destroy {' '.join(kept)})"
+        )
+    if undone:
+        output.message(f"rolled back: {', '.join(undone)}")
+    if unsure:
+        output.message(f"still being undone when mngr stopped: {', '.join(unsure)}")
 
 
 def register_create(with_backend_flags: bool) -> None:
@@ -318,8 +343,14 @@ register_create(with_backend_flags=False)  # its place in the listing: first
 @option("--tag", "-t", multiple=True, help="Only hosts with KEY=VALUE (or with KEY at all).")
 @fmt_opt
 @option("--quiet", "-q", is_flag=True, help="Print names only.")
+@option("--wide", "-w", is_flag=True, help="Table: every value whole, times as written.")
 def host_list(
-    provider: tuple[str, ...], state: str | None, tag: tuple[str, ...], fmt: str, quiet: bool
+    provider: tuple[str, ...],
+    state: str | None,
+    tag: tuple[str, ...],
+    fmt: str,
+    quiet: bool,
+    wide: bool,
 ) -> None:
     """List hosts of every provider (or the given ones)."""
     from mngr import output
@@ -334,7 +365,7 @@ def host_list(
         )
     tags = parse_tag_filters(list(tag))
     result = _service().list_hosts(list(provider) or None, state=state, tags=tags)
-    output.render_hosts(result.hosts, result.errors, fmt, quiet)
+    output.render_hosts(result.hosts, result.errors, fmt, quiet, wide)
     if result.errors:
         _exit(EXIT_PARTIAL)
 
@@ -357,6 +388,8 @@ def _run_on_hosts(
     batch = service.prepare_on_hosts(verb, refs, provider, missing_ok=missing_ok, **how)
     for ref in batch.missing:
         output.message(f"{ref}: no such host, nothing to do")
+    for host in batch.unchanged:
+        output.message(f"{host.ref}: already {host.state}, nothing to do")
     if dry_run:
         _print_batch(batch)
         return
@@ -721,14 +754,17 @@ def snapshot_create(
 @providers_opt
 @fmt_opt
 @option("--quiet", "-q", is_flag=True, help="Print ids only.")
-def snapshot_list(host: str | None, provider: tuple[str, ...], fmt: str, quiet: bool) -> None:
+@option("--wide", "-w", is_flag=True, help="Table: times as written.")
+def snapshot_list(
+    host: str | None, provider: tuple[str, ...], fmt: str, quiet: bool, wide: bool
+) -> None:
     """List snapshots."""
     from mngr import output
     from mngr.errors import EXIT_PARTIAL
 
     _check_format(fmt)
     snaps, errors = _service().list_snapshots(list(provider) or None, host)
-    output.render_snapshots(snaps, errors, fmt, quiet)
+    output.render_snapshots(snaps, errors, fmt, quiet, wide)
     if errors:
         _exit(EXIT_PARTIAL)
 
@@ -946,6 +982,11 @@ def config_path() -> None:
             except OSError:
                 status += ", unreadable"
         output.out("\t".join(output.safe(str(v)) for v in (layer.label, layer.path, status)) + "\n")
+    from mngr.errors import ConfigError
+
+    for layer in config.layers(State.config):
+        if layer.required and layer.path is not None and not layer.path.exists():
+            raise ConfigError(f"{layer.path}: settings file not found (named by {layer.label})")
 
 
 def _project_files(paths_given: tuple[Path, ...]) -> list[Path]:

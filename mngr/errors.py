@@ -105,6 +105,9 @@ class VendorOutputError(MngrError):
 class InterruptedByUser(MngrError):
     exit_code = EXIT_INTERRUPTED
     kind = "interrupted"
+    # From a fan-out: each item's outcome when it stopped (a value: it finished; an error:
+    # it was cancelled and undone; neither: still undoing when mngr gave up waiting).
+    outcomes: list[Any] | None = None
 
 
 class VendorCommandError(MngrError):

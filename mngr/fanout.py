@@ -78,8 +78,10 @@ def fan_out(
         end = time.monotonic() + UNDO_GRACE_S
         for thread in threads:
             thread.join(max(0.0, end - time.monotonic()))
-        # A MngrError, not a bare KeyboardInterrupt that would end the whole command.
-        raise InterruptedByUser("interrupted") from None
+        # A MngrError, not a bare KeyboardInterrupt: it says what each item came to.
+        interrupted = InterruptedByUser("interrupted")
+        interrupted.outcomes = outcomes
+        raise interrupted from None
     for index in pending:
         outcomes[index].error = UnreachableError(f"did not answer within {deadline_s:g}s")
     return outcomes

@@ -113,9 +113,40 @@ def _errors(errors: list[ProviderErrorRow]) -> None:
         error(f"provider {e.provider}: {e.message}")
 
 
+def ago(stamp: str | None, now: float | None = None) -> str:
+    """`2026-12-01T10:00:00Z` as "3m ago" (a table's reader wants the age, not the instant);
+    what does not parse is shown as it is."""
+    import time
+    from datetime import datetime
+
+    if not stamp:
+        return ""
+    try:
+        seconds = (now or time.time()) - datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return stamp
+    if seconds < 0:
+        return stamp
+    for unit, size, limit in (("s", 1, 60), ("m", 60, 3600), ("h", 3600, 172800)):
+        if seconds < limit:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds // 86400)}d ago"
+
+
+def _clip(text: str | None, width: int) -> str:
+    text = text or ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def render_hosts(
-    hosts: list[Host], errors: list[ProviderErrorRow], fmt: str = "table", quiet: bool = False
+    hosts: list[Host],
+    errors: list[ProviderErrorRow],
+    fmt: str = "table",
+    quiet: bool = False,
+    wide: bool = False,
 ) -> None:
+    """`wide`: the table with every value whole (times as written); else ages and values
+    clipped, so a row fits 80 columns."""
     if quiet:
         out("".join(safe_line(h.name) + "\n" for h in hosts))
     elif fmt == "json":
@@ -129,11 +160,26 @@ def render_hosts(
     elif fmt == "jsonl":
         for row in host_dicts(hosts):
             emit_json({"schema_version": SCHEMA_VERSION, **row})
-    elif hosts:
+    elif hosts and wide:
         table(
             ("name", "provider", "state", "image", "created", "tags"),
             (
                 (h.name, h.provider, h.state.value, h.image, h.created_at, _tags(h.tags))
+                for h in hosts
+            ),
+        )
+    elif hosts:
+        table(
+            ("name", "provider", "state", "image", "created", "tags"),
+            (
+                (
+                    h.name,
+                    h.provider,
+                    h.state.value,
+                    _clip(h.image, 20),
+                    ago(h.created_at),
+                    _clip(_tags(h.tags), 24),
+                )
                 for h in hosts
             ),
         )
@@ -148,7 +194,11 @@ def _tags(tags: dict[str, str]) -> str:
 
 
 def render_snapshots(
-    snaps: list[Snapshot], errors: list[ProviderErrorRow], fmt: str = "table", quiet: bool = False
+    snaps: list[Snapshot],
+    errors: list[ProviderErrorRow],
+    fmt: str = "table",
+    quiet: bool = False,
+    wide: bool = False,
 ) -> None:
     if quiet:
         out("".join(safe_line(s.id) + "\n" for s in snaps))
@@ -166,7 +216,10 @@ def render_snapshots(
     elif snaps:
         table(
             ("id", "name", "host", "provider", "created"),
-            ((s.id, s.name, s.host, s.provider, s.created_at) for s in snaps),
+            (
+                (s.id, s.name, s.host, s.provider, s.created_at if wide else ago(s.created_at))
+                for s in snaps
+            ),
         )
     elif not errors:
         message("no snapshots")

@@ -391,6 +391,8 @@ class Api:
 
     def _run_on_host(self, batch: Batch) -> Host:
         """Run a batch of one job on one host; the host as it was looked up."""
+        if not batch.jobs and batch.unchanged:  # already stopped (or running): nothing to do
+            return batch.unchanged[0]
         self.service.run_one(batch)
         host = batch.jobs[0].host
         assert host is not None

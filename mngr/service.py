@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from mngr.forward import Forward
     from mngr.transfer import Progress, Request, TransferResult, Transport
 
+# A plain stop of a stopped host (or start of a running one) has nothing to do.
+_ALREADY = {"stop": HostState.STOPPED, "start": HostState.RUNNING}
+
 NO_COMMAND = "no command given (use: mngr host exec NAME -- CMD...)"
 
 
@@ -62,6 +65,8 @@ class SshConfigText:
 class Batch:
     jobs: list[Job] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # references that named nothing
+    # hosts already as asked (`stop` of a stopped host): nothing to run
+    unchanged: list[Host] = field(default_factory=list)
 
     def render(self) -> list[str]:
         return [line for job in self.jobs for line in job.plan.render()]
@@ -237,6 +242,9 @@ class Service:
         for ref, host in self.engine.resolve_hosts(refs, provider, missing_ok=missing_ok):
             if host is None:
                 batch.missing.append(ref)
+                continue
+            if not any(how.values()) and host.state == _ALREADY.get(verb):
+                batch.unchanged.append(host)
                 continue
             backend = self.engine.backend(host.provider)
             capability = needs[verb]

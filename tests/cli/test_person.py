@@ -106,3 +106,41 @@ def test_host_show_aliases_quiet_create_and_key_only_tag_filter(mngr) -> None:
     assert mngr("host", "ls", "-q", "-t", "team").stdout == "web\n"
     assert mngr("host", "rm", "web", "db", "--yes").exit_code == 0
     assert mngr("host", "ls", "-q").stdout == ""
+
+
+def test_stop_of_a_stopped_host_says_so_and_runs_nothing(mngr) -> None:
+    assert mngr("host", "create", "h").exit_code == 0
+    assert mngr("host", "stop", "h").stderr == "stopped: h.local\n"
+    again = mngr("host", "stop", "h")
+    assert again.exit_code == 0 and again.stderr == "h.local: already stopped, nothing to do\n"
+    assert mngr("host", "start", "h").exit_code == 0
+    assert "already running" in mngr("host", "start", "h").stderr
+
+
+def test_config_path_with_a_missing_mngr_config_is_an_error(
+    mngr, monkeypatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MNGR_CONFIG", str(tmp_path / "nonexistent.toml"))
+    result = mngr("config", "path")
+    assert result.exit_code == 2 and "nonexistent.toml: settings file not found" in result.stderr
+
+
+def test_table_shows_ages_and_clips_and_wide_shows_everything(mngr) -> None:
+    long_tag = "note=" + "x" * 60
+    assert mngr("host", "create", "h", "-t", long_tag).exit_code == 0
+    row = mngr("host", "list").stdout.splitlines()[1]
+    assert "s ago" in row and "x" * 60 not in row and "…" in row
+    assert len(row) <= 80
+    wide = mngr("host", "list", "--wide").stdout.splitlines()[1]
+    assert "x" * 60 in wide and "Z" in wide
+
+
+def test_ages() -> None:
+    from mngr.output import ago
+
+    now = 1_000_000_000.0  # 2001-09-09T01:46:40Z
+    assert ago("2001-09-09T01:46:10Z", now) == "30s ago"
+    assert ago("2001-09-09T01:36:40Z", now) == "10m ago"
+    assert ago("2001-09-08T01:46:40Z", now) == "24h ago"
+    assert ago("2001-09-01T01:46:40Z", now) == "8d ago"
+    assert ago("not a time", now) == "not a time" and ago(None, now) == ""

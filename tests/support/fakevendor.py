@@ -2,7 +2,8 @@
 """A stand-in vendor CLI for the fake-CLI backend used in core and fault-injection tests.
 
 State lives in $FAKEVENDOR_DIR (one JSON file per host). $FAKEVENDOR_FAULT may be
-`<verb>:<fault>` with fault one of: fail, garbage, truncated, hang, kill, denied.
+`<verb>:<fault>[@HOST]` with fault one of: fail, garbage, truncated, hang, kill, denied, slow
+(`@HOST`: only when the verb acts on that host).
 """
 
 import json
@@ -20,8 +21,8 @@ def main() -> int:
     with open(state / "calls.log", "a") as log:
         log.write(" ".join(sys.argv[1:]) + "\n")
     fault = os.environ.get("FAKEVENDOR_FAULT", "")
-    if fault.partition(":")[0] == verb:
-        kind = fault.partition(":")[2]
+    kind, _, only = fault.partition(":")[2].partition("@")  # `tag:hang@c`: only for host c
+    if fault.partition(":")[0] == verb and (not only or args[:1] == [only]):
         if kind == "fail":
             sys.stderr.write("Error: the service said no\n")
             return 1

@@ -124,6 +124,7 @@ class State:
 
     config: Path | None = None
     jobs: int = 8
+    timeout: float | None = None
 
 
 def _exit(code: int) -> None:
@@ -134,7 +135,13 @@ def _service() -> Any:
     from mngr import config
     from mngr.service import Service
 
-    return Service(config.load(State.config), jobs=State.jobs)
+    service = Service(config.load(State.config), jobs=State.jobs)
+    service.engine.max_deadline_s = State.timeout
+    if sys.stderr.isatty():
+        from mngr.output import waiting_line
+
+        service.engine.waiting = waiting_line
+    return service
 
 
 def _check_format(fmt: str) -> str:
@@ -199,6 +206,13 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 )
 @option("--jobs", "-j", type=click.IntRange(min=1), default=8, help="Parallel operations at most.")
 @option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    default=None,
+    help="Give up on a provider that has not answered a list or lookup by then.",
+)
+@option(
     "--version",
     "-V",
     is_flag=True,
@@ -207,9 +221,10 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     callback=_version,
     help="Show version.",
 )
-def app(config: Path | None, jobs: int) -> None:
+def app(config: Path | None, jobs: int, timeout: float | None) -> None:
     State.config = config
     State.jobs = jobs
+    State.timeout = timeout
 
 
 @app.group("host", help="Manage hosts.")
@@ -864,10 +879,13 @@ def provider_check(names: tuple[str, ...], fmt: str) -> None:
     rows = []
     for o in outcomes:
         if o.error is None:
-            rows.append({"name": o.item, "ok": True, "details": o.value})
+            took = o.value.pop("answered_ms", None)
+            rows.append({"name": o.item, "ok": True, "ms": took, "details": o.value})
         else:
-            rows.append({"name": o.item, "ok": False, "details": {"error": str(o.error)}})
-    output.render_rows(rows, ["name", "ok", "details"], fmt, "providers")
+            rows.append(
+                {"name": o.item, "ok": False, "ms": None, "details": {"error": str(o.error)}}
+            )
+    output.render_rows(rows, ["name", "ok", "ms", "details"], fmt, "providers")
     failed = [o.error for o in outcomes if o.error is not None]
     if failed:
         _exit(getattr(failed[0], "exit_code", 1))

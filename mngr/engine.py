@@ -21,7 +21,7 @@ from mngr.errors import (
     UsageError,
     VendorMissingError,
 )
-from mngr.fanout import Outcome, fan_out  # also imported from here by older code
+from mngr.fanout import Outcome, Waiting, fan_out  # also imported from here by older code
 from mngr.names import HOST_ID_RE, split_host_ref
 from mngr.plan import Plan, execute
 from mngr.records import Host, ProviderErrorRow, Snapshot, SshEndpointRecord
@@ -51,7 +51,9 @@ class Engine:
         self.settings = settings
         self.runner = runner or Runner()
         self.jobs = jobs
-        self.max_deadline_s: float | None = None  # `mngr serve` answers before its client gives up
+        # `--timeout`, and `mngr serve` (it answers before its client gives up)
+        self.max_deadline_s: float | None = None
+        self.waiting: Waiting | None = None  # told which providers are still being waited on
         self._backends: dict[str, Backend] = {}
 
     # --- providers --------------------------------------------------------------------
@@ -108,6 +110,7 @@ class Engine:
             names,
             jobs=max(self.jobs, len(names)),
             deadline_s=self.deadline(names),
+            waiting=self.waiting,
         )
         hosts, errors = _collect(outcomes)
         for host in hosts:
@@ -147,6 +150,7 @@ class Engine:
         outcomes = fan_out(
             lambda p: self.backend(p).list_snapshots(host),
             names,
+            waiting=self.waiting,
             jobs=max(self.jobs, len(names)),
             deadline_s=self.deadline(names),
         )

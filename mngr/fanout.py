@@ -29,8 +29,18 @@ class Outcome:
     error: BaseException | None = None
 
 
+# Waiting: called about ten times a second with the items not done yet and the seconds
+# waited, then once with no items at the end (a terminal's progress line clears itself).
+Waiting = Callable[[list[Any], float], None]
+
+
 def fan_out(
-    fn: Callable[[T], R], items: Iterable[T], *, jobs: int, deadline_s: float | None = None
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    jobs: int,
+    deadline_s: float | None = None,
+    waiting: Waiting | None = None,
 ) -> list[Outcome]:
     """Run fn over items on at most `jobs` daemon threads, in order of items.
 
@@ -63,6 +73,8 @@ def fan_out(
     start = time.monotonic()
     try:
         while pending:
+            if waiting is not None:
+                waiting([items[i] for i in sorted(pending)], time.monotonic() - start)
             wait = 0.1
             if deadline_s is not None:
                 left = deadline_s - (time.monotonic() - start)
@@ -82,6 +94,9 @@ def fan_out(
         interrupted = InterruptedByUser("interrupted")
         interrupted.outcomes = outcomes
         raise interrupted from None
+    finally:
+        if waiting is not None:
+            waiting([], time.monotonic() - start)
     for index in pending:
         outcomes[index].error = UnreachableError(f"did not answer within {deadline_s:g}s")
     return outcomes

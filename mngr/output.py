@@ -37,6 +37,20 @@ def out(text: str) -> None:
         os.close(devnull)
 
 
+def waiting_line(pending: list[Any], seconds: float) -> None:
+    """On a terminal, after a second: which providers mngr is still waiting for (one line,
+    redrawn; cleared when the wait ends)."""
+    if seconds < 1.0:
+        return
+    if pending:
+        names = ", ".join(safe_line(str(p)) for p in pending[:4])
+        more = f" and {len(pending) - 4} more" if len(pending) > 4 else ""
+        sys.stderr.write(f"\r\033[Kwaiting for {names}{more} ({seconds:.0f}s)")
+    else:
+        sys.stderr.write("\r\033[K")
+    sys.stderr.flush()
+
+
 def message(text: str) -> None:
     sys.stderr.write(safe(text) + "\n")
 

@@ -112,14 +112,24 @@ class Service:
         return row
 
     def check(self, names: list[str] | None) -> list[Outcome]:
+        """One cheap call per provider; each outcome's value is the backend's facts plus
+        `answered_ms`, how long the provider took."""
+        import time
+
         from mngr.engine import fan_out
+
+        def timed(provider: str) -> dict[str, Any]:
+            start = time.monotonic()
+            facts = self.engine.backend(provider).check()
+            return {**facts, "answered_ms": round((time.monotonic() - start) * 1000)}
 
         wanted = self.engine.usable_providers(names)
         return fan_out(
-            lambda p: self.engine.backend(p).check(),
+            timed,
             wanted,
             jobs=max(len(wanted), 1),
             deadline_s=self.engine.deadline(wanted),
+            waiting=self.engine.waiting,
         )
 
     # --- hosts --------------------------------------------------------------------------

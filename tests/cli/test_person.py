@@ -144,3 +144,46 @@ def test_ages() -> None:
     assert ago("2001-09-08T01:46:40Z", now) == "24h ago"
     assert ago("2001-09-01T01:46:40Z", now) == "8d ago"
     assert ago("not a time", now) == "not a time" and ago(None, now) == ""
+
+
+def test_timeout_bounds_a_provider_that_never_answers(mngr, isolated_home: Path) -> None:
+    """A docker daemon address whose listener accepts and never answers (loopback only)."""
+    import shutil
+    import socket
+    import time
+
+    from tests.conftest import require
+
+    require(shutil.which("docker") is not None, "docker CLI not installed")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    try:
+        settings(isolated_home).parent.mkdir(parents=True, exist_ok=True)
+        settings(isolated_home).write_text(
+            f'[providers.mute]\nbackend = "docker"\nhost = "tcp://127.0.0.1:{port}"\n'
+        )
+        start = time.monotonic()
+        result = mngr("--timeout", "1.5", "host", "list", "-p", "mute", "-p", "local")
+        took = time.monotonic() - start
+        assert result.exit_code == 6, result.stderr
+        assert "did not answer within 1.5s" in result.stderr
+        assert took < 10
+        checked = mngr("--timeout", "1", "provider", "check", "mute", "local", "-f", "json")
+        rows = {row["name"]: row for row in checked.json()["providers"]}
+        assert rows["local"]["ok"] and rows["local"]["ms"] >= 0
+        assert not rows["mute"]["ok"] and "within 1s" in rows["mute"]["details"]["error"]
+    finally:
+        silent.close()
+
+
+def test_waiting_line_names_the_providers_and_clears(capsys) -> None:
+    from mngr.output import waiting_line
+
+    waiting_line(["aws"], 0.5)
+    assert capsys.readouterr().err == ""
+    waiting_line(["aws", "docker"], 2.2)
+    assert capsys.readouterr().err == "\r\033[Kwaiting for aws, docker (2s)"
+    waiting_line([], 3.0)
+    assert capsys.readouterr().err == "\r\033[K"

@@ -90,6 +90,17 @@ if ((uninstall)); then
         say "nothing to remove: no install manifest at $manifest"
         exit 0
     fi
+    # What mngr made lives on after it: say so before the program that could list it goes.
+    if [[ -x $venv/bin/mngr ]]; then
+        hosts="$("$venv/bin/mngr" --timeout 15 host list -q 2>/dev/null | tr '\n' ' ' || true)"
+        if [[ -n ${hosts// /} ]]; then
+            say "kept: hosts that still exist and may still run (and cost): ${hosts% }"
+        fi
+    fi
+    if [[ -f $config_home/mngr/settings.toml ]]; then
+        say "kept: settings $config_home/mngr/settings.toml"
+    fi
+    say "kept: snapshots (docker images, AMIs, local archives) and any host data under $data_dir"
     # Reverse order: files and links first, then the directories that held them.
     entries=()
     while IFS= read -r line; do entries=("$line" ${entries[@]+"${entries[@]}"}); done <"$manifest"

@@ -84,10 +84,14 @@ def test_uninstall_keeps_host_data_in_the_data_dir(tmp_path: Path) -> None:
     (manifest_dir / "install-manifest").write_text(
         f"dir\t{home / '.local'}\ndir\t{home / '.local/share'}\ndir\t{manifest_dir}\n"
     )
+    (home / ".config" / "mngr").mkdir(parents=True)
+    (home / ".config" / "mngr" / "settings.toml").write_text("")
     done = run_install(home, "--uninstall")
     assert done.returncode == 0, done.stderr
     assert (manifest_dir / "local" / "local" / "web-1").is_dir()
     assert f"kept {manifest_dir} (not empty)" in done.stdout
+    assert f"kept: settings {home / '.config' / 'mngr' / 'settings.toml'}" in done.stdout
+    assert "kept: snapshots" in done.stdout
 
 
 def test_without_python_311_it_says_so_and_writes_nothing(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,17 @@ PS_FORMAT = (
     '"Status":{{json .Status}},"Image":{{json .Image}},"CreatedAt":{{json .CreatedAt}},'
     '"Labels":{' + ",".join(f'"{key}":{{{{json (.Label "{key}")}}}}' for key in PS_LABELS) + "}}"
 )
+# Without a terminal, `docker exec` does not pass Ctrl-C on: the process it started keeps
+# running in the container. Each such exec carries a marker in its environment, and this
+# script ($1) ends every process that has it: SIGINT, then SIGTERM, then SIGKILL, 1 s apart.
+EXEC_MARKER = "MNGR_EXEC"
+END_MARKED = (
+    "for sig in INT TERM KILL; do found=; for f in /proc/[0-9]*/environ; do "
+    'if grep -q "' + EXEC_MARKER + '=$1" "$f" 2>/dev/null; then p=${f#/proc/}; '
+    'kill -$sig "${p%/environ}" 2>/dev/null && found=1; fi; done; '
+    '[ -z "$found" ] && exit 0; sleep 1; done'
+)
+
 SHELL = "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"
 
 
@@ -406,9 +418,18 @@ class DockerSpec:
     def rmi_argv(self, image: str) -> Argv:
         return self._docker("rmi", image)
 
-    def exec_argv(self, container: str, argv: list[str], *, tty: bool, detach: bool) -> Argv:
+    def exec_argv(
+        self, container: str, argv: list[str], *, tty: bool, detach: bool, marker: str = ""
+    ) -> Argv:
+        """`marker`: set as MNGR_EXEC in the process's environment (its children inherit it),
+        so `end_argv` can find what this exec started."""
         mode = ("--detach",) if detach else ("--interactive", "--tty")[: 2 if tty else 1]
-        return self._docker("exec", *mode, container, *argv)
+        env = ("--env", f"{EXEC_MARKER}={marker}") if marker else ()
+        return self._docker("exec", *mode, *env, container, *argv)
+
+    def end_argv(self, container: str, marker: str) -> Argv:
+        """Interrupt, then terminate, then kill every process carrying the exec's marker."""
+        return self._docker("exec", container, "sh", "-c", END_MARKED, "mngr-end", marker)
 
     def shell_argv(self, container: str, *, tty: bool) -> Argv:
         return self.exec_argv(container, ["sh", "-c", SHELL], tty=tty, detach=False)
@@ -875,7 +896,14 @@ class DockerBackend(Backend):
     def exec_command(
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False
     ) -> Command:
-        return Command(self.spec.exec_argv(self._container(host), argv, tty=tty, detach=detach))
+        container = self._container(host)
+        if tty or detach:  # a terminal passes Ctrl-C on; a detached process is meant to stay
+            return Command(self.spec.exec_argv(container, argv, tty=tty, detach=detach))
+        marker = secrets.token_hex(8)
+        return Command(
+            self.spec.exec_argv(container, argv, tty=False, detach=False, marker=marker),
+            on_interrupt=Command(self.spec.end_argv(container, marker), timeout_s=30),
+        )
 
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
         return Command(self.spec.shell_argv(self._container(host), tty=tty))

@@ -550,6 +550,12 @@ def _run_attached(command: Any) -> int:
     except FileNotFoundError:
         raise VendorMissingError(f"'{command.argv[0]}' was not found on PATH") from None
     except KeyboardInterrupt:
+        if command.on_interrupt is not None:  # end what the vendor left running
+            end = command.on_interrupt
+            try:
+                subprocess.run(end.argv, capture_output=True, timeout=end.timeout_s, env=env)
+            except (OSError, subprocess.SubprocessError):
+                pass
         return 130
 
 

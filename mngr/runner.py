@@ -35,6 +35,9 @@ class Command:
     stdin: str | None = None
     env: dict[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    # Run after Ctrl-C ended this command, where the vendor does not pass the interrupt on
+    # (a `docker exec` without a terminal leaves its process running in the container).
+    on_interrupt: Command | None = None
 
 
 @dataclass(frozen=True)

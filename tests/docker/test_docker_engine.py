@@ -303,3 +303,38 @@ def test_memory_2g_is_two_gib_and_cpus_a_half_on_the_daemon(docker_env: DockerEn
     resources = by_name(listed(mngr, "--provider", p))["x"]["resources"]
     assert (resources["memory_gb"], resources["cpus"]) == (2, 0.5)
     assert mngr("host", "destroy", "x", "-p", p, "--yes", "--force").exit_code == 0
+
+
+def test_ctrl_c_of_an_exec_without_a_terminal_ends_the_process_in_the_container(
+    docker_env: DockerEnv, mngr
+) -> None:
+    """`mngr host exec h -- sleep 100 | cat`, then Ctrl-C: the terminal sends SIGINT to the
+    whole foreground group (mngr and its docker client); nothing may keep running inside."""
+    import signal
+
+    p = docker_env.provider
+    assert mngr("host", "create", "ctl", "--provider", p).exit_code == 0
+    argv = [sys.executable, "-m", "mngr", "host", "exec", "ctl", "-p", p, "--"]
+    proc = subprocess.Popen(
+        [*argv, "sh", "-c", "sleep 4242 & sleep 4343"],
+        stdin=subprocess.PIPE,  # no terminal anywhere
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    count = ["sh", "-c", "ps | grep -c '[s]leep 4[23]4[23]'"]
+
+    def running() -> str:
+        done = subprocess.run([*argv, *count], capture_output=True, text=True, timeout=60)
+        return done.stdout.strip()
+
+    deadline = time.monotonic() + 30
+    while running() != "2" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert running() == "2"
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(60) == 130
+    deadline = time.monotonic() + 10
+    while running() != "0" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert running() == "0"

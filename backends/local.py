@@ -70,6 +70,7 @@ class LocalBackend(Backend):
     config_model = LocalConfig
     create_options_model = LocalCreateOptions
     unsupported = {}
+    on_this_machine = True
 
     config: LocalConfig
 

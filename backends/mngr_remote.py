@@ -1,4 +1,5 @@
-"""Backend `mngr`: the hosts of a remote `mngr serve`, over its HTTP API (stdlib only).
+"""Backend `mngr`: the hosts of a remote `mngr serve`, over its HTTP API (stdlib; the exec
+WebSocket through the `websockets` package).
 
     [providers.team]
     backend = "mngr"
@@ -27,6 +28,10 @@ Mutating verbs are plans of one HTTP call each; `--dry-run` prints the call, e.g
 `# POST https://mngr.example.com/v1/hosts {"name": "web"}`. A 401/403 is "not authorised"
 (exit 5); a server that cannot be reached is an error row in `host list`. A remote provider
 the server could not list is an error row too, beside the hosts of the others.
+
+`host exec`, `shell` and `forward` go through the server's exec WebSocket: this backend's
+exec, shell and port commands run `mngr __remote-exec` (mngr/toolkit/wsexec.py), which opens
+it and pumps stdio; the server runs the host's own transport command (mngr/relay.py).
 """
 
 from __future__ import annotations

@@ -801,20 +801,31 @@ class RepeatFilter(logging.Filter):
         return count < self.burst
 
 
+class AnsweredUpgradeFilter(logging.Filter):
+    """uvicorn logs an error after each WebSocket upgrade the app answered with an HTTP status
+    (a refused token), though that answer is complete; the exec route itself always accepts."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
-    "filters": {"repeats": {"()": RepeatFilter}},
+    "filters": {
+        "repeats": {"()": RepeatFilter},
+        "answered_upgrades": {"()": AnsweredUpgradeFilter},
+    },
     # Everything to stderr. Access lines hold the method, path and status: never headers.
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
             "formatter": "default",
             "stream": "ext://sys.stderr",
-            "filters": ["repeats"],
+            "filters": ["repeats", "answered_upgrades"],
         }
     },
     "loggers": {

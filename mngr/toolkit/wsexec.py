@@ -59,11 +59,16 @@ def parse_control(text: str) -> dict[str, Any]:
     return message
 
 
+def one_line(text: str) -> str:
+    """A server's text as one line of at most MAX_TEXT characters (escaped when printed)."""
+    return " ".join(text.split())[:MAX_TEXT]
+
+
 def server_error(message: dict[str, Any], server: str) -> MngrError:
     """The error a server reported ({"kind", "message"}), as mngr's own error of that kind."""
     from mngr.api import ERROR_OF_KIND
 
-    text = str(message.get("message") or "no error text")[:MAX_TEXT]
+    text = one_line(str(message.get("message") or "no error text"))
     return ERROR_OF_KIND.get(str(message.get("kind")), MngrError)(f"{server}: {text}")
 
 
@@ -163,7 +168,7 @@ def refused(server: str, status: int, body: bytes) -> MngrError:
     from mngr.toolkit.http import status_error
 
     error = status_error(status, "", body)
-    text = error.message[:MAX_TEXT]
+    text = one_line(error.message)
     if status in (401, 403):
         return UnauthorisedError(f"{server}: the server refused the token: {text}")
     return error_class(status, error.error_kind)(f"{server}: {text} (HTTP {status})")

@@ -77,12 +77,13 @@ def test_a_20_mb_round_trip_through_the_server(box: Path) -> None:
     print(f"20 MiB stdin->stdout through mngr serve: {took:.2f}s")
 
 
-def test_a_read_only_token_is_refused(box: Path) -> None:
+def test_a_read_only_token_is_refused(team: ServeProcess, box: Path) -> None:
     done = run_mngr("host", "exec", "box", "-p", "team", "--", "true", token=RO_TOKEN)
     # the listing (a GET) is allowed to a read-only token; the exec socket is not
     assert done.returncode == 5, done.stderr
     assert b"read-only" in done.stderr
     assert RO_TOKEN.encode() not in done.stderr
+    assert "ERROR" not in team.log() and RO_TOKEN not in team.log()
 
 
 def test_a_wrong_token_is_refused_with_exit_5(team: ServeProcess, box: Path) -> None:
@@ -90,7 +91,7 @@ def test_a_wrong_token_is_refused_with_exit_5(team: ServeProcess, box: Path) -> 
     done = run_mngr("host", "exec", "box", "-p", "team", "--", "true", token=WRONG_TOKEN)
     assert done.returncode == 5, done.stderr
     assert WRONG_TOKEN.encode() not in done.stderr
-    code, err = raw_exec(team, "box.local", {"argv": ["true"]}, token=WRONG_TOKEN)
+    code, err = remote_exec(exec_url(team, "box"), "true", token=WRONG_TOKEN)
     assert code == 5 and "not valid" in err and WRONG_TOKEN not in err
 
 
@@ -99,14 +100,14 @@ def test_a_stopped_host_is_refused(team: ServeProcess, box: Path, mngr: Any) -> 
     done = run_mngr("host", "exec", "box", "-p", "team", "--", "true")
     assert done.returncode == 1 and b"is stopped" in done.stderr
     # the server checks too, whatever a client believes
-    code, err = raw_exec(team, "box.local", {"argv": ["true"]})
+    code, err = remote_exec(exec_url(team, "box"), "true")
     assert code == 1 and "is stopped" in err
 
 
 def test_the_server_refuses_what_is_not_an_exec_request(team: ServeProcess, box: Path) -> None:
-    code, err = raw_exec(team, "box.local", {"argv": ["true"], "shell": True})
+    code, err = send_start(exec_url(team, "box"), {"argv": ["true"], "shell": True})
     assert code == 2 and "exactly one" in err
-    code, err = raw_exec(team, "nothere.local", {"argv": ["true"]})
+    code, err = remote_exec(exec_url(team, "nothere"), "true")
     assert code == 3
 
 
@@ -229,17 +230,15 @@ def test_a_server_that_never_answers_is_given_up_at_connect() -> None:
     assert b"did not answer within 1s" in done.stderr and RW_TOKEN.encode() not in done.stderr
 
 
-def raw_exec(
-    server: ServeProcess, ref: str, start: dict[str, Any], token: str = RW_TOKEN
-) -> tuple[int, str]:
-    """The exec WebSocket opened by hand (the server's own check, not the client's): the
-    exit code and stderr of `mngr __remote-exec` on it."""
-    url = f"{server.url}/v1/hosts/{ref.split('.')[0]}/exec?provider={ref.split('.')[1]}"
-    argv = [sys.executable, "-m", "mngr", "__remote-exec", url, "--timeout", "10"]
-    if start.get("shell") and start.get("argv"):
-        return _send_raw(url, start, token)
+def exec_url(server: ServeProcess, name: str, provider: str = "local") -> str:
+    return f"{server.url}/v1/hosts/{name}/exec?provider={provider}"
+
+
+def remote_exec(url: str, *argv: str, token: str = RW_TOKEN) -> tuple[int, str]:
+    """`mngr __remote-exec` on the server's socket, no client-side check before it: the
+    exit code and stderr."""
     done = subprocess.run(
-        [*argv, "--", *start["argv"]],
+        [sys.executable, "-m", "mngr", "__remote-exec", url, "--timeout", "10", "--", *argv],
         capture_output=True,
         env={**os.environ, "MNGR_REMOTE_TOKEN": token},
         timeout=60,
@@ -247,14 +246,13 @@ def raw_exec(
     return done.returncode, done.stderr.decode()
 
 
-def _send_raw(url: str, start: dict[str, Any], token: str) -> tuple[int, str]:
-    """A start message no mngr client sends, straight on the socket."""
-    from mngr.errors import MngrError
+def send_start(url: str, start: dict[str, Any]) -> tuple[int, str]:
+    """A start message no mngr client sends, straight on the socket: the error it gets."""
     from mngr.toolkit import wsexec
 
-    with wsexec.connect(url, token, None, 10) as ws:
+    with wsexec.connect(url, RW_TOKEN, None, 10) as ws:
         ws.send(json.dumps(start))
         answer = wsexec.parse_control(ws.recv(timeout=10))
     assert answer["type"] == "error", answer
-    error: MngrError = wsexec.server_error(answer, "server")
+    error = wsexec.server_error(answer, "server")
     return error.exit_code, str(error)

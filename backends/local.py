@@ -73,6 +73,7 @@ class LocalBackend(Backend):
     create_options_model = LocalCreateOptions
     unsupported = {}
     transfer_protected = (META,)
+    on_this_machine = True
 
     config: LocalConfig
 

@@ -1,4 +1,5 @@
-"""Backend `mngr`: the hosts of a remote `mngr serve`, over its HTTP API (stdlib only).
+"""Backend `mngr`: the hosts of a remote `mngr serve`, over its HTTP API (stdlib; the exec
+WebSocket through the `websockets` package).
 
     [providers.team]
     backend = "mngr"
@@ -27,6 +28,10 @@ Mutating verbs are plans of one HTTP call each; `--dry-run` prints the call, e.g
 `# POST https://mngr.example.com/v1/hosts {"name": "web"}`. A 401/403 is "not authorised"
 (exit 5); a server that cannot be reached is an error row in `host list`. A remote provider
 the server could not list is an error row too, beside the hosts of the others.
+
+`host exec`, `shell` and `forward` go through the server's exec WebSocket: this backend's
+exec, shell and port commands run `mngr __remote-exec` (mngr/toolkit/wsexec.py), which opens
+it and pumps stdio; the server runs the host's own transport command (mngr/relay.py).
 """
 
 from __future__ import annotations
@@ -41,11 +46,17 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 
 from mngr import resources
-from mngr.api import ERROR_OF_KIND, CreateHostBody
-from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, Listing, ProviderConfig
+from mngr.api import ERROR_OF_KIND, CreateHostBody, error_class
+from mngr.backend import (
+    Backend,
+    Capability,
+    CreateOptions,
+    CreateRequest,
+    Listing,
+    ProviderConfig,
+)
 from mngr.errors import (
     ConfigError,
-    ConflictError,
     MngrError,
     NotFoundError,
     UnauthorisedError,
@@ -58,6 +69,7 @@ from mngr.errors import (
 from mngr.names import PROVIDER_NAME_RE
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState, Resources, Snapshot
+from mngr.runner import Command
 from mngr.toolkit.http import HttpStatusError, JsonClient
 
 _WARNED_PLAIN_HTTP: set[str] = set()
@@ -131,8 +143,6 @@ class MngrBackend(Backend):
     create_options_model = MngrCreateOptions
     takes = frozenset(resources.ALL)  # the server's backend decides
     unsupported = {
-        Capability.EXEC: "the mngr server API does not run commands on hosts; use the "
-        "host's address (`mngr host list --format json`) with the remote's own tools",
         Capability.GC: "gc looks at the resources themselves, where the server runs: run "
         "`mngr gc` there",
     }
@@ -225,19 +235,7 @@ class MngrBackend(Backend):
             return UnauthorisedError(f"{where}: the server refused the token: {exc.message}")
         if 300 <= exc.status < 400:
             return UnreachableError(f"{where}: the server redirected; check the url setting")
-        cls = ERROR_OF_KIND.get(exc.error_kind)
-        if cls is None:
-            if exc.status == 404:
-                cls = NotFoundError
-            elif exc.status == 409:
-                cls = ConflictError
-            elif 400 <= exc.status < 500:
-                cls = UsageError
-            elif exc.status in (502, 503, 504):
-                cls = UnreachableError
-            else:
-                cls = MngrError
-        return cls(f"{self.config.url}: {exc.message}")
+        return error_class(exc.status, exc.error_kind)(f"{self.config.url}: {exc.message}")
 
     # --- records ----------------------------------------------------------------------
 
@@ -448,6 +446,36 @@ class MngrBackend(Backend):
         ref = urllib.parse.quote(snapshot.id, safe="")
         url = self.client.url(f"/v1/snapshots/{ref}", provider=snapshot.handle)
         return Plan([self._action("DELETE", url, None, "snapshot")])
+
+    # --- transport: exec, shell and forward through the server's WebSocket route ---------
+
+    def _stream_command(self, host: Host, *how: str) -> Command:
+        """`mngr __remote-exec` on the host's exec route (mngr/toolkit/wsexec.py): it opens
+        the WebSocket and pumps stdio; the token travels in its environment, never argv."""
+        from mngr.toolkit import wsexec
+
+        token = self._token()
+        client = self.client  # checks ca_file
+        if token is not None and client.plain_http_to_another_machine:
+            self._warn_plain_http()
+        argv = [sys.executable, "-m", "mngr", wsexec.COMMAND, self._host_url(host, "/exec")]
+        argv += ["--timeout", f"{self.config.timeout_s:g}"]
+        if client.ca_file:
+            argv += ["--ca-file", client.ca_file]
+        # Set even when empty: a token in the caller's own environment is not this provider's.
+        return Command([*argv, *how], env={wsexec.TOKEN_ENV: token or ""})
+
+    def exec_command(
+        self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False
+    ) -> Command:
+        flags = ["--tty"] * tty + ["--detach"] * detach
+        return self._stream_command(host, *flags, "--", *argv)
+
+    def shell_command(self, host: Host, *, tty: bool = True) -> Command:
+        return self._stream_command(host, "--shell", *["--tty"] * tty)
+
+    def port_command(self, host: Host, port: int) -> Command:
+        return self._stream_command(host, "--port", str(port))
 
     def check(self) -> dict[str, Any]:
         health = self.call("GET", self.client.url("/v1/health"), auth=False)

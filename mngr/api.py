@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mngr.errors import (
     ConflictError,
@@ -44,6 +44,22 @@ ERROR_OF_KIND: dict[str, type[MngrError]] = {
     "timeout": VendorTimeoutError,
     "bad-output": VendorOutputError,
 }
+
+
+def error_class(status: int, kind: str = "") -> type[MngrError]:
+    """The error of an HTTP error answer: by its kind when mngr knows it, else by status."""
+    known = ERROR_OF_KIND.get(kind)
+    if known is not None:
+        return known
+    if status == 404:
+        return NotFoundError
+    if status == 409:
+        return ConflictError
+    if 400 <= status < 500:
+        return UsageError
+    if status in (502, 503, 504):
+        return UnreachableError
+    return MngrError
 
 
 class CreateHostBody(BaseModel):
@@ -112,6 +128,27 @@ class SnapshotBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, pattern=NAME_PATTERN)
+
+
+class ExecStart(BaseModel):
+    """The first message on `/v1/hosts/{ref}/exec`: what to run in the host (one of argv,
+    shell, port), over the host's own transport."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    argv: list[str] | None = Field(None, min_length=1, max_length=4096)
+    shell: bool = False
+    port: int | None = Field(None, ge=1, le=65535, description="Connect to this port in the host.")
+    tty: bool = Field(False, description="Run it on a terminal (the server's pty).")
+    detach: bool = False
+    cols: int = Field(80, ge=1, le=10000)
+    rows: int = Field(24, ge=1, le=10000)
+
+    @model_validator(mode="after")
+    def _one_thing(self) -> ExecStart:
+        if sum((self.argv is not None, self.shell, self.port is not None)) != 1:
+            raise ValueError("give exactly one of argv, shell and port")
+        return self
 
 
 class HostList(BaseModel):

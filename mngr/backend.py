@@ -139,6 +139,9 @@ class Backend(ABC):
     unsupported: ClassVar[dict[Capability, str]] = {}
     # The core resources (mngr.resources.CPUS, MEMORY, DISK, GPU) this backend can honour.
     takes: ClassVar[frozenset[str]] = frozenset()
+    # Its hosts are parts of this machine (local: a folder): a command in one runs as mngr's
+    # own user here, so `mngr serve` runs none for a token holder unless told to.
+    on_this_machine: ClassVar[bool] = False
     # The settings file this provider came from, to name in "set X in FILE" hints.
     origin: str | None = None
     # Names in a host's working folder that hold mngr's own state: push never writes or

@@ -1171,6 +1171,11 @@ def completion(shell: str) -> None:
     default=15.0,
     help="Seconds a client may take to send a request's headers or body.",
 )
+@option(
+    "--allow-local-exec",
+    is_flag=True,
+    help="Let tokens run commands in hosts of local providers (as this server's user, here).",
+)
 def serve(
     token_file: Path,
     listen: str,
@@ -1181,6 +1186,7 @@ def serve(
     request_timeout: float,
     max_connections: int,
     read_timeout: float,
+    allow_local_exec: bool,
 ) -> None:
     """Serve the HTTP API over this machine's providers (what the `mngr` backend talks to)."""
     from mngr import config
@@ -1209,6 +1215,7 @@ def serve(
             request_timeout_s=request_timeout,
             max_connections=max_connections,
             read_timeout_s=read_timeout,
+            allow_local_exec=allow_local_exec,
         )
     except KeyboardInterrupt:
         pass  # Ctrl-C / SIGTERM: uvicorn has already shut down gracefully

@@ -1,5 +1,6 @@
-"""Console entry point. `--version` and completion requests answer before anything heavy is
-imported (no click, no pydantic); everything else goes to the CLI."""
+"""Console entry point. `--version`, completion requests and the hidden `__remote-exec` (exec
+through a mngr server) answer before anything heavy is imported (no click, no pydantic);
+everything else goes to the CLI."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ def main() -> None:
     import signal  # not above: it imports enum, a cost the fast paths need not pay
 
     signal.signal(signal.SIGTERM, _sigterm)
+    if argv[:1] == ["__remote-exec"]:  # the mngr backend's transport: one per connection
+        from mngr.toolkit.wsexec import main as remote_exec
+
+        sys.exit(remote_exec(argv[1:]))
     try:
         from mngr.cli import run
 

@@ -12,6 +12,7 @@ under `/v1`; the OpenAPI document is at `/v1/openapi.json`.
     POST   /v1/hosts/{ref}/start               {snapshot} (optional: start from that snapshot)
     POST   /v1/hosts/{ref}/tags                {set, remove}
     POST   /v1/hosts/{ref}/snapshots           {name}
+    WS     /v1/hosts/{ref}/exec?provider=P     exec, shell or a port of the host, streamed
     GET    /v1/snapshots?provider=P...&host=H
     DELETE /v1/snapshots/{ref}?provider=P
 
@@ -19,7 +20,8 @@ A host `ref` is `NAME`, `NAME.PROVIDER` or a `host-…` id, as on the command li
 
 Tokens: `--token-file` holds one token per line; blank lines and `#` comments are ignored. A
 plain line (or one starting `rw:`) is a read-write token; a line starting `ro:` is a read-only
-token, which may call every GET but gets 403 on anything that changes a host or snapshot.
+token, which may call every GET but gets 403 on anything that changes a host or snapshot, and
+on the exec WebSocket (mngr/toolkit/wsexec.py says its protocol; mngr/relay.py runs it).
 Every route but health, the OpenAPI document included, needs `Authorization: Bearer <token>`
 (401 without a valid one), checked from the headers before any body is read. Tokens are
 compared in constant time and never logged. A token file that others can write is refused;
@@ -46,7 +48,7 @@ from typing import Annotated, Any
 
 import anyio
 import anyio.to_thread
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Body, Depends, FastAPI, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -60,6 +62,7 @@ from mngr.api import (
     PROVIDER_PATTERN,
     CreateHostBody,
     ErrorBody,
+    ExecStart,
     Health,
     HostList,
     HostResult,
@@ -91,9 +94,10 @@ from mngr.errors import (
 )
 from mngr.names import PROVIDER_NAME_RE
 from mngr.records import Host, Snapshot
-from mngr.runner import Runner
+from mngr.runner import Command, Runner
 from mngr.service import Batch, Service
 from mngr.toolkit.http import is_loopback
+from mngr.toolkit.wsexec import control
 
 log = logging.getLogger("mngr.server")
 
@@ -275,11 +279,20 @@ class _Authenticate:
         self.auth = auth
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] not in PUBLIC_PATHS:
+        if scope["type"] in ("http", "websocket") and scope["path"] not in PUBLIC_PATHS:
+            # A WebSocket runs commands in a host: never with a read-only token.
+            method = scope.get("method", "WEBSOCKET")
             try:
-                self.auth.check(scope["method"], dict(scope["headers"]).get(b"authorization"))
+                self.auth.check(method, dict(scope["headers"]).get(b"authorization"))
             except ApiError as exc:
-                await _error(exc.status, exc.kind, exc.message, exc.headers)(scope, receive, send)
+                answer = _error(exc.status, exc.kind, exc.message, exc.headers)
+                if scope["type"] == "http":
+                    await answer(scope, receive, send)
+                elif "websocket.http.response" in scope.get("extensions", {}):
+                    await receive()  # websocket.connect
+                    await answer(scope, receive, send)  # the upgrade answered with the status
+                else:
+                    await send({"type": "websocket.close", "code": 1008})  # a bare 403
                 return
         await self.app(scope, receive, send)
 
@@ -344,10 +357,13 @@ class Api:
     """The routes' calls into the use-case layer: blocking, run on the app's thread pools,
     returning the API's bodies."""
 
-    def __init__(self, settings: Settings, jobs: int, request_timeout_s: float) -> None:
+    def __init__(
+        self, settings: Settings, jobs: int, request_timeout_s: float, allow_local_exec: bool
+    ) -> None:
         runner = Runner()
         runner.calls = deque(maxlen=256)  # type: ignore[assignment]  # a server runs for weeks
         self.service = Service(settings, runner, jobs=jobs)
+        self.service.exec_on_this_machine = allow_local_exec
         # A provider slower than this is an error row, before the client gives up (60s).
         self.service.engine.max_deadline_s = request_timeout_s
 
@@ -366,6 +382,16 @@ class Api:
                 )
             )
         return ProviderList(providers=rows)
+
+    def exec_command(self, ref: str, provider: str | None, start: ExecStart) -> Command | None:
+        """The host's transport command for an exec session; None: the host's ports are this
+        machine's, connect to the port here."""
+        if start.port is not None:
+            return self.service.port_command(ref, start.port, provider)
+        if start.shell:
+            return self.service.shell_command(ref, provider, tty=start.tty)
+        argv = start.argv or []
+        return self.service.exec_command(ref, argv, provider, tty=start.tty, detach=start.detach)
 
     def list_hosts(self, providers: list[str] | None) -> HostList:
         result = self.service.list_hosts(providers)
@@ -461,8 +487,9 @@ def create_app(
     jobs: int = 8,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
     read_timeout_s: float = READ_TIMEOUT_S,
+    allow_local_exec: bool = False,
 ) -> FastAPI:
-    service = Api(settings, jobs, request_timeout_s)
+    service = Api(settings, jobs, request_timeout_s, allow_local_exec)
     # Reads and changes each have their own threads: many slow lists cannot hold up a create,
     # and neither can hold up health, which needs no thread.
     read = _pool(READ_THREADS, "reads")
@@ -612,7 +639,47 @@ def create_app(
     ) -> SnapshotResult:
         return SnapshotResult(snapshot=await write(service.delete_snapshot, ref, provider))
 
+    @app.websocket("/v1/hosts/{ref}/exec")
+    async def exec_on_host(
+        websocket: WebSocket, ref: HostRef, provider: OneProvider = None
+    ) -> None:
+        from mngr import relay
+
+        await websocket.accept()
+        try:
+            start = await _exec_start(websocket, read_timeout_s)
+            command = await write(service.exec_command, ref, provider, start)
+            session = await relay.start(command, start.port, start.tty, (start.cols, start.rows))
+        except WebSocketDisconnect:
+            return
+        except (ApiError, MngrError) as exc:
+            if isinstance(exc, MngrError) and status_of(exc) >= 500:
+                log.warning("exec on %s: %s", ref, exc)
+            text = exc.message if isinstance(exc, ApiError) else str(exc)
+            await websocket.send_text(control("error", kind=exc.kind, message=text))
+            await websocket.close()
+            return
+        await websocket.send_text(control("started"))
+        await relay.relay(websocket, session)
+
     return app
+
+
+async def _exec_start(websocket: WebSocket, read_timeout_s: float) -> ExecStart:
+    """The exec route's first message, within the read timeout."""
+    from pydantic import ValidationError
+
+    message = None
+    with anyio.move_on_after(read_timeout_s):
+        message = await websocket.receive()
+    if message is None:
+        raise ApiError(408, "usage", f"no exec request within {read_timeout_s:g}s")
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    try:
+        return ExecStart.model_validate_json(message.get("text") or "")
+    except ValidationError as exc:
+        raise UsageError(validation_message(exc.errors()[0])) from None
 
 
 # --- serving --------------------------------------------------------------------------------
@@ -720,6 +787,10 @@ def guarded_protocol(max_connections: int, read_timeout_s: float) -> type:
             if self.cycle is not cycle:  # a request's headers are in
                 self.waiting_since = None
 
+        def handle_websocket_upgrade(self, event: Any) -> None:
+            self.waiting_since = None  # a WebSocket's now: no more request headers to wait for
+            super().handle_websocket_upgrade(event)
+
         def on_response_complete(self) -> None:
             if not self.transport.is_closing():
                 self._wait_for_headers()  # before super(): it may start a pipelined request
@@ -756,20 +827,31 @@ class RepeatFilter(logging.Filter):
         return count < self.burst
 
 
+class AnsweredUpgradeFilter(logging.Filter):
+    """uvicorn logs an error after each WebSocket upgrade the app answered with an HTTP status
+    (a refused token), though that answer is complete; the exec route itself always accepts."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
 LOG_CONFIG: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
-    "filters": {"repeats": {"()": RepeatFilter}},
+    "filters": {
+        "repeats": {"()": RepeatFilter},
+        "answered_upgrades": {"()": AnsweredUpgradeFilter},
+    },
     # Everything to stderr. Access lines hold the method, path and status: never headers.
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
             "formatter": "default",
             "stream": "ext://sys.stderr",
-            "filters": ["repeats"],
+            "filters": ["repeats", "answered_upgrades"],
         }
     },
     "loggers": {
@@ -792,6 +874,7 @@ def serve(
     request_timeout_s: float = REQUEST_TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
     read_timeout_s: float = READ_TIMEOUT_S,
+    allow_local_exec: bool = False,
 ) -> None:
     """Check the flags, read the tokens, bind and serve until interrupted."""
     import uvicorn
@@ -827,6 +910,7 @@ def serve(
         jobs=jobs,
         request_timeout_s=request_timeout_s,
         read_timeout_s=read_timeout_s,
+        allow_local_exec=allow_local_exec,
     )
     connections, backlog = connection_limits(max_connections)
     if connections < max_connections:

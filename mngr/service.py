@@ -20,6 +20,7 @@ from mngr.errors import (
     MngrError,
     NotFoundError,
     UnreachableError,
+    UnsupportedError,
     UsageError,
     validation_message,
 )
@@ -78,6 +79,9 @@ class Service:
         self.engine = Engine(settings, runner, jobs=jobs)
         self._creating: dict[str, threading.Event] = {}  # host id -> set once its create ends
         self._creating_lock = threading.Lock()
+        # False in `mngr serve` (unless --allow-local-exec): exec, shell and ports of hosts on
+        # this machine are refused.
+        self.exec_on_this_machine = True
 
     # --- providers ----------------------------------------------------------------------
 
@@ -313,16 +317,31 @@ class Service:
         """The command that runs `argv` on the host, stdio passed through."""
         if not argv:
             raise UsageError(NO_COMMAND)
-        host = self._running(ref, provider)
-        backend = self.engine.backend(host.provider)
-        backend.require(Capability.EXEC, host)
+        host, backend = self._transport(ref, provider)
         return backend.exec_command(host, argv, tty=tty, detach=detach)
 
     def shell_command(self, ref: str, provider: str | None = None, *, tty: bool = True) -> Command:
+        host, backend = self._transport(ref, provider)
+        return backend.shell_command(host, tty=tty)
+
+    def port_command(self, ref: str, port: int, provider: str | None = None) -> Command | None:
+        """The command whose stdio is one connection to `port` inside the host; None: the
+        host's ports are this machine's own (connect to 127.0.0.1:`port`)."""
+        host, backend = self._transport(ref, provider)
+        return backend.port_command(host, port)
+
+    def _transport(self, ref: str, provider: str | None) -> tuple[Host, Backend]:
+        """A running host whose transport may be used, and its backend."""
         host = self._running(ref, provider)
         backend = self.engine.backend(host.provider)
         backend.require(Capability.EXEC, host)
-        return backend.shell_command(host, tty=tty)
+        if backend.on_this_machine and not self.exec_on_this_machine:
+            raise UnsupportedError(
+                f"host {host.ref!r} is a folder of the server's own machine: a command in it "
+                "would run as the server's user; the server allows that only when started "
+                "with --allow-local-exec"
+            )
+        return host, backend
 
     def push(
         self,

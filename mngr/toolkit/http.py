@@ -108,15 +108,25 @@ class JsonClient:
         return urllib.request.build_opener(*handlers)
 
 
-def _status_error(exc: Any) -> HttpStatusError:
+def status_error(status: int, reason: str, body: bytes) -> HttpStatusError:
+    """An error answer: its kind and message from the JSON body (`{"error": {...}}`) when it
+    has one."""
     try:
-        detail = json.loads(exc.read(MAX_ERROR_BYTES) or b"{}").get("error") or {}
-    except (ValueError, AttributeError, OSError):
+        detail = json.loads(body or b"{}").get("error") or {}
+    except (ValueError, AttributeError):
         detail = {}
     if not isinstance(detail, dict):
         detail = {}
-    message = str(detail.get("message") or exc.reason or "no error text")
-    return HttpStatusError(exc.code, str(exc.reason), str(detail.get("kind") or ""), message)
+    message = str(detail.get("message") or reason or "no error text")
+    return HttpStatusError(status, reason, str(detail.get("kind") or ""), message)
+
+
+def _status_error(exc: Any) -> HttpStatusError:
+    try:
+        body = exc.read(MAX_ERROR_BYTES)
+    except OSError:
+        body = b""
+    return status_error(exc.code, str(exc.reason or ""), body)
 
 
 def _unreachable(url: str, reason: Any, timeout: float) -> MngrError:

@@ -119,12 +119,6 @@ def test_remote_options_are_validated_by_the_remote_backend(team, mngr) -> None:
     assert bad.exit_code == 2 and "KEY=VALUE" in bad.stderr
 
 
-def test_exec_is_refused_with_a_reason_before_any_call(team, mngr) -> None:
-    assert mngr("host", "create", "box", "-p", "team").exit_code == 0
-    result = mngr("host", "exec", "box", "-p", "team", "--", "true")
-    assert result.exit_code == 2 and "does not run commands" in result.stderr
-
-
 def test_provider_check_reports_the_server(team, mngr) -> None:
     result = mngr("provider", "check", "team", "--format", "json")
     assert result.exit_code == 0, result.stderr

@@ -484,7 +484,7 @@ class AwsSetup:
 
     def delete_argv(self, resource: ManagedResource) -> Argv:
         if resource.kind == "key pair":
-            return self.spec.argv("delete-key-pair", "--key-pair-id", resource.id)
+            return self.spec.argv("delete-key-pair", "--key-name", resource.name)
         return self.spec.argv("delete-security-group", "--group-id", resource.id)
 
 

@@ -669,12 +669,12 @@ class AwsBackend(Backend):
         )
         key_name = options.key_name or self.config.key_name
         if key_name is None:
-            steps.append(self._key_pair_step())
+            steps.append(self.setup.key_pair_step())
             key_name = Ref("key_name")
         subnet_id = options.subnet or self.config.subnet_id
         groups: tuple[str, ...] = tuple(self.config.security_group_ids)
         if not groups:
-            steps.append(self._security_group_step(subnet_id))
+            steps.append(self.setup.security_group_step(subnet_id))
             groups = (Ref("security_group_id"),)
         launch = Launch(
             host_id=request.host_id,
@@ -711,13 +711,17 @@ class AwsBackend(Backend):
             ),
         ]
         if self.config.wait_for_ssh:
-            steps.append(self._ssh_ready_step(name, request.host_id))
+            steps.append(
+                self.setup.ssh_ready_step(
+                    name, request.host_id, lambda ctx: self._host(ctx["instance"])
+                )
+            )
         return Plan(steps, finish=lambda ctx: self._host(ctx["instance"]))
 
     def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
         steps = [
             self._terminate_step(_instance_id(host), f"terminate {host.name}"),
-            self._forget_host_key_step(host.id),
+            self.setup.forget_host_key_step(host.id),
         ]
         if purge:
             for snap in self.list_snapshots(host):
@@ -890,42 +894,7 @@ class AwsBackend(Backend):
         if choice is None:
             return image, None, []
         ami = self.setup.resolve_image(choice)
-        call = shlex.join(self.setup.parameter_argv(choice))
-        note = Step(f"image {choice.alias} for {choice.arch} is {ami}, as `{call}` said")
-        return ami, choice.ssh_user, [note]
-
-    def _key_pair_step(self) -> Step:
-        key = self.setup.key
-        return Step(
-            f"use key pair mngr-{self.provider}-<digest> of {key.private}, made and imported "
-            f"if missing: {shlex.join(self.setup.import_key_argv('<name>'))}",
-            action=lambda ctx: ctx.update(key_name=self.setup.ensure_key_pair()),
-        )
-
-    def _security_group_step(self, subnet_id: str | None) -> Step:
-        where = f"the VPC of {subnet_id}" if subnet_id else "the default VPC"
-        cidrs = ", ".join(self.config.ssh_cidrs)
-        return Step(
-            f"use security group mngr-{self.provider} in {where}, made if missing, with "
-            f"ssh (tcp/22) open to {cidrs}",
-            action=lambda ctx: ctx.update(
-                security_group_id=self.setup.ensure_security_group(subnet_id)
-            ),
-        )
-
-    def _ssh_ready_step(self, name: str, host_id: str) -> Step:
-        pinned = aws_setup.known_hosts_file(self.provider, host_id)
-        return Step(
-            f"wait until {name} accepts ssh (at most {self.config.wait_timeout_s:g}s), its "
-            f"first host key pinned in {pinned}",
-            action=lambda ctx: self.setup.await_ssh(self._host(ctx["instance"]), pinned),
-            undo_if_failed=True,
-            undo=self._forget_host_key_step(host_id),
-        )
-
-    def _forget_host_key_step(self, host_id: str) -> Step:
-        pinned = aws_setup.known_hosts_file(self.provider, host_id)
-        return Step(f"remove {pinned}", action=lambda ctx: pinned.unlink(missing_ok=True))
+        return ami, choice.ssh_user, [self.setup.image_note(choice, ami)]
 
     def _refuse_taken(self, stdout: str, name: str) -> None:
         instances, _ = self.spec.parse_instances(stdout)

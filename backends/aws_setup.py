@@ -26,8 +26,9 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +40,13 @@ from mngr import paths
 from mngr.errors import (
     ConfigError,
     ConflictError,
+    InterruptedByUser,
     MngrError,
     NotFoundError,
     VendorOutputError,
     VendorTimeoutError,
 )
+from mngr.plan import Context, Step
 from mngr.runner import CANCELLED, Command
 from mngr.toolkit import vendor_json
 from mngr.toolkit.argv import Argv
@@ -324,6 +327,11 @@ class AwsSetup:
     def parameter_argv(self, choice: ImageChoice) -> Argv:
         return self.spec.argv("get-parameters", "--names", choice.parameter, service="ssm")
 
+    def image_note(self, choice: ImageChoice, ami: str) -> Step:
+        """What --dry-run shows of the resolution (made when the plan was)."""
+        call = shlex.join(self.parameter_argv(choice))
+        return Step(f"image {choice.alias} for {choice.arch} is {ami}, as `{call}` said")
+
     def resolve_image(self, choice: ImageChoice) -> str:
         """The current AMI of an alias (asked once per backend: `create a b c` asks once)."""
         if choice not in self._images:
@@ -332,6 +340,13 @@ class AwsSetup:
         return self._images[choice]
 
     # the key pair
+
+    def key_pair_step(self) -> Step:
+        return Step(
+            f"use key pair mngr-{self.provider}-<digest> of {self.key.private}, made and "
+            f"imported if missing: {shlex.join(self.import_key_argv('<name>'))}",
+            action=lambda ctx: ctx.update(key_name=self.ensure_key_pair()),
+        )
 
     def key_pairs_argv(self, **wanted: str) -> Argv:
         return self.spec.argv("describe-key-pairs", "--filters", filters(**wanted))
@@ -363,6 +378,14 @@ class AwsSetup:
         return name
 
     # the security group
+
+    def security_group_step(self, subnet_id: str | None) -> Step:
+        where = f"the VPC of {subnet_id}" if subnet_id else "the default VPC"
+        return Step(
+            f"use security group mngr-{self.provider} in {where}, made if missing, with ssh "
+            f"(tcp/22) open to {', '.join(self.config.ssh_cidrs)}",
+            action=lambda ctx: ctx.update(security_group_id=self.ensure_security_group(subnet_id)),
+        )
 
     def groups_argv(self, **wanted: str) -> Argv:
         return self.spec.argv("describe-security-groups", "--filters", filters(**wanted))
@@ -433,6 +456,20 @@ class AwsSetup:
 
     # ready means reachable
 
+    def ssh_ready_step(self, name: str, host_id: str, host: Callable[[Context], Host]) -> Step:
+        pinned = known_hosts_file(self.provider, host_id)
+        return Step(
+            f"wait until {name} accepts ssh (at most {self.config.wait_timeout_s:g}s), its "
+            f"first host key pinned in {pinned}",
+            action=lambda ctx: self.await_ssh(host(ctx), pinned),
+            undo_if_failed=True,
+            undo=self.forget_host_key_step(host_id),
+        )
+
+    def forget_host_key_step(self, host_id: str) -> Step:
+        pinned = known_hosts_file(self.provider, host_id)
+        return Step(f"remove {pinned}", action=lambda ctx: pinned.unlink(missing_ok=True))
+
     def await_ssh(self, host: Host, pin_into: Path) -> None:
         """Wait until the host's ssh port accepts a login with the host key first seen (pinned
         into `pin_into`); a host key other than that one is refused at once."""
@@ -460,8 +497,6 @@ class AwsSetup:
                     f"(wait_timeout_s); last: {last}"
                 )
             if CANCELLED.wait(delay):
-                from mngr.errors import InterruptedByUser
-
                 raise InterruptedByUser("interrupted")
 
     # what gc removes

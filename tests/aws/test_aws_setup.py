@@ -18,7 +18,7 @@ from mngr_backends.aws_setup import (
 )
 from pydantic import ValidationError
 
-from mngr.errors import ConfigError
+from mngr.errors import ConfigError, MngrError, VendorTimeoutError
 from mngr.records import Host, HostState
 
 pytestmark = pytest.mark.aws
@@ -200,3 +200,32 @@ def test_a_region_without_a_default_vpc_asks_for_a_subnet(fp, aws_backend) -> No
     fp.register(ec2("describe-vpcs", fp), stdout='{"Vpcs": []}')
     with pytest.raises(ConfigError, match="no default VPC: set 'subnet_id'"):
         aws_backend().setup.ensure_security_group(None)
+
+
+# --- ready means reachable ------------------------------------------------------------------
+
+
+def test_a_changed_host_key_while_waiting_for_ssh_is_refused_at_once(fp, aws_backend) -> None:
+    changed = (
+        "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.\n"
+    )
+    fp.register(
+        ["ssh", fp.any()],
+        stderr="ssh: connect to host 54.1.2.3 port 22: Connection refused\n",
+        returncode=255,
+    )
+    fp.register(["ssh", fp.any()], stderr=changed, returncode=255)
+    backend = aws_backend()
+    pinned = known_hosts_file("cloud", host().id)
+    with pytest.raises(MngrError, match="other than the one pinned"):
+        backend.setup.await_ssh(host(), pinned)
+    assert len(fp.calls) == 2
+
+
+def test_waiting_for_ssh_is_bounded_by_wait_timeout_and_says_what_ssh_said(fp, aws_backend) -> None:
+    refused = "ssh: connect to host 54.1.2.3 port 22: Connection refused\n"
+    fp.register(["ssh", fp.any()], stderr=refused, returncode=255, occurrences=1000)
+    backend = aws_backend(wait_timeout_s=0.3)
+    backend.poll_delays_s = (0.05,)
+    with pytest.raises(VendorTimeoutError, match="wait_timeout_s.*Connection refused"):
+        backend.setup.await_ssh(host(), known_hosts_file("cloud", host().id))

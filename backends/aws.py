@@ -1,17 +1,21 @@
 """AWS EC2 backend: a host is an EC2 instance, driven through `aws ec2 ... --output json`.
 
-Everything mngr knows about a host lives in the instance's tags (no local state):
+Everything mngr knows about a host lives in the instance's tags (no local state but the
+host key pinned at create):
 
     mngr:host-id  mngr:host-name  mngr:provider  mngr:created-at  Name  mngr:tag:<key>
+    mngr:ssh-user (when an image alias chose the image)
 
 A snapshot is an AMI made from the instance (`create-image`), tagged the same way; its id
 is the AMI id. `AwsSpec` builds every argv and parses every JSON answer (pure, no I/O);
 `AwsBackend` strings them into plans run through the injected runner.
 
 A host's `address` (public): `instance_id`, `instance_type`, `region`, `availability_zone`,
-`public_ip`, `private_ip`, `lifecycle` (`on-demand` or `spot`) and `ssh` (`user@ip`), each
-only when EC2 reports it. Its `handle` (private) is the instance id. A one-time spot
-instance states `unsupported["stop/start"]`: EC2 cannot stop it.
+`public_ip`, `private_ip`, `lifecycle` (`on-demand` or `spot`), `ssh` (`user@ip`), `ssh_user`
+and `key_name`, each only when EC2 reports it. What a create needs besides (the image of an
+alias, mngr's key pair and security group, the wait for ssh) is in `aws_setup`. Its `handle`
+(private) is the instance id. A one-time spot instance states `unsupported["stop/start"]`: EC2
+cannot stop it.
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ class AwsConfig(ProviderConfig):
     iam_instance_profile: ArgvValue | None = None  # a name, or an ARN
     ssh_user: ArgvValue | None = None  # default: the image family's (ec2-user, ubuntu, admin)
     identity_file: ArgvValue | None = None
-    known_hosts: str | None = None  # default: the user's ~/.ssh/known_hosts
+    known_hosts: str | None = None  # default: the key pinned at create, else ~/.ssh/known_hosts
     accept_new_host_keys: bool = False
     binary: str = "aws"
     page_size: int | None = Field(default=None, ge=5, le=1000)  # describe-instances page

@@ -601,7 +601,7 @@ class AwsBackend(Backend):
     @classmethod
     def status_note(cls, config: ProviderConfig) -> str | None:
         if isinstance(config, AwsConfig) and not config.security_group_ids:
-            return f"(ssh open to {', '.join(config.ssh_cidrs)}, key-only login)"
+            return f"with ssh open to {', '.join(config.ssh_cidrs)} (key-only login)"
         return None
 
     def command(self, argv: list[str]) -> Command:

@@ -79,7 +79,7 @@ def test_provider_show_says_ssh_is_open_to_the_world_by_default(mngr, aws_settin
         cloud={"region": "us-east-1"}, own={"region": "us-east-1", "security_group_ids": ["sg-1"]}
     )
     shown = json.loads(mngr("provider", "show", "cloud", "-f", "json").stdout)["provider"]
-    assert shown["status"] == "configured (ssh open to 0.0.0.0/0, key-only login)"
+    assert shown["status"] == "configured with ssh open to 0.0.0.0/0 (key-only login)"
     assert shown["settings"]["ssh_cidrs"] == ["0.0.0.0/0"]
     own = json.loads(mngr("provider", "show", "own", "-f", "json").stdout)["provider"]
     assert own["status"] == "configured"

@@ -1,30 +1,37 @@
 """AWS EC2 backend: a host is an EC2 instance, driven through `aws ec2 ... --output json`.
 
-Everything mngr knows about a host lives in the instance's tags (no local state):
+Everything mngr knows about a host lives in the instance's tags (no local state but the
+host key pinned at create):
 
     mngr:host-id  mngr:host-name  mngr:provider  mngr:created-at  Name  mngr:tag:<key>
+    mngr:ssh-user (when an image alias chose the image)
 
 A snapshot is an AMI made from the instance (`create-image`), tagged the same way; its id
 is the AMI id. `AwsSpec` builds every argv and parses every JSON answer (pure, no I/O);
 `AwsBackend` strings them into plans run through the injected runner.
 
 A host's `address` (public): `instance_id`, `instance_type`, `region`, `availability_zone`,
-`public_ip`, `private_ip`, `lifecycle` (`on-demand` or `spot`) and `ssh` (`user@ip`), each
-only when EC2 reports it. Its `handle` (private) is the instance id. A one-time spot
-instance states `unsupported["stop/start"]`: EC2 cannot stop it.
+`public_ip`, `private_ip`, `lifecycle` (`on-demand` or `spot`), `ssh` (`user@ip`), `ssh_user`
+and `key_name`, each only when EC2 reports it. What a create needs besides (the image of an
+alias, mngr's key pair and security group, the wait for ssh) is in `aws_setup`. Its `handle`
+(private) is the instance id. A one-time spot instance states `unsupported["stop/start"]`: EC2
+cannot stop it.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import random
 import shlex
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mngr_backends import aws_setup
+from mngr_backends.aws_setup import compact as _compact
+from mngr_backends.aws_setup import filters as _filters
+from mngr_backends.aws_setup import tag_list as _tag_list
 from pydantic import Field, field_validator
 
 from mngr import resources
@@ -82,6 +89,7 @@ SPOT_CANNOT_STOP = "it is a one-time spot instance, which EC2 cannot stop; destr
 # the package index) has no pager and refuses v2's `--no-cli-pager` flag.
 CLI_ENV = {"AWS_PAGER": ""}
 REGION_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+IMDS_V2_ONLY = {"HttpTokens": "required", "HttpEndpoint": "enabled"}
 
 
 class AwsConfig(ProviderConfig):
@@ -93,24 +101,36 @@ class AwsConfig(ProviderConfig):
     profile: ArgvValue | None = None
     endpoint_url: str | None = None  # any EC2-compatible endpoint
     instance_type: ArgvValue = "t3.micro"
-    ami: ArgvValue | None = None
-    key_name: ArgvValue | None = None
-    security_group_ids: list[ArgvValue] = Field(default_factory=list)
+    ami: ArgvValue | None = None  # an AMI id, or an image alias (default: al2023)
+    key_name: ArgvValue | None = None  # default: the provider's key pair, made by mngr
+    security_group_ids: list[ArgvValue] = Field(default_factory=list)  # default: mngr's group
+    ssh_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"], min_length=1)
     subnet_id: ArgvValue | None = None
     iam_instance_profile: ArgvValue | None = None  # a name, or an ARN
-    ssh_user: ArgvValue = "ec2-user"
+    ssh_user: ArgvValue | None = None  # default: the image family's (ec2-user, ubuntu, admin)
     identity_file: ArgvValue | None = None
-    known_hosts: str | None = None  # default: the user's ~/.ssh/known_hosts
+    known_hosts: str | None = None  # default: the key pinned at create, else ~/.ssh/known_hosts
     accept_new_host_keys: bool = False
     binary: str = "aws"
     page_size: int | None = Field(default=None, ge=5, le=1000)  # describe-instances page
-    wait_timeout_s: float = Field(default=600.0, gt=0)  # for running / stopped / available
+    wait_timeout_s: float = Field(default=600.0, gt=0)  # for running / ssh / stopped / available
+    wait_for_ssh: bool = True  # create returns once the host accepts ssh (false: once running)
 
     @field_validator("endpoint_url")
     @classmethod
     def _http_only(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("ssh_cidrs")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not a network such as 203.0.113.0/24") from None
         return value
 
     @field_validator("known_hosts")
@@ -124,7 +144,9 @@ class AwsCreateOptions(CreateOptions):
         default=None, description="EC2 instance type (default: the provider's instance_type)."
     )
     ami: ArgvValue | None = Field(
-        default=None, description="AMI to boot (default: --image, then the provider's ami)."
+        default=None,
+        description="AMI id or image alias: al2023, ubuntu-24.04, debian-12 (default: --image, "
+        "then the provider's ami, then al2023).",
     )
     spot: bool = Field(default=False, description="Launch a one-time spot instance.")
     key_name: ArgvValue | None = Field(default=None, description="EC2 key pair to install.")
@@ -155,6 +177,7 @@ class Ec2Instance(_Tagged):
     InstanceId: str
     ImageId: str | None = None
     InstanceType: str | None = None
+    KeyName: str | None = None
     State: Ec2State = Field(default_factory=Ec2State)
     StateReason: dict[str, Any] = Field(default_factory=dict)
     PublicIpAddress: str | None = None
@@ -213,24 +236,6 @@ class DescribeRegions(Lenient):
     Regions: list[dict[str, Any]] = Field(default_factory=list)
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _filters(**by_name: Iterable[str] | str) -> str:
-    """EC2 filters as JSON (safe for any tag value, unlike the CLI's shorthand)."""
-    return _compact(
-        [
-            {"Name": name, "Values": [values] if isinstance(values, str) else list(values)}
-            for name, values in by_name.items()
-        ]
-    )
-
-
-def _tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
-    return [{"Key": k, "Value": v} for k, v in tags.items()]
-
-
 @dataclass(frozen=True)
 class Launch:
     """What `run-instances` needs for one host."""
@@ -241,10 +246,12 @@ class Launch:
     image: str
     instance_type: str
     tags: dict[str, str]
-    key_name: str | None = None
+    key_name: str | None = None  # or a Ref filled at run time
     subnet_id: str | None = None
     spot: bool = False
     block_device_mappings: str | None = None  # JSON, or a Ref filled at run time
+    security_group_ids: tuple[str, ...] = ()  # ids, or a Ref
+    ssh_user: str | None = None  # the image family's, when an alias chose the image
 
 
 class AwsSpec:
@@ -258,10 +265,10 @@ class AwsSpec:
     def provider(self) -> str:
         return self.config.name
 
-    def argv(self, verb: str, *args: str) -> Argv:
+    def argv(self, verb: str, *args: str, service: str = "ec2") -> Argv:
         c = self.config
         return (
-            Argv([c.binary, "ec2", verb, *args])
+            Argv([c.binary, service, verb, *args])
             .add("--region", c.region)
             .add("--profile", c.profile)
             .add("--endpoint-url", c.endpoint_url)
@@ -301,6 +308,7 @@ class AwsSpec:
                 TAG_PROVIDER: self.provider,
                 TAG_CREATED_AT: launch.created_at,
                 "Name": launch.name,
+                **({aws_setup.TAG_SSH_USER: launch.ssh_user} if launch.ssh_user else {}),
                 **{USER_TAG_PREFIX + k: v for k, v in launch.tags.items()},
             }
         )
@@ -308,7 +316,8 @@ class AwsSpec:
         if c.iam_instance_profile:
             key = "Arn" if c.iam_instance_profile.startswith("arn:") else "Name"
             profile = _compact({key: c.iam_instance_profile})
-        tagged = [{"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume")]
+        kinds = ("instance", "volume", "network-interface")
+        tagged = [{"ResourceType": kind, "Tags": tags} for kind in kinds]
         flags = (
             Argv()
             .add("--image-id", launch.image)
@@ -322,9 +331,10 @@ class AwsSpec:
             .add("--iam-instance-profile", profile)
             .add("--block-device-mappings", launch.block_device_mappings)
             .add("--instance-market-options", launch.spot and _compact({"MarketType": "spot"}))
+            .add("--metadata-options", _compact(IMDS_V2_ONLY))
         )
-        if c.security_group_ids:  # one flag, then every id
-            flags.words(["--security-group-ids", *c.security_group_ids])
+        if launch.security_group_ids:  # one flag, then every id
+            flags.words(["--security-group-ids", *launch.security_group_ids])
         return self.argv("run-instances", *flags)
 
     def create_tags_argv(self, resource_ids: list[str], tags: dict[str, str]) -> Argv:
@@ -402,7 +412,10 @@ class AwsSpec:
 
     # --- ssh --------------------------------------------------------------------------
 
-    def ssh_endpoint(self, host: Host) -> ssh.SshEndpoint:
+    def ssh_endpoint(self, host: Host, *, pin_into: str | None = None) -> ssh.SshEndpoint:
+        """ssh to the host with the key it was launched with; its host key checked against
+        mngr's file for it (or `known_hosts` when set). `pin_into`: accept the host's first
+        key into that file (the create's wait for ssh)."""
         c = self.config
         address = host.address.get("public_ip") or host.address.get("private_ip")
         if not address:
@@ -411,16 +424,36 @@ class AwsSpec:
             address = str(ipaddress.ip_address(address))
         except ValueError:
             raise VendorOutputError(f"host {host.name!r} has no valid IP address") from None
-        target = ssh.SshTarget(address, c.ssh_user, identity_file=c.identity_file)
+        address, port = aws_setup.ssh_endpoint(address)
+        key = aws_setup.ManagedKey(self.provider)
+        identity = str(key.private) if key.is_ours(host.address.get("key_name")) else None
+        user = c.ssh_user or host.address.get("ssh_user") or "ec2-user"
+        target = ssh.SshTarget(address, user, port, identity or c.identity_file)
+        known_hosts, accept_new = c.known_hosts, c.accept_new_host_keys
+        pinned = aws_setup.known_hosts_file(self.provider, host.id)
+        if pin_into is not None:
+            known_hosts, accept_new = pin_into, True
+        elif known_hosts is None and pinned.exists():
+            known_hosts = str(pinned)
+        try:
+            ssh.ssh_file(known_hosts, "mngr's known hosts file")
+        except ValueError as exc:
+            raise ConfigError(f"{exc} ({known_hosts}); set 'known_hosts'") from None
         settings = ssh.SshSettings(
-            known_hosts=c.known_hosts, accept_new=c.accept_new_host_keys, connect_timeout_s=30
+            known_hosts=known_hosts, accept_new=accept_new, connect_timeout_s=30
         )
         return ssh.SshEndpoint(target, settings)
 
     def ssh_argv(
-        self, host: Host, remote: list[str] | None, *, tty: bool, detach: bool = False
+        self,
+        host: Host,
+        remote: list[str] | None,
+        *,
+        tty: bool,
+        detach: bool = False,
+        pin_into: str | None = None,
     ) -> list[str]:
-        endpoint = self.ssh_endpoint(host)
+        endpoint = self.ssh_endpoint(host, pin_into=pin_into)
         command = ssh.remote_command(remote, detach=detach) if remote else None
         return ssh.ssh_argv(endpoint.target, endpoint.settings, command, tty=tty)
 
@@ -454,13 +487,19 @@ class AwsSpec:
             raise NotFoundError(f"region {self.config.region!r} is not offered by this endpoint")
         return {"region": regions[0].get("RegionName"), "endpoint": regions[0].get("Endpoint")}
 
-    def root_volume_mapping(self, stdout: str, image_id: str, disk_gb: int) -> str:
-        """Block-device mapping that resizes the image's root volume (deleted with the host)."""
+    def root_volume_mapping(self, stdout: str, image_id: str, disk_gb: int | None) -> str:
+        """Block-device mapping of the image's root volume: encrypted, deleted with the host,
+        resized to `disk_gb` when given."""
         images = self.parse_images(stdout)
         if not images:
             raise NotFoundError(f"no image {image_id!r} in region {self.config.region!r}")
         device = images[0].RootDeviceName or "/dev/xvda"
-        ebs = {"VolumeSize": disk_gb, "DeleteOnTermination": True}
+        root = next((d for d in images[0].BlockDeviceMappings if d.get("DeviceName") == device), {})
+        # The image's own snapshot and size, named: some endpoints want them in an override.
+        kept = {k: v for k, v in root.get("Ebs", {}).items() if k in ("SnapshotId", "VolumeSize")}
+        ebs = {**kept, "DeleteOnTermination": True, "Encrypted": True}
+        if disk_gb:
+            ebs["VolumeSize"] = disk_gb
         return _compact([{"DeviceName": device, "Ebs": ebs}])
 
     def host_of(self, instance: Ec2Instance) -> Host | None:
@@ -470,6 +509,7 @@ class AwsSpec:
             return None
         lifecycle = instance.InstanceLifecycle or "on-demand"
         ip = instance.PublicIpAddress or instance.PrivateIpAddress
+        user = self.config.ssh_user or tags.get(aws_setup.TAG_SSH_USER) or "ec2-user"
         address = {
             "instance_id": instance.InstanceId,
             "instance_type": instance.InstanceType,
@@ -478,7 +518,9 @@ class AwsSpec:
             "public_ip": instance.PublicIpAddress,
             "private_ip": instance.PrivateIpAddress,
             "lifecycle": lifecycle,
-            "ssh": f"{self.config.ssh_user}@{ip}" if ip else None,
+            "ssh": f"{user}@{ip}" if ip else None,
+            "ssh_user": user,
+            "key_name": instance.KeyName,
         }
         cores, threads = (instance.CpuOptions.get(k) for k in ("CoreCount", "ThreadsPerCore"))
         return Host(
@@ -560,6 +602,8 @@ RULES = [
     Rule(r"\.NotFound\)|\(InvalidAMIID\.Unavailable\)", NotFoundError),
     Rule(r"\(IncorrectInstanceState\)", ConflictError),
     Rule(r"\(InvalidAMIName\.Duplicate\)", ConflictError, "a snapshot of that name exists"),
+    Rule(r"\.Duplicate\)", ConflictError),
+    Rule(r"\(DependencyViolation\)", ConflictError, "still in use; try again once it is not"),
 ]
 
 
@@ -587,6 +631,13 @@ class AwsBackend(Backend):
     def __init__(self, config: ProviderConfig, runner: Runner) -> None:
         super().__init__(config, runner)
         self.spec = AwsSpec(self.config, self.name)
+        self.setup = aws_setup.AwsSetup(self)
+
+    @classmethod
+    def status_note(cls, config: ProviderConfig) -> str | None:
+        if isinstance(config, AwsConfig) and not config.security_group_ids:
+            return f"with ssh open to {', '.join(config.ssh_cidrs)} (key-only login)"
+        return None
 
     def command(self, argv: list[str]) -> Command:
         return Command(argv, self.config.timeout_s, env=dict(CLI_ENV))
@@ -637,42 +688,52 @@ class AwsBackend(Backend):
         options = request.options
         if not isinstance(options, AwsCreateOptions):
             options = AwsCreateOptions()
-        image = self._image_for(request, options)
+        instance_type = options.instance_type or self.config.instance_type
+        image, ssh_user, steps = self._image_for(request, options, instance_type)
         name = request.name
-        steps: list[Step] = []
-        mappings: str | None = None
         disk_gb = request.resources.disk_gib
-        if disk_gb:
-            if disk_gb > 16384:
-                raise UsageError("--disk: an EC2 root volume is at most 16 TiB")
-            steps.append(
-                Step(
-                    f"find the root device of {image}",
-                    command=self.command(self.spec.describe_image_argv(image)),
-                    parse=lambda out, ctx: ctx.update(
-                        block_device_mappings=self.spec.root_volume_mapping(out, image, disk_gb)
-                    ),
-                )
+        if disk_gb and disk_gb > 16384:
+            raise UsageError("--disk: an EC2 root volume is at most 16 TiB")
+        steps.append(
+            Step(
+                f"find the root device of {image}",
+                command=self.command(self.spec.describe_image_argv(image)),
+                parse=lambda out, ctx: ctx.update(
+                    block_device_mappings=self.spec.root_volume_mapping(out, image, disk_gb)
+                ),
             )
-            mappings = Ref("block_device_mappings")
+        )
+        steps.append(
+            Step(
+                f"check that provider {self.provider!r} has no host named {name!r}",
+                command=self.command(self.spec.by_name_argv(name)),
+                parse=lambda out, ctx: self._refuse_taken(out, name),
+            )
+        )
+        key_name = options.key_name or self.config.key_name
+        if key_name is None:
+            steps.append(self.setup.key_pair_step())
+            key_name = Ref("key_name")
+        subnet_id = options.subnet or self.config.subnet_id
+        groups: tuple[str, ...] = tuple(self.config.security_group_ids)
+        if not groups:
+            steps.append(self.setup.security_group_step(subnet_id))
+            groups = (Ref("security_group_id"),)
         launch = Launch(
             host_id=request.host_id,
             name=name,
             created_at=request.created_at,
             image=image,
-            instance_type=options.instance_type or self.config.instance_type,
+            instance_type=instance_type,
             tags=request.tags,
-            key_name=options.key_name or self.config.key_name,
-            subnet_id=options.subnet or self.config.subnet_id,
+            key_name=key_name,
+            subnet_id=subnet_id,
             spot=options.spot,
-            block_device_mappings=mappings,
+            block_device_mappings=Ref("block_device_mappings"),
+            security_group_ids=groups,
+            ssh_user=ssh_user,
         )
         steps += [
-            Step(
-                f"check that provider {self.provider!r} has no host named {name!r}",
-                command=self.command(self.spec.by_name_argv(name)),
-                parse=lambda out, ctx: self._refuse_taken(out, name),
-            ),
             Step(
                 f"launch the instance of {name}",
                 command=self.command(self.spec.run_argv(launch)),
@@ -692,10 +753,19 @@ class AwsBackend(Backend):
                 poll=self._poll(lambda out, ctx: self._launched(out, ctx, request)),
             ),
         ]
+        if self.config.wait_for_ssh:
+            steps.append(
+                self.setup.ssh_ready_step(
+                    name, request.host_id, lambda ctx: self._host(ctx["instance"])
+                )
+            )
         return Plan(steps, finish=lambda ctx: self._host(ctx["instance"]))
 
     def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
-        steps = [self._terminate_step(_instance_id(host), f"terminate {host.name}")]
+        steps = [
+            self._terminate_step(_instance_id(host), f"terminate {host.name}"),
+            self.setup.forget_host_key_step(host.id),
+        ]
         if purge:
             for snap in self.list_snapshots(host):
                 steps += self._image_deletion_steps(snap.handle or snap.id)
@@ -876,9 +946,19 @@ class AwsBackend(Backend):
                 why = "an EBS snapshot of a deregistered AMI (a delete was stopped)"
                 size = snap.VolumeSize * 2**30 if snap.VolumeSize else None
                 add(snap.SnapshotId, "ebs-snapshot", why, snap.StartTime, size_bytes=size)
+        if not owners - {None}:  # no host left: the provider's shared key pair and group too
+            for shared in self.setup.orphans():
+                why = f"mngr's {shared.kind} for this provider, which has no host left"
+                kind = shared.kind.replace(" ", "-")
+                add(shared.id or shared.name, kind, why, shared.created_at, name=shared.name)
         return orphans
 
     def orphan_delete_plan(self, orphan: Orphan) -> Plan:
+        if orphan.kind in ("key-pair", "security-group"):
+            shared = aws_setup.ManagedResource(
+                orphan.kind.replace("-", " "), orphan.id, orphan.name or orphan.id
+            )
+            return self.remove_managed_plan([shared])
         if orphan.kind == "instance":
             return Plan([self._terminate_step(orphan.id)])
         if orphan.kind == "ami":
@@ -902,6 +982,27 @@ class AwsBackend(Backend):
     def check(self) -> dict[str, Any]:
         return self.spec.parse_region(self.call(self.spec.check_argv()))
 
+    # --- what gc removes ----------------------------------------------------------------
+
+    def managed_orphans(self) -> list[aws_setup.ManagedResource]:
+        """The key pairs and security groups mngr made for this provider, once no host of it
+        is left (none while one is): `gc` removes them with `remove_managed_plan`."""
+        if self.list_hosts():
+            return []
+        return self.setup.orphans()
+
+    def remove_managed_plan(self, resources: list[aws_setup.ManagedResource]) -> Plan:
+        return Plan(
+            [
+                Step(
+                    f"delete {r.kind} {r.name} ({r.id})",
+                    command=self.command(self.setup.delete_argv(r)),
+                    missing_ok=True,
+                )
+                for r in resources
+            ]
+        )
+
     # --- helpers ----------------------------------------------------------------------
 
     def _host(self, instance: Ec2Instance) -> Host:
@@ -910,21 +1011,24 @@ class AwsBackend(Backend):
             raise VendorOutputError(f"instance {instance.InstanceId} lost its mngr tags")
         return host
 
-    def _image_for(self, request: CreateRequest, options: AwsCreateOptions) -> str:
+    def _image_for(
+        self, request: CreateRequest, options: AwsCreateOptions, instance_type: str
+    ) -> tuple[str, str | None, list[Step]]:
+        """The AMI to boot, the ssh user of its family when an alias named it, and a note of
+        how the alias was resolved (for --dry-run)."""
         named = options.ami or request.image
         if request.from_snapshot is not None:
             if named:
                 raise UsageError("--from-snapshot already chooses the image; drop --ami/--image")
-            return request.from_snapshot.handle or request.from_snapshot.id
+            return request.from_snapshot.handle or request.from_snapshot.id, None, []
         if options.ami and request.image and options.ami != request.image:
             raise UsageError("--ami and --image name different images; give one of them")
-        image = named or self.config.ami
-        if not image:
-            raise ConfigError(
-                f"provider {self.provider!r} has no AMI: pass --ami (or --image), or set "
-                "'ami' in its settings"
-            )
-        return image
+        image = named or self.config.ami or aws_setup.DEFAULT_IMAGE
+        choice = aws_setup.image_choice(image, instance_type)
+        if choice is None:
+            return image, None, []
+        ami = self.setup.resolve_image(choice)
+        return ami, choice.ssh_user, [self.setup.image_note(choice, ami)]
 
     def _refuse_taken(self, stdout: str, name: str) -> None:
         instances, _ = self.spec.parse_instances(stdout)

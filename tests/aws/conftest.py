@@ -81,7 +81,8 @@ def moto(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer
 
 @pytest.fixture
 def moto_provider(moto: MotoServer) -> Callable[..., dict[str, Any]]:
-    """Settings of a provider on the moto server (region us-east-1 unless given)."""
+    """Settings of a provider on the moto server (region us-east-1 unless given). Its
+    instances have no reachable address: create returns once they run (`wait_for_ssh`)."""
 
     def settings(**overrides: Any) -> dict[str, Any]:
         return {
@@ -90,6 +91,7 @@ def moto_provider(moto: MotoServer) -> Callable[..., dict[str, Any]]:
             "ami": IMAGE,
             "binary": aws_binary(),
             "wait_timeout_s": 30,
+            "wait_for_ssh": False,
             **overrides,
         }
 

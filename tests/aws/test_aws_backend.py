@@ -166,6 +166,16 @@ def test_check_is_one_call(fp, aws_backend) -> None:
 # --- create -------------------------------------------------------------------------------
 
 
+# The provider's own key pair and group, and no wait for ssh: these tests are about the launch.
+SET_UP = {"ami": "ami-1", "key_name": "k", "security_group_ids": ["sg-1"], "wait_for_ssh": False}
+
+
+def image_lookup(fp) -> None:
+    """Every create reads the root device of its image first."""
+    images = fixture("describe-images-base.json")
+    fp.register(["aws", "ec2", "describe-images", "--image-ids", fp.any()], stdout=images)
+
+
 def create_request(name: str = "web-1", **changes) -> CreateRequest:
     fields = {"name": name, "host_id": HOST_ID, "created_at": "2026-01-02T03:04:05Z"}
     return CreateRequest(**{**fields, **changes})
@@ -185,7 +195,8 @@ def test_create_checks_name_launches_and_polls_until_running(fp, aws_backend) ->
     fp.register(
         aws("describe-instances", fp), stdout=listing(instance("web-1", "running", "i-new"))
     )
-    backend = aws_backend(ami="ami-1")
+    image_lookup(fp)
+    backend = aws_backend(**SET_UP)
     host = execute(backend.create_plan(create_request(tags={"team": "x"})), backend)
     assert (host.name, host.state, host.handle) == ("web-1", HostState.RUNNING, "i-new")
     assert run.first_call.args[run.first_call.args.index("--client-token") + 1] == HOST_ID
@@ -196,7 +207,8 @@ def test_create_refuses_a_taken_name_before_launching(fp, aws_backend) -> None:
         aws("describe-instances", fp),
         stdout=listing(instance("web-1", "stopped", "i-old", "host-" + "9" * 32)),
     )
-    backend = aws_backend(ami="ami-1")
+    image_lookup(fp)
+    backend = aws_backend(**SET_UP)
     with pytest.raises(ConflictError, match="already exists"):
         execute(backend.create_plan(create_request()), backend)
     assert fp.call_count(aws("run-instances", fp)) == 0
@@ -209,7 +221,8 @@ def test_a_name_held_only_by_terminated_instances_is_free(fp, aws_backend) -> No
     fp.register(
         aws("describe-instances", fp), stdout=listing(gone, instance("web-1", "running", "i-new"))
     )
-    backend = aws_backend(ami="ami-1")
+    image_lookup(fp)
+    backend = aws_backend(**SET_UP)
     assert execute(backend.create_plan(create_request()), backend).handle == "i-new"
 
 
@@ -221,7 +234,8 @@ def test_of_two_concurrent_creates_the_later_one_gives_up_and_terminates(fp, aws
         aws("describe-instances", fp), stdout=listing(rival, instance("web-1", "pending", "i-new"))
     )
     terminate = fp.register(aws("terminate-instances", fp), stdout="{}")
-    backend = aws_backend(ami="ami-1")
+    image_lookup(fp)
+    backend = aws_backend(**SET_UP)
     with pytest.raises(ConflictError, match="concurrently"):
         execute(backend.create_plan(create_request()), backend)
     assert terminate.first_call.args[3:5] == ["--instance-ids", "i-new"]
@@ -236,7 +250,8 @@ def test_an_instance_that_dies_while_launching_is_an_error_and_is_cleaned_up(
     fp.register(aws("run-instances", fp), stdout=launched())
     fp.register(aws("describe-instances", fp), stdout=listing(dead))
     terminate = fp.register(aws("terminate-instances", fp), stdout="{}")
-    backend = aws_backend(ami="ami-1")
+    image_lookup(fp)
+    backend = aws_backend(**SET_UP)
     with pytest.raises(MngrError, match="InsufficientInstanceCapacity"):
         execute(backend.create_plan(create_request()), backend)
     assert terminate.call_count() == 1
@@ -251,7 +266,8 @@ def test_waiting_is_bounded_and_the_instance_is_terminated(fp, aws_backend) -> N
         occurrences=1000,
     )
     terminate = fp.register(aws("terminate-instances", fp), stdout="{}")
-    backend = aws_backend(ami="ami-1", wait_timeout_s=0.2)
+    image_lookup(fp)
+    backend = aws_backend(**SET_UP, wait_timeout_s=0.2)
     backend.poll_delays_s = (0.05,)
     with pytest.raises(VendorTimeoutError, match="wait_timeout_s"):
         execute(backend.create_plan(create_request()), backend)
@@ -264,7 +280,8 @@ def test_a_timed_out_launch_is_found_by_its_host_id_tag_and_terminated(fp, aws_b
         aws("describe-instances", fp), stdout=listing(instance("web-1", "pending", "i-late"))
     )
     terminate = fp.register(aws("terminate-instances", fp), stdout="{}")
-    backend = aws_backend(ami="ami-1")
+    image_lookup(fp)
+    backend = aws_backend(**SET_UP)
     real_run = backend.runner.run
 
     def run(command, **kwargs):  # run-instances never answers (it may still have launched)
@@ -283,7 +300,8 @@ def test_unauthorised_launch_allocates_nothing_to_undo(fp, aws_backend) -> None:
     fp.register(aws("describe-instances", fp), stdout=listing())
     failing(fp, "run-instances", "unauthorized-operation")
     fp.register(aws("describe-instances", fp), stdout=listing())  # the undo's lookup
-    backend = aws_backend(ami="ami-1")
+    image_lookup(fp)
+    backend = aws_backend(**SET_UP)
     with pytest.raises(UnauthorisedError):
         execute(backend.create_plan(create_request()), backend)
     assert fp.call_count(aws("terminate-instances", fp)) == 0

@@ -7,7 +7,7 @@ import json
 import pytest
 from mngr_backends.aws import AwsConfig, AwsSpec
 
-from tests.aws.ec2_fakes import HOST_ID, STDERR, instance, listing
+from tests.aws.ec2_fakes import HOST_ID, STDERR, fixture, instance, listing
 
 pytestmark = pytest.mark.aws
 
@@ -33,9 +33,46 @@ def test_dry_run_prints_the_aws_commands_and_runs_none(fp, mngr, aws_settings) -
     lines = result.stdout.splitlines()
     assert lines[0].startswith("aws ec2 describe-images --image-ids ami-1 ")
     assert lines[1].startswith("aws ec2 describe-instances --filters ")
-    assert lines[2].startswith("aws ec2 run-instances --image-id ami-1 --instance-type t3.micro")
-    assert lines[3].startswith("# wait until web-1 is running")
+    assert lines[2].startswith("# use key pair mngr-cloud-")
+    assert lines[3].startswith("# use security group mngr-cloud in the default VPC")
+    assert lines[4].startswith("aws ec2 run-instances --image-id ami-1 --instance-type t3.micro")
+    assert lines[5].startswith("# wait until web-1 is running")
+    assert lines[6].startswith("# wait until web-1 accepts ssh")
     assert len(fp.calls) == 0
+
+
+def test_dry_run_of_an_image_alias_shows_the_ssm_call_and_the_ami(fp, mngr, aws_settings) -> None:
+    aws_settings(cloud={"region": "us-east-1"})
+    parameter = "/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id"
+    answer = {"Parameters": [{"Name": parameter, "Value": "ami-0123456789abcdef0"}]}
+    ssm = fp.register(["aws", "ssm", "get-parameters", fp.any()], stdout=json.dumps(answer))
+    result = mngr(
+        "host", "create", "web-1", "-p", "cloud", "--image", "ubuntu-24.04",
+        "--instance-type", "t4g.small", "--dry-run",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        "# image ubuntu-24.04 for arm64 is ami-0123456789abcdef0, as `aws ssm get-parameters "
+        f"--names {parameter} --region us-east-1 --output json` said"
+    )
+    assert "aws ec2 run-instances --image-id ami-0123456789abcdef0 --instance-type t4g.small" in (
+        result.stdout
+    )
+    assert '{"Key":"mngr:ssh-user","Value":"ubuntu"}' in result.stdout
+    assert len(fp.calls) == 1 and ssm.call_count() == 1  # the resolution, and nothing else
+
+
+def test_an_alias_aws_does_not_publish_is_not_found(fp, mngr, aws_settings) -> None:
+    aws_settings(cloud={"region": "us-east-1", "ami": "debian-12"})
+    answer = {
+        "Parameters": [],
+        "InvalidParameters": ["/aws/service/debian/release/12/latest/amd64"],
+    }
+    fp.register(["aws", "ssm", "get-parameters", fp.any()], stdout=json.dumps(answer))
+    result = mngr("host", "create", "web-1", "-p", "cloud", "--dry-run")
+    assert result.exit_code == 3
+    assert "AWS publishes no debian-12 image for x86_64 in region 'us-east-1'" in result.stderr
 
 
 def test_a_bad_flag_value_is_a_usage_error(mngr, aws_settings) -> None:
@@ -95,7 +132,9 @@ def test_an_aws_host_in_json_has_the_record_fields(fp, mngr, aws_settings) -> No
 
 
 def test_unauthorised_create_exits_5(fp, mngr, aws_settings) -> None:
-    aws_settings(cloud=GOOD)
+    aws_settings(cloud={**GOOD, "key_name": "k", "security_group_ids": ["sg-1"]})
+    images = fixture("describe-images-base.json")
+    fp.register(["aws", "ec2", "describe-images", fp.any()], stdout=images)
     fp.register(["aws", "ec2", "describe-instances", fp.any()], stdout=listing(), occurrences=2)
     fp.register(
         ["aws", "ec2", "run-instances", fp.any()],

@@ -78,11 +78,13 @@ def test_create_image_gives_the_image_id(spec) -> None:
     assert spec.parse_created_image(fixture("create-image.json")).startswith("ami-")
 
 
-def test_root_volume_mapping_uses_the_image_root_device(spec) -> None:
-    mapping = spec.root_volume_mapping(fixture("describe-images-base.json"), "ami-1e749f67", 40)
-    assert json.loads(mapping) == [
-        {"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 40, "DeleteOnTermination": True}}
-    ]
+def test_root_volume_mapping_is_the_image_root_device_encrypted_and_resized(spec) -> None:
+    images = fixture("describe-images-base.json")
+    mapping = spec.root_volume_mapping(images, "ami-1e749f67", 40)
+    ebs = {"SnapshotId": "snap-d17746c6d4fe76094", "DeleteOnTermination": True, "Encrypted": True}
+    assert json.loads(mapping) == [{"DeviceName": "/dev/sda1", "Ebs": {**ebs, "VolumeSize": 40}}]
+    as_built = spec.root_volume_mapping(images, "ami-1e749f67", None)
+    assert json.loads(as_built) == [{"DeviceName": "/dev/sda1", "Ebs": {**ebs, "VolumeSize": 15}}]
     with pytest.raises(NotFoundError):
         spec.root_volume_mapping('{"Images": []}', "ami-x", 40)
 

@@ -12,7 +12,7 @@ from mngr_backends.aws import AwsConfig, AwsCreateOptions, AwsSpec, Launch
 from pydantic import ValidationError
 
 from mngr.backend import CreateRequest
-from mngr.errors import ConfigError, MngrError, UsageError
+from mngr.errors import MngrError, UsageError
 from mngr.plan import Ref
 from mngr.records import Host, HostState, Snapshot
 from tests.conftest import require
@@ -78,7 +78,7 @@ def test_list_pages_with_page_size_and_resumes_from_a_token() -> None:
     assert argv[5:9] == ["--page-size", "50", "--starting-token", "tok"]
 
 
-def test_run_instances_tags_instance_and_volume_and_uses_the_host_id_as_client_token() -> None:
+def test_run_instances_tags_what_it_makes_requires_imdsv2_and_uses_the_host_id_as_token() -> None:
     argv = spec().run_argv(launch())
     tags = [
         {"Key": "mngr:host-id", "Value": HOST_ID},
@@ -106,17 +106,31 @@ def test_run_instances_tags_instance_and_volume_and_uses_the_host_id_as_client_t
     assert json.loads(argv[12]) == [
         {"ResourceType": "instance", "Tags": tags},
         {"ResourceType": "volume", "Tags": tags},
+        {"ResourceType": "network-interface", "Tags": tags},
     ]
-    assert argv[13:] == GLOBAL
+    assert argv[13:15] == [
+        "--metadata-options",
+        '{"HttpTokens":"required","HttpEndpoint":"enabled"}',
+    ]
+    assert argv[15:] == GLOBAL
+
+
+def test_an_image_alias_records_its_ssh_user_on_the_instance() -> None:
+    argv = spec().run_argv(launch(ssh_user="ubuntu"))
+    tags = json.loads(argv[12])[0]["Tags"]
+    assert {"Key": "mngr:ssh-user", "Value": "ubuntu"} in tags
 
 
 def test_run_instances_optional_flags() -> None:
-    s = spec(
-        security_group_ids=["sg-1", "sg-2"],
-        iam_instance_profile="arn:aws:iam::1:instance-profile/x",
-    )
+    s = spec(iam_instance_profile="arn:aws:iam::1:instance-profile/x")
     argv = s.run_argv(
-        launch(key_name="me", subnet_id="subnet-9", spot=True, block_device_mappings="[]")
+        launch(
+            key_name="me",
+            subnet_id="subnet-9",
+            spot=True,
+            block_device_mappings="[]",
+            security_group_ids=("sg-1", "sg-2"),
+        )
     )
     assert argv[13:] == [
         "--key-name",
@@ -129,6 +143,8 @@ def test_run_instances_optional_flags() -> None:
         "[]",
         "--instance-market-options",
         '{"MarketType":"spot"}',
+        "--metadata-options",
+        '{"HttpTokens":"required","HttpEndpoint":"enabled"}',
         "--security-group-ids",
         "sg-1",
         "sg-2",
@@ -334,25 +350,44 @@ def test_defaults_keep_host_keys_checked() -> None:
 # --- create plans (rendered as --dry-run prints them) -------------------------------------
 
 
+USERS_OWN = {"key_name": "k", "security_group_ids": ["sg-1"]}
+
+
 def request(**changes) -> CreateRequest:
     fields = {"name": "web-1", "host_id": HOST_ID, "created_at": "2026-01-02T03:04:05Z"}
     return CreateRequest(**{**fields, **changes})
 
 
-def test_create_plan_checks_the_name_launches_and_waits(aws_backend) -> None:
+def test_create_plan_sets_up_the_provider_launches_and_waits_for_ssh(aws_backend) -> None:
     backend = aws_backend(ami="ami-default")
     lines = backend.create_plan(request()).render()
-    assert len(lines) == 3
-    assert lines[0].startswith("aws ec2 describe-instances --filters ")
-    assert "tag:mngr:host-name" in lines[0]
-    assert lines[1].startswith("aws ec2 run-instances --image-id ami-default ")
-    assert lines[2].startswith("# wait until web-1 is running")
+    assert len(lines) == 7
+    assert lines[0].startswith("aws ec2 describe-images --image-ids ami-default ")
+    assert lines[1].startswith("aws ec2 describe-instances --filters ")
+    assert "tag:mngr:host-name" in lines[1]
+    assert lines[2].startswith("# use key pair mngr-cloud-<digest> of ")
+    assert "aws ec2 import-key-pair --key-name '<name>' --public-key-material fileb://" in lines[2]
+    assert lines[3].startswith("# use security group mngr-cloud in the default VPC")
+    assert "ssh (tcp/22) open to 0.0.0.0/0" in lines[3]
+    assert lines[4].startswith("aws ec2 run-instances --image-id ami-default ")
+    assert "--key-name '<key_name>'" in lines[4]
+    assert "--security-group-ids '<security_group_id>'" in lines[4]
+    assert "--block-device-mappings '<block_device_mappings>'" in lines[4]
+    assert lines[5].startswith("# wait until web-1 is running")
+    assert lines[6].startswith("# wait until web-1 accepts ssh (at most 600s)")
+
+
+def test_the_users_key_pair_and_groups_replace_mngrs(aws_backend) -> None:
+    backend = aws_backend(ami="ami-1", key_name="mine", security_group_ids=["sg-1", "sg-2"])
+    lines = backend.create_plan(request()).render()
+    assert not any("key pair" in line or "security group" in line for line in lines)
+    assert "--key-name mine" in lines[2] and "--security-group-ids sg-1 sg-2" in lines[2]
 
 
 def test_disk_reads_the_root_device_of_the_image_first(aws_backend) -> None:
     from mngr import resources
 
-    backend = aws_backend(ami="ami-default")
+    backend = aws_backend(ami="ami-default", **USERS_OWN)
     options = AwsCreateOptions(ami="ami-9", instance_type="c7g.large")
     plan = backend.create_plan(request(options=options, resources=resources.parse(disk="40g")))
     lines = plan.render()
@@ -363,11 +398,11 @@ def test_disk_reads_the_root_device_of_the_image_first(aws_backend) -> None:
 
 
 def test_image_comes_from_snapshot_then_ami_then_image_then_settings(aws_backend) -> None:
-    backend = aws_backend(ami="ami-default")
+    backend = aws_backend(ami="ami-default", **USERS_OWN)
     snap = Snapshot(id="ami-snap", name="s", host="h", provider="cloud", handle="ami-snap")
 
     def image_of(**changes) -> str:
-        return backend.create_plan(request(**changes)).steps[1].command.argv[4]
+        return backend.create_plan(request(**changes)).steps[2].command.argv[4]
 
     assert image_of(from_snapshot=snap) == "ami-snap"
     assert image_of(options=AwsCreateOptions(ami="ami-flag")) == "ami-flag"
@@ -382,5 +417,3 @@ def test_conflicting_image_choices_are_refused(aws_backend) -> None:
         backend.create_plan(request(from_snapshot=snap, image="ami-x"))
     with pytest.raises(UsageError, match="different images"):
         backend.create_plan(request(image="ami-x", options=AwsCreateOptions(ami="ami-y")))
-    with pytest.raises(ConfigError, match="no AMI"):
-        backend.create_plan(request())

@@ -110,7 +110,7 @@ def test_provider_list_shows_the_four_beside_the_built_ins(example_settings, mng
     rows = {row["name"]: row for row in result.json()["providers"]}
     assert set(EXAMPLE_NAMES) <= set(rows) and "local" in rows
     assert rows["team-mngr"]["status"] == "configured without a token"
-    assert rows["my-aws-prod"]["status"] == "configured"
+    assert rows["my-aws-prod"]["status"] == "configured with ssh open to 0.0.0.0/0 (key-only login)"
     table = mngr("provider", "list")
     assert table.exit_code == 0
     assert all(name in table.stdout for name in EXAMPLE_NAMES)

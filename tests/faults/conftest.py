@@ -201,8 +201,13 @@ def _aws(root: Path, timeout_s: float) -> Vendor:
             "ami": "ami-0123456789abcdef0",
             "timeout_s": timeout_s,
             "wait_timeout_s": 10,
+            # The user's own key pair and group, no wait for ssh: faults of the launch itself.
+            "key_name": "ops",
+            "security_group_ids": ["sg-0123456789abcdef0"],
+            "wait_for_ssh": False,
         },
         {
+            "describe-images": [ok(fixture_text("aws/describe-images-base.json"))],
             "describe-instances": [ok(fixture_text("aws/describe-instances-empty.json"))],
             "run-instances": [ok(fixture_text("aws/run-instances.json"))],
             "*": [ok("{}")],

@@ -412,6 +412,7 @@ def test_aws_launch_printing_garbage_terminates_what_its_tag_finds(vendor_for, m
     vendor.answer("run-instances", GARBAGE)
     assert mngr(*CREATE).exit_code == 1
     assert vendor.verbs() == [
+        "describe-images",
         "describe-instances",
         "run-instances",
         "describe-instances",

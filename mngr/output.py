@@ -283,13 +283,14 @@ def render_gc(report: GcReport, fmt: str) -> None:
         _errors(report.errors)
 
 
-def _size(size: int | None) -> str:
+def _size(size: float | None) -> str:
+    """Bytes for a person, in binary units (as `--memory 2g` means GiB): `1.5 MiB`."""
     if size is None:
         return ""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
+        size /= 1024
     return ""
 
 
@@ -352,10 +353,3 @@ class TransferProgress:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
 
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"

@@ -198,9 +198,9 @@ def test_progress_reports_bytes_and_rate_as_data_moves(service, tree: Path) -> N
     screen = io.StringIO()
     shown = TransferProgress(screen)
     shown.started -= 2
-    shown(50_000_000)
+    shown(50 * 2**20)
     shown.finish()
-    assert screen.getvalue() == "\r\x1b[K50.0 MB  25.0 MB/s\r\x1b[K"
+    assert screen.getvalue() == "\r\x1b[K50.0 MiB  25.0 MiB/s\r\x1b[K"
 
 
 def test_the_cli_pushes_and_pulls_and_prints_json_for_scripts(

@@ -94,7 +94,7 @@ def test_destroy_keeps_snapshots_unless_purged_and_is_idempotent(docker_env: Doc
         "snapshots"
     ]
     assert snap["name"].startswith("keep-stop-")
-    again = mngr("host", "destroy", "keep", "--provider", p, "--yes")
+    again = mngr("host", "destroy", "keep", "--provider", p, "--yes", "--missing-ok")
     assert again.exit_code == 0 and "no such host" in again.stderr
     assert mngr("host", "snapshot", "delete", snap["id"], "--yes").exit_code == 0
     assert docker_env.labelled("image ls") == []

@@ -63,7 +63,8 @@ def test_duplicate_name_is_a_conflict_and_missing_host_is_not_found(team, mngr) 
     missing = mngr("host", "stop", "nope", "-p", "team")
     assert missing.exit_code == 3 and "no host 'nope'" in missing.stderr
     # Destroying a host that is gone is not an error.
-    assert mngr("host", "destroy", "nope", "-p", "team", "--yes").exit_code == 0
+    assert mngr("host", "destroy", "nope", "-p", "team", "--yes").exit_code == 3
+    assert mngr("host", "destroy", "nope", "-p", "team", "--yes", "--missing-ok").exit_code == 0
 
 
 def test_dry_run_prints_the_http_calls_and_never_the_token(team, mngr) -> None:

@@ -101,7 +101,7 @@ def test_pools_sharing_a_machine_never_see_or_release_each_others_hosts(
     assert mngr("host", "create", "web", "-p", "teama", "--machine", "m1").exit_code == 0
     assert hosts(mngr, "teamb") == {}
     gone = mngr("host", "destroy", "web.teamb", "--yes")
-    assert gone.exit_code == 0 and "no such host" in gone.stderr
+    assert gone.exit_code == 3 and "no host 'web.teamb'" in gone.stderr
     assert list(hosts(mngr, "teama")) == ["web"]
     assert (pool.root / "remote" / "m1" / "claim").is_dir()
 

@@ -130,17 +130,26 @@ def render_hosts(
         for row in host_dicts(hosts):
             emit_json({"schema_version": SCHEMA_VERSION, **row})
     elif hosts:
-        table(
-            ("name", "provider", "state", "image", "created", "tags"),
-            (
-                (h.name, h.provider, h.state.value, h.image, h.created_at, _tags(h.tags))
-                for h in hosts
-            ),
-        )
+        columns = ("name", "provider", "state", "image", "created", "tags")
+        rows = [
+            (h.name, h.provider, h.state.value, h.image, h.created_at, _tags(h.tags)) for h in hosts
+        ]
+        if any(h.idle_timeout_s for h in hosts):  # the idle columns only where one is set
+            columns += ("idle_timeout", "last_activity")
+            rows = [(*row, *_idle(h)) for row, h in zip(rows, hosts, strict=True)]
+        table(columns, rows)
     elif not errors:
         message("no hosts")
     if fmt != "json":
         _errors(errors)
+
+
+def _idle(host: Host) -> tuple[str | None, str | None]:
+    from mngr.resources import duration_text
+
+    if not host.idle_timeout_s:
+        return None, None
+    return duration_text(host.idle_timeout_s), host.last_activity_at
 
 
 def _tags(tags: dict[str, str]) -> str:

@@ -3,6 +3,8 @@
 Everything mngr knows about a host lives in the instance's tags (no local state):
 
     mngr:host-id  mngr:host-name  mngr:provider  mngr:created-at  Name  mngr:tag:<key>
+    mngr:idle-timeout (seconds; a host with one boots mngr's idle watcher from user data
+    and is launched with instance-initiated shutdown behaviour `stop`)
 
 A snapshot is an AMI made from the instance (`create-image`), tagged the same way; its id
 is the AMI id. `AwsSpec` builds every argv and parses every JSON answer (pure, no I/O);
@@ -27,7 +29,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from mngr import resources
+from mngr import idle, resources
 from mngr.backend import (
     ArgvValue,
     Backend,
@@ -66,6 +68,7 @@ TAG_SNAPSHOT_NAME = "mngr:snapshot-name"
 # A fresh value per create-image call: its undo finds the image this call made, and no other.
 TAG_CREATE_TOKEN = "mngr:create-token"
 USER_TAG_PREFIX = "mngr:tag:"
+TAG_IDLE_TIMEOUT = "mngr:idle-timeout"
 
 # Instance states that hold a host name; `shutting-down` and `terminated` are on their way out.
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
@@ -245,6 +248,7 @@ class Launch:
     subnet_id: str | None = None
     spot: bool = False
     block_device_mappings: str | None = None  # JSON, or a Ref filled at run time
+    idle_timeout_s: int = 0
 
 
 class AwsSpec:
@@ -302,6 +306,7 @@ class AwsSpec:
                 TAG_CREATED_AT: launch.created_at,
                 "Name": launch.name,
                 **{USER_TAG_PREFIX + k: v for k, v in launch.tags.items()},
+                **({TAG_IDLE_TIMEOUT: str(launch.idle_timeout_s)} if launch.idle_timeout_s else {}),
             }
         )
         profile = None
@@ -322,6 +327,14 @@ class AwsSpec:
             .add("--iam-instance-profile", profile)
             .add("--block-device-mappings", launch.block_device_mappings)
             .add("--instance-market-options", launch.spot and _compact({"MarketType": "spot"}))
+            # Idle stop: the watcher powers the machine off, and EC2 then stops it.
+            .add(
+                "--user-data",
+                idle.boot_script(launch.idle_timeout_s) if launch.idle_timeout_s else None,
+            )
+            .add(
+                "--instance-initiated-shutdown-behavior", "stop" if launch.idle_timeout_s else None
+            )
         )
         if c.security_group_ids:  # one flag, then every id
             flags.words(["--security-group-ids", *c.security_group_ids])
@@ -481,6 +494,7 @@ class AwsSpec:
             "ssh": f"{self.config.ssh_user}@{ip}" if ip else None,
         }
         cores, threads = (instance.CpuOptions.get(k) for k in ("CoreCount", "ThreadsPerCore"))
+        idle_timeout = tags.get(TAG_IDLE_TIMEOUT, "")
         return Host(
             id=tags[TAG_HOST_ID],
             name=tags.get(TAG_HOST_NAME) or tags.get("Name") or instance.InstanceId,
@@ -495,6 +509,7 @@ class AwsSpec:
                 if k.startswith(USER_TAG_PREFIX)
             },
             resources={"cpus": cores * threads if cores and threads else None},
+            idle_timeout_s=int(idle_timeout) if idle_timeout.isdigit() else None,
             address={k: v for k, v in address.items() if v is not None},
             unsupported={str(Capability.STOP_START): SPOT_CANNOT_STOP}
             if lifecycle == "spot"
@@ -637,6 +652,8 @@ class AwsBackend(Backend):
         options = request.options
         if not isinstance(options, AwsCreateOptions):
             options = AwsCreateOptions()
+        if request.idle_timeout_s and options.spot:
+            raise UsageError(f"--idle-timeout: {SPOT_CANNOT_STOP}")
         image = self._image_for(request, options)
         name = request.name
         steps: list[Step] = []
@@ -666,6 +683,7 @@ class AwsBackend(Backend):
             subnet_id=options.subnet or self.config.subnet_id,
             spot=options.spot,
             block_device_mappings=mappings,
+            idle_timeout_s=request.idle_timeout_s,
         )
         steps += [
             Step(

@@ -131,6 +131,8 @@ class MngrBackend(Backend):
     create_options_model = MngrCreateOptions
     takes = frozenset(resources.ALL)  # the server's backend decides
     unsupported = {
+        Capability.IDLE_STOP: "the mngr server API does not take an idle timeout yet; "
+        "create the host with `mngr host create --idle-timeout` on the server",
         Capability.EXEC: "the mngr server API does not run commands on hosts; use the "
         "host's address (`mngr host list --format json`) with the remote's own tools",
         Capability.GC: "gc looks at the resources themselves, where the server runs: run "

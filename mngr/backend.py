@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from mngr.toolkit.ssh import SshEndpoint
 
 
-
 def _idle_timeout(value: Any) -> int:
     try:
         return parse_idle_timeout(value)

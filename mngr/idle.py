@@ -30,6 +30,9 @@ LAST_ACTIVITY = f"{STATE_DIR}/last-activity"
 READ_LAST_ACTIVITY = f"cat {LAST_ACTIVITY}"
 # `mngr host touch`, and what mngr runs before each exec, shell, push, pull and forward.
 TOUCH_ARGV = ["sh", "-c", f"mkdir -p {STATE_DIR} 2>/dev/null; date +%s > {TOUCHED}"]
+# Where a machine's user data installs the watcher (aws).
+WATCHER_PATH = "/usr/local/sbin/mngr-idle"
+UNIT_PATH = "/etc/systemd/system/mngr-idle.service"
 # Tests set this to poll faster than the default (timeout / 10, between 1s and 60s).
 POLL_ENV = "MNGR_IDLE_POLL_S"
 
@@ -88,6 +91,25 @@ def watcher_argv(timeout_s: int, *, min_uid: int = 0, stop: str = "true") -> lis
     idle for `timeout_s`."""
     return ["sh", "-c", WATCHER, "mngr-idle", str(timeout_s), str(poll_s(timeout_s)),
             str(min_uid), stop]  # fmt: skip
+
+
+def boot_script(timeout_s: int) -> str:
+    """User data for a machine (aws): installs the watcher as a systemd unit that powers the
+    machine off once idle, started now and at every boot (so a restarted host keeps its
+    timeout). Only processes of login users (uid >= 1000) count as activity there."""
+    unit = (
+        "[Unit]\nDescription=mngr idle stop\n"
+        f"[Service]\nExecStart={WATCHER_PATH} {timeout_s} {poll_s(timeout_s)} 1000 poweroff\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+    return (
+        "#!/bin/sh\n"
+        f"cat > {WATCHER_PATH} <<'MNGR_IDLE_WATCHER'\n#!/bin/sh\n{WATCHER}\nMNGR_IDLE_WATCHER\n"
+        f"chmod 755 {WATCHER_PATH}\n"
+        f"cat > {UNIT_PATH} <<'MNGR_IDLE_UNIT'\n{unit}MNGR_IDLE_UNIT\n"
+        "systemctl daemon-reload\n"
+        "systemctl enable --now mngr-idle.service\n"
+    )
 
 
 def epoch_text(text: str | None) -> str | None:

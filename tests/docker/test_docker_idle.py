@@ -57,9 +57,12 @@ def test_an_idle_host_stops_by_itself_and_shows_its_timeout(
     [stopped] = service().list_hosts([p]).hosts
     assert stopped.idle_timeout_s == 4
     assert stopped.last_activity_at is not None  # the last health check, kept by docker
-    assert "Exited (0)" in docker_env.engine.docker(
-        "ps", "-a", "--filter", f"id={host.handle}", "--format", "{{.Status}}"
-    ).stdout
+    assert (
+        "Exited (0)"
+        in docker_env.engine.docker(
+            "ps", "-a", "--filter", f"id={host.handle}", "--format", "{{.Status}}"
+        ).stdout
+    )
 
 
 def test_a_host_with_an_exec_session_or_a_detached_process_does_not_stop(

@@ -269,6 +269,9 @@ class MngrBackend(Backend):
                 ),
                 address=address,
                 snapshots=list(row.get("snapshots") or []),
+                # As the server's provider says (one with an `idle_timeout` setting).
+                idle_timeout_s=row.get("idle_timeout_s"),
+                last_activity_at=row.get("last_activity_at"),
                 handle=row["provider"],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

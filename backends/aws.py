@@ -5,6 +5,8 @@ host key pinned at create):
 
     mngr:host-id  mngr:host-name  mngr:provider  mngr:created-at  Name  mngr:tag:<key>
     mngr:ssh-user (when an image alias chose the image)
+    mngr:idle-timeout (seconds; a host with one boots mngr's idle watcher from user data
+    and is launched with instance-initiated shutdown behaviour `stop`)
 
 A snapshot is an AMI made from the instance (`create-image`), tagged the same way; its id
 is the AMI id. `AwsSpec` builds every argv and parses every JSON answer (pure, no I/O);
@@ -34,7 +36,7 @@ from mngr_backends.aws_setup import filters as _filters
 from mngr_backends.aws_setup import tag_list as _tag_list
 from pydantic import Field, field_validator
 
-from mngr import resources
+from mngr import idle, resources
 from mngr.backend import (
     ArgvValue,
     Backend,
@@ -73,6 +75,7 @@ TAG_SNAPSHOT_NAME = "mngr:snapshot-name"
 # A fresh value per create-image call: its undo finds the image this call made, and no other.
 TAG_CREATE_TOKEN = "mngr:create-token"
 USER_TAG_PREFIX = "mngr:tag:"
+TAG_IDLE_TIMEOUT = "mngr:idle-timeout"
 
 # Instance states that hold a host name; `shutting-down` and `terminated` are on their way out.
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
@@ -252,6 +255,7 @@ class Launch:
     block_device_mappings: str | None = None  # JSON, or a Ref filled at run time
     security_group_ids: tuple[str, ...] = ()  # ids, or a Ref
     ssh_user: str | None = None  # the image family's, when an alias chose the image
+    idle_timeout_s: int = 0
 
 
 class AwsSpec:
@@ -310,6 +314,7 @@ class AwsSpec:
                 "Name": launch.name,
                 **({aws_setup.TAG_SSH_USER: launch.ssh_user} if launch.ssh_user else {}),
                 **{USER_TAG_PREFIX + k: v for k, v in launch.tags.items()},
+                **({TAG_IDLE_TIMEOUT: str(launch.idle_timeout_s)} if launch.idle_timeout_s else {}),
             }
         )
         profile = None
@@ -332,6 +337,14 @@ class AwsSpec:
             .add("--block-device-mappings", launch.block_device_mappings)
             .add("--instance-market-options", launch.spot and _compact({"MarketType": "spot"}))
             .add("--metadata-options", _compact(IMDS_V2_ONLY))
+            # Idle stop: the watcher powers the machine off, and EC2 then stops it.
+            .add(
+                "--user-data",
+                idle.boot_script(launch.idle_timeout_s) if launch.idle_timeout_s else None,
+            )
+            .add(
+                "--instance-initiated-shutdown-behavior", "stop" if launch.idle_timeout_s else None
+            )
         )
         if launch.security_group_ids:  # one flag, then every id
             flags.words(["--security-group-ids", *launch.security_group_ids])
@@ -523,6 +536,7 @@ class AwsSpec:
             "key_name": instance.KeyName,
         }
         cores, threads = (instance.CpuOptions.get(k) for k in ("CoreCount", "ThreadsPerCore"))
+        idle_timeout = tags.get(TAG_IDLE_TIMEOUT, "")
         return Host(
             id=tags[TAG_HOST_ID],
             name=tags.get(TAG_HOST_NAME) or tags.get("Name") or instance.InstanceId,
@@ -537,6 +551,7 @@ class AwsSpec:
                 if k.startswith(USER_TAG_PREFIX)
             },
             resources={"cpus": cores * threads if cores and threads else None},
+            idle_timeout_s=int(idle_timeout) if idle_timeout.isdigit() else None,
             address={k: v for k, v in address.items() if v is not None},
             unsupported={str(Capability.STOP_START): SPOT_CANNOT_STOP}
             if lifecycle == "spot"
@@ -688,6 +703,8 @@ class AwsBackend(Backend):
         options = request.options
         if not isinstance(options, AwsCreateOptions):
             options = AwsCreateOptions()
+        if request.idle_timeout_s and options.spot:
+            raise UsageError(f"--idle-timeout: {SPOT_CANNOT_STOP}")
         instance_type = options.instance_type or self.config.instance_type
         image, ssh_user, steps = self._image_for(request, options, instance_type)
         name = request.name
@@ -732,6 +749,7 @@ class AwsBackend(Backend):
             block_device_mappings=Ref("block_device_mappings"),
             security_group_ids=groups,
             ssh_user=ssh_user,
+            idle_timeout_s=request.idle_timeout_s,
         )
         steps += [
             Step(

@@ -3,9 +3,12 @@
 One provider instance drives one Docker daemon through the `docker` CLI (`--host` or
 `--context`). A host is the container `<name>.<provider>`, so the daemon itself refuses a
 second host of one name; it runs `sleep infinity` under Docker's init, so `stop` is quick.
+A host with an idle timeout runs mngr's idle watcher (mngr.idle) instead: the container
+exits once the host has been idle that long, and its health check prints the last activity.
 
     container labels   mngr.kind=host, mngr.provider, mngr.host-id, mngr.host-name,
-                       mngr.created-at, mngr.cpus/memory/gpus, mngr.tags (all tags as
+                       mngr.created-at, mngr.cpus/memory/gpus, mngr.idle-timeout
+                       (seconds; empty: never), mngr.tags (all tags as
                        JSON: read back exactly) and mngr.tag.<key> (for `docker ps --filter`)
     snapshots          `docker commit` -> mngr-snapshot:<snap-id>, mngr.kind=snapshot
     built images       `--build` -> mngr-build:<host-id>, mngr.kind=build
@@ -30,7 +33,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from mngr import resources
+from mngr import idle, resources
 from mngr.backend import (
     ArgvValue,
     Backend,
@@ -72,6 +75,7 @@ TAG_PREFIX = "mngr.tag."
 LIMIT_PREFIX = "mngr."  # mngr.cpus, mngr.memory, mngr.gpus: the docker limits asked for
 SNAPSHOT_ID = "mngr.snapshot-id"
 SNAPSHOT_NAME = "mngr.snapshot-name"
+IDLE_TIMEOUT = "mngr.idle-timeout"
 
 SNAPSHOT_REPO = "mngr-snapshot"
 BUILD_REPO = "mngr-build"
@@ -84,7 +88,8 @@ HOST_SCHEMES = ("unix://", "tcp://", "ssh://")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # `docker ps` prints one JSON object a line holding just what a Host needs. Labels are read
 # one by one (`.Label "key"`): the `.Labels` column joins them with commas, ambiguously.
-PS_LABELS = (KIND, HOST_ID, HOST_NAME, CREATED_AT, TAGS, "mngr.cpus", "mngr.memory", "mngr.gpus")
+PS_LABELS = (KIND, HOST_ID, HOST_NAME, CREATED_AT, TAGS, "mngr.cpus", "mngr.memory", "mngr.gpus",
+             IDLE_TIMEOUT)  # fmt: skip
 PS_FORMAT = (
     '{"ID":{{json .ID}},"Names":{{json .Names}},"State":{{json .State}},'
     '"Status":{{json .Status}},"Image":{{json .Image}},"CreatedAt":{{json .CreatedAt}},'
@@ -101,6 +106,8 @@ END_MARKED = (
     '[ -z "$found" ] && exit 0; sleep 1; done'
 )
 
+# The idle watcher's health check (its output: the last activity) of each container, a line each.
+HEALTH_FORMAT = '{"Id":{{json .Id}},"Health":{{json .State.Health}}}'
 SHELL = "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi"
 
 
@@ -190,6 +197,26 @@ class _PsRow(Lenient):
 
 class _ImageConfig(Lenient):
     labels: dict[str, str] | None = Field(None, alias="Labels")
+
+
+class _HealthRun(Lenient):
+    exit_code: int | None = Field(None, alias="ExitCode")
+    output: str = Field("", alias="Output")
+
+
+class _Health(Lenient):
+    log: list[_HealthRun] | None = Field(None, alias="Log")
+
+
+class _HealthRow(Lenient):
+    id: str = Field(alias="Id")
+    health: _Health | None = Field(None, alias="Health")
+
+    @property
+    def last_activity(self) -> str | None:
+        """What the watcher's last passing health check printed, as UTC ISO 8601."""
+        runs = [r for r in (self.health.log or []) if r.exit_code == 0] if self.health else []
+        return idle.epoch_text(runs[-1].output) if runs else None
 
 
 class _Image(Lenient):
@@ -316,6 +343,7 @@ class DockerSpec:
             **{TAG_PREFIX + key: value for key, value in request.tags.items()},
             # Always set, empty when not asked for: a snapshot image carries its host's labels.
             **{LIMIT_PREFIX + key: v or "" for key, v in self.limits(request).items()},
+            IDLE_TIMEOUT: str(request.idle_timeout_s or ""),
         }
 
     @staticmethod
@@ -344,6 +372,10 @@ class DockerSpec:
         )
 
     def run_argv(self, request: CreateRequest, image: str, opts: DockerCreateOptions) -> Argv:
+        timeout = request.idle_timeout_s
+        # The first process: the idle watcher (the container exits once idle), or a sleep.
+        first = idle.watcher_argv(timeout) if timeout else ["sleep", "infinity"]
+        poll = f"{idle.poll_s(timeout)}s"
         return (
             self._docker("run", "--detach", "--init")
             .add("--name", self.container_name(request.name))
@@ -354,8 +386,10 @@ class DockerSpec:
             .add("--env-file", "/dev/stdin" if opts.env else None)
             .add("--volume", opts.volume)
             .words([*self.config.start_args, *opts.start_arg])
-            .add("--entrypoint", "sleep")
-            .words([image, "infinity"])
+            .add("--health-cmd", idle.READ_LAST_ACTIVITY if timeout else None)
+            .add_all({"health-interval": poll, "health-retries": "1"} if timeout else {})
+            .add("--entrypoint", first[0])
+            .words([image, *first[1:]])
         )
 
     @staticmethod
@@ -434,6 +468,9 @@ class DockerSpec:
     def shell_argv(self, container: str, *, tty: bool) -> Argv:
         return self.exec_argv(container, ["sh", "-c", SHELL], tty=tty, detach=False)
 
+    def health_argv(self, containers: list[str]) -> Argv:
+        return self._docker("container", "inspect", "--format", HEALTH_FORMAT, *containers)
+
     def version_argv(self) -> Argv:
         return self._docker("version", "--format", "{{json .}}")
 
@@ -458,6 +495,7 @@ class DockerSpec:
         labels it wrote, so its record is the one `list` shows)."""
         labels = row.labels
         cpus = labels.get(LIMIT_PREFIX + "cpus")
+        idle_timeout = labels.get(IDLE_TIMEOUT) or ""
         return Host(
             id=labels[HOST_ID],
             name=labels[HOST_NAME],
@@ -472,6 +510,7 @@ class DockerSpec:
                 memory_gb=_memory_gb(labels.get(LIMIT_PREFIX + "memory")),
                 gpus=_gpus(labels.get(LIMIT_PREFIX + "gpus")),
             ),
+            idle_timeout_s=int(idle_timeout) if idle_timeout.isdigit() else None,
             address={
                 "container": row.names,
                 "container_id": row.id,
@@ -611,7 +650,26 @@ class DockerBackend(Backend):
         return classify(error, RULES, detail=detail, where=self._where(), provider=self.provider)
 
     def list_hosts(self) -> list[Host]:
-        return self.spec.parse_hosts(self.run(self._cmd(self.spec.ps_argv())).stdout)
+        hosts = self.spec.parse_hosts(self.run(self._cmd(self.spec.ps_argv())).stdout)
+        self._read_last_activity([h for h in hosts if h.idle_timeout_s and h.handle])
+        return hosts
+
+    def _read_last_activity(self, hosts: list[Host]) -> None:
+        """One inspect of every container with an idle watcher: the last activity its health
+        check printed. Best effort: a container gone since `ps` leaves it unknown."""
+        if not hosts:
+            return
+        argv = self.spec.health_argv([h.handle for h in hosts if h.handle])
+        done = self.runner.run(self._cmd(argv), check=False)
+        rows = {}
+        for line in done.stdout.splitlines():
+            try:
+                row = vendor_json.parse(_HealthRow, line, "docker container inspect")
+            except MngrError:
+                continue
+            rows[row.id] = row.last_activity
+        for host in hosts:
+            host.last_activity_at = rows.get(host.handle or "")
 
     def create_plan(self, request: CreateRequest) -> Plan:
         opts = request.options
@@ -737,6 +795,7 @@ class DockerBackend(Backend):
                 memory_bytes=round(res.memory_gb * 2**30) if res.memory_gb else None,
                 gpu=str(res.gpus) if res.gpus else None,
             ),
+            idle_timeout_s=host.idle_timeout_s or 0,
         )
         steps = []
         if host.state == HostState.RUNNING:

@@ -30,7 +30,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from mngr import paths
-from mngr.backend import Backend, CreateOptions, CreateRequest, Listing, Orphan, ProviderConfig
+from mngr.backend import (
+    Backend,
+    Capability,
+    CreateOptions,
+    CreateRequest,
+    Listing,
+    Orphan,
+    ProviderConfig,
+)
 from mngr.errors import ConflictError, MngrError, NotFoundError, validation_message
 from mngr.names import check_host_name, new_snapshot_id
 from mngr.plan import Context, Plan, Step
@@ -71,7 +79,12 @@ class LocalBackend(Backend):
     name = "local"
     config_model = LocalConfig
     create_options_model = LocalCreateOptions
-    unsupported = {}
+    unsupported = {
+        Capability.IDLE_STOP: (
+            "a local host is a folder on this machine with no process of its own; a watcher "
+            "would be a daemon mngr leaves running here, which it does not do"
+        ),
+    }
     transfer_protected = (META,)
     on_this_machine = True
 

@@ -143,6 +143,8 @@ class MngrBackend(Backend):
     create_options_model = MngrCreateOptions
     takes = frozenset(resources.ALL)  # the server's backend decides
     unsupported = {
+        Capability.IDLE_STOP: "the mngr server API does not take an idle timeout yet; "
+        "create the host with `mngr host create --idle-timeout` on the server",
         Capability.GC: "gc looks at the resources themselves, where the server runs: run "
         "`mngr gc` there",
     }
@@ -265,6 +267,9 @@ class MngrBackend(Backend):
                 ),
                 address=address,
                 snapshots=list(row.get("snapshots") or []),
+                # As the server's provider says (one with an `idle_timeout` setting).
+                idle_timeout_s=row.get("idle_timeout_s"),
+                last_activity_at=row.get("last_activity_at"),
                 handle=row["provider"],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -229,6 +229,11 @@ class ModalBackend(Backend):
     create_options_model = ModalCreateOptions
     takes = frozenset({resources.CPUS, resources.MEMORY, resources.GPU})
     unsupported = {
+        Capability.IDLE_STOP: (
+            "Modal's own idle_timeout terminates the sandbox, and its files with it (mngr "
+            "stops a Modal host by a snapshot first), and does not count a detached process "
+            "as activity: an idle host would be lost, not stopped"
+        ),
         Capability.GC: (
             "Modal cannot delete an image (snapshots expire by Modal's TTL) and a sandbox "
             "ends at its timeout; gc of the provider's record dict is not offered yet"

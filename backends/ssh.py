@@ -515,6 +515,11 @@ class SshBackend(Backend):
     config_model = SshConfig
     create_options_model = SshCreateOptions
     unsupported = {
+        Capability.IDLE_STOP: (
+            "a pool machine is not mngr's to power off, and mngr does not release a claim "
+            "on a timer: work of the claimer's may still be on it; 'mngr host destroy' "
+            "releases it"
+        ),
         Capability.STOP_START: (
             "a pool machine is not mngr's to power off; 'mngr host destroy' releases it to the pool"
         ),

@@ -17,17 +17,28 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from mngr.errors import MngrError, UnsupportedError, UsageError, VendorCommandError
 from mngr.names import not_a_flag
 from mngr.plan import Plan
 from mngr.records import Host, Snapshot
-from mngr.resources import ResourceRequest
+from mngr.resources import ResourceRequest, parse_idle_timeout
 from mngr.runner import Command, Completed, Runner
 
 if TYPE_CHECKING:
     from mngr.toolkit.ssh import SshEndpoint
+
+
+def _idle_timeout(value: Any) -> int:
+    try:
+        return parse_idle_timeout(value)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# `idle_timeout = "30m"` in settings: seconds once read; 0 is never.
+IdleTimeout = Annotated[int, BeforeValidator(_idle_timeout)]
 
 # A setting or option that reaches a vendor's argv as a value: refused when it starts with '-'.
 ArgvValue = Annotated[str, AfterValidator(not_a_flag)]
@@ -41,6 +52,7 @@ class Capability(StrEnum):
     TAGS = "tags"  # change a host's tags after create (`host tag`)
     RESTORE = "restore"  # start a host from a chosen snapshot (`host start --snapshot`)
     GC = "gc"  # find and remove what mngr made that no host owns any more
+    IDLE_STOP = "idle-stop"  # stop by itself after `--idle-timeout` without activity
 
     @property
     def verb(self) -> str:
@@ -52,6 +64,7 @@ _VERBS = {
     Capability.TAGS: "change tags",
     Capability.RESTORE: "start from a chosen snapshot",
     Capability.GC: "collect orphans",
+    Capability.IDLE_STOP: "stop a host when it is idle",
 }
 
 
@@ -72,6 +85,8 @@ class ProviderConfig(BaseModel):
     # false: kept in settings, skipped by list and refused by verbs. Strict: "no" or 0 used to
     # pass as false here but count as enabled where the raw settings are read.
     enabled: StrictBool = True
+    # The default `host create --idle-timeout` of this provider's hosts (mngr.idle).
+    idle_timeout: IdleTimeout = 0
 
 
 class CreateOptions(BaseModel):
@@ -97,6 +112,7 @@ class CreateRequest:
     from_snapshot: Snapshot | None = None
     options: CreateOptions | None = None
     resources: ResourceRequest = field(default_factory=ResourceRequest)
+    idle_timeout_s: int = 0  # stop by itself after this long without activity; 0: never
 
     def __post_init__(self) -> None:
         # Checked here once for every front end (CLI, server, API), before any vendor call.

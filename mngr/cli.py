@@ -251,6 +251,12 @@ _CREATE_OPTIONS = _decorate(
         default=None,
         help="GPUs: a count, 'all', or a type: A10G, H100:2.",
     ),
+    option(
+        "--idle-timeout",
+        metavar="DURATION",
+        default=None,
+        help="Stop by itself after this long unused: 30m, 2h (0: never).",
+    ),
     dry_run_opt,
     fmt_opt,
     option("--quiet", "-q", is_flag=True, help="Print the new hosts' ids only."),
@@ -267,6 +273,7 @@ def host_create(
     memory: str | None,
     disk: str | None,
     gpu: str | None,
+    idle_timeout: str | None,
     dry_run: bool,
     fmt: str,
     quiet: bool,
@@ -291,6 +298,7 @@ def host_create(
         from_snapshot=from_snapshot,
         options=create_flags.options_for(type(backend), backend_flags),
         resources=resources.parse(cpus=cpus, memory=memory, disk=disk, gpu=gpu),
+        idle_timeout=idle_timeout,
     )
     if dry_run:
         _print_batch(batch)
@@ -337,6 +345,7 @@ def register_create(with_backend_flags: bool) -> None:
         epilog=_examples(
             "mngr host create web-1 web-2 -p local_docker --memory 2g",
             "mngr host create api --from-snapshot before-upgrade",
+            "mngr host create dev -p local_docker --idle-timeout 30m",
         ),
     )(_CREATE_OPTIONS(host_create))
     if with_backend_flags:
@@ -535,6 +544,17 @@ def host_tag(
     service = _service()
     batch = service.prepare_tag(name, parse_tags(list(tags)), list(remove), provider)
     _run_one_on_host(service, batch, "tag", "tagged", dry_run)
+
+
+@host_app.command("touch", epilog=_examples("mngr host touch web-1"))
+@argument("name", "Host whose idle clock starts again.")
+@provider_opt
+def host_touch(name: str, provider: str | None) -> None:
+    """Count a host as in use now: its idle timeout starts again."""
+    from mngr import output
+
+    host = _service().touch(name, provider)
+    output.message(f"touched: {host.ref}")
 
 
 def _run_attached(command: Any) -> int:
@@ -1094,7 +1114,7 @@ def gc(
     """
     from mngr import output
     from mngr.errors import EXIT_PARTIAL
-    from mngr.gc import parse_duration
+    from mngr.resources import parse_duration
 
     _check_format(fmt)
     age = parse_duration(older_than) if older_than else None

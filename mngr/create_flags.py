@@ -46,7 +46,7 @@ def _kind(annotation: Any) -> str:
 # core's, one meaning everywhere; a backend says it takes them with `Backend.takes`).
 CORE_FLAGS = frozenset(
     "--provider -p --image --tag -t --from-snapshot --cpus --memory --disk --gpu --gpus "
-    "--dry-run --format -f --help -h".split()
+    "--idle-timeout --dry-run --format -f --help -h".split()
 )
 
 

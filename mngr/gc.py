@@ -11,24 +11,11 @@ A backend only ever reports what carries mngr's marker (a label, a tag, a record
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from mngr.backend import Orphan
-from mngr.errors import UsageError
 from mngr.records import ProviderErrorRow
-
-_DURATION = re.compile(r"^(\d+)([smhdw])$")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """`30s`, `15m`, `2h`, `7d`, `1w` -> seconds."""
-    match = _DURATION.fullmatch(text.strip())
-    if not match:
-        raise UsageError(f"invalid duration {text!r}: use a number and s, m, h, d or w (e.g. 7d)")
-    return int(match.group(1)) * _SECONDS[match.group(2)]
 
 
 def age_s(created_at: str | None, now: datetime) -> float | None:

@@ -174,18 +174,15 @@ def render_hosts(
     elif fmt == "jsonl":
         for row in host_dicts(hosts):
             emit_json({"schema_version": SCHEMA_VERSION, **row})
-    elif hosts and wide:
-        table(
-            ("name", "provider", "state", "image", "created", "tags"),
-            (
+    elif hosts:
+        columns = ("name", "provider", "state", "image", "created", "tags")
+        if wide:
+            rows = [
                 (h.name, h.provider, h.state.value, h.image, h.created_at, _tags(h.tags))
                 for h in hosts
-            ),
-        )
-    elif hosts:
-        table(
-            ("name", "provider", "state", "image", "created", "tags"),
-            (
+            ]
+        else:  # ages, and long values clipped: a row fits 80 columns
+            rows = [
                 (
                     h.name,
                     h.provider,
@@ -195,12 +192,24 @@ def render_hosts(
                     _clip(_tags(h.tags), 24),
                 )
                 for h in hosts
-            ),
-        )
+            ]
+        if any(h.idle_timeout_s for h in hosts):  # the idle columns only where one is set
+            columns += ("idle_timeout", "last_activity")
+            rows = [(*row, *_idle(h, wide)) for row, h in zip(rows, hosts, strict=True)]
+        table(columns, rows)
     elif not errors:
         message("no hosts")
     if fmt != "json":
         _errors(errors)
+
+
+def _idle(host: Host, wide: bool = False) -> tuple[str | None, str | None]:
+    from mngr.resources import duration_text
+
+    if not host.idle_timeout_s:
+        return None, None
+    last = host.last_activity_at if wide else ago(host.last_activity_at)
+    return duration_text(host.idle_timeout_s), last
 
 
 def _tags(tags: dict[str, str]) -> str:
@@ -352,4 +361,3 @@ class TransferProgress:
         if self._drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
-

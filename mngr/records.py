@@ -61,6 +61,10 @@ class Host(BaseModel):
     address: dict[str, Any] = Field(default_factory=dict)
     snapshots: list[str] = Field(default_factory=list)
     ssh_endpoint: SshEndpointRecord | None = None  # filled in by the engine on listing
+    # Idle stop (mngr.idle): the host stops itself after this many seconds without activity
+    # (None: never), and when it was last in use, where its provider can tell (else None).
+    idle_timeout_s: int | None = None
+    last_activity_at: str | None = None
     # What this host cannot do beyond its provider's limits, with the reason (a spot
     # instance cannot stop): {"stop/start": "..."}. Verbs refuse it before running anything.
     unsupported: dict[str, str] = Field(default_factory=dict)

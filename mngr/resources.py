@@ -17,6 +17,8 @@ from mngr.errors import UsageError
 KIB = 1024
 UNITS = {"k": KIB, "m": KIB**2, "g": KIB**3, "t": KIB**4}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt])(?:i?b)?\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _GPU = re.compile(r"^(all|[1-9][0-9]{0,2}|[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(:[1-9][0-9]{0,2})?)$")
 
 # The names of the resources, as flags and as `Backend.takes` entries.
@@ -78,6 +80,31 @@ def parse_size(text: str, flag: str) -> int:
 def size_text(size: int | None) -> str | None:
     """A size in bytes as `parse_size` reads it back exactly (`2097152.0k`)."""
     return None if size is None else f"{size / KIB}k"
+
+
+def parse_duration(text: str, flag: str = "duration") -> int:
+    """`90s`, `30m`, `2h`, `7d`, `1w` -> seconds (gc's `--older-than`, `--idle-timeout`)."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise UsageError(f"invalid {flag} {text!r}: use a number and s, m, h, d or w (e.g. 30m)")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+def parse_idle_timeout(value: str | int) -> int:
+    """`--idle-timeout` and the `idle_timeout` setting -> seconds; `0` (any unit) is never."""
+    if value in (0, "0"):
+        return 0
+    if isinstance(value, bool) or not isinstance(value, str):  # 1800: seconds? minutes?
+        raise UsageError(f"invalid idle timeout {value!r}: give a unit, e.g. 30m, 2h or 90s")
+    return parse_duration(value, "idle timeout")
+
+
+def duration_text(seconds: int) -> str:
+    """Seconds in the largest unit that divides them: 5400 -> `90m`, 7200 -> `2h`."""
+    for unit in "wdhm":
+        if seconds and seconds % _SECONDS[unit] == 0:
+            return f"{seconds // _SECONDS[unit]}{unit}"
+    return f"{seconds}s"
 
 
 def parse_cpus(text: str | float) -> float:

@@ -182,10 +182,13 @@ class Service:
         resources: ResourceRequest | None = None,
         host_ids: list[str] | None = None,
         remote: bool = False,
+        idle_timeout: str | None = None,
     ) -> Batch:
         """Plans to create `names` on one provider. `options` as a dict is validated against
-        the backend's create options; `remote` refuses those that act on this machine."""
+        the backend's create options; `remote` refuses those that act on this machine.
+        `idle_timeout` (`30m`; `0`: never) overrides the provider's `idle_timeout` setting."""
         from mngr.names import check_host_name, new_host_id
+        from mngr.resources import parse_idle_timeout
 
         for name in names:
             check_host_name(name)
@@ -200,6 +203,11 @@ class Service:
         backend.require_resources(resources)
         if not isinstance(options, CreateOptions):
             options = self._create_options(backend, options or {}, remote=remote)
+        idle_s = backend.config.idle_timeout
+        if idle_timeout is not None:
+            idle_s = parse_idle_timeout(idle_timeout)
+        if idle_s:
+            backend.require(Capability.IDLE_STOP)
         snapshot = None
         if from_snapshot:
             backend.require(Capability.SNAPSHOT)
@@ -216,6 +224,7 @@ class Service:
                 from_snapshot=snapshot,
                 options=options,
                 resources=resources,
+                idle_timeout_s=idle_s,
             )
             batch.jobs.append(Job(f"{name}.{provider}", backend, backend.create_plan(request)))
         return batch
@@ -341,7 +350,38 @@ class Service:
                 "would run as the server's user; the server allows that only when started "
                 "with --allow-local-exec"
             )
+        self._in_use(backend, host)
         return host, backend
+
+    def touch(self, ref: str, provider: str | None = None) -> Host:
+        """Reset a host's idle clock (mngr.idle): it counts as in use now."""
+        host = self._running(ref, provider)
+        backend = self.engine.backend(host.provider)
+        backend.require(Capability.IDLE_STOP, host)
+        if not host.idle_timeout_s:
+            raise UsageError(
+                f"host {host.ref!r} has no idle timeout (give one at create: --idle-timeout 30m)"
+            )
+        self._touch(backend, host)
+        return host
+
+    def _touch(self, backend: Backend, host: Host) -> None:
+        from mngr.idle import TOUCH_ARGV
+
+        command = backend.exec_command(host, TOUCH_ARGV)
+        backend.run(
+            Command(command.argv, backend.config.timeout_s, env=command.env, cwd=command.cwd)
+        )
+
+    def _in_use(self, backend: Backend, host: Host) -> None:
+        """Before an exec, shell, push, pull or forward: the host's idle clock starts again,
+        so a command shorter than the watcher's poll still counts. Best effort: while the
+        command runs, its process keeps the host in use anyway."""
+        if host.idle_timeout_s:
+            try:
+                self._touch(backend, host)
+            except MngrError:
+                pass
 
     def push(
         self,
@@ -400,6 +440,7 @@ class Service:
         host = self._running(ref, provider)
         backend = self.engine.backend(host.provider)
         backend.require(Capability.EXEC, host)
+        self._in_use(backend, host)
         request = Request(
             sources=list(sources),
             dest=dest or ".",
@@ -429,6 +470,7 @@ class Service:
         host = self._running(ref, provider)
         backend = self.engine.backend(host.provider)
         endpoint = backend.ssh_endpoint(host)
+        self._in_use(backend, host)
         if endpoint is not None:
             route: SshRoute | TransportRoute = SshRoute(endpoint, backend.classify)
         else:

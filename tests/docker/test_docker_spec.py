@@ -66,6 +66,7 @@ def test_run_argv_names_labels_and_keeps_the_container_alive() -> None:
         "--label", 'mngr.tags={"team":"a,b=c d"}',
         "--label", "mngr.tag.team=a,b=c d",
         "--label", "mngr.cpus=", "--label", "mngr.memory=", "--label", "mngr.gpus=",
+        "--label", "mngr.idle-timeout=",
         "--entrypoint", "sleep", "img:1", "infinity",
     ]  # fmt: skip
 
@@ -85,7 +86,7 @@ def test_run_argv_carries_resources_mounts_network_and_passthrough_in_order() ->
         "--label", "mngr.cpus=1.5", "--label", "mngr.memory=2147483648b",
         "--label", "mngr.gpus=all",
     ]  # fmt: skip
-    tail = argv[argv.index("mngr.gpus=all") + 1 :]
+    tail = argv[argv.index("mngr.idle-timeout=") + 1 :]
     assert tail == [
         "--network", "lab", "--cpus", "1.5", "--memory", "2147483648b", "--gpus", "all",
         "--volume", "/src:/src:ro", "--volume", "cache:/cache",

@@ -44,7 +44,7 @@ def test_commands_and_subcommands_complete_by_prefix() -> None:
 def test_options_of_the_command_being_typed() -> None:
     assert values("host", "list", "--f") == ["--format"]
     assert "--dry-run" in values("host", "create", "--")
-    assert values("-") == ["--config", "--jobs", "--version", "--help"]
+    assert values("-") == ["--config", "--jobs", "--timeout", "--version", "--help"]
     assert values("host", "list", "-q") == ["-q"]
 
 

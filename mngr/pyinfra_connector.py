@@ -19,6 +19,7 @@ import secrets
 import shlex
 from io import IOBase
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from gevent.subprocess import PIPE, Popen
 from pyinfra.api import StringCommand
@@ -84,7 +85,7 @@ class MngrConnector(BaseConnector):
 
     def connect(self) -> None:
         try:
-            self.service = _service(self.data.get("mngr_config"))
+            self.service = _service(self.data.get("mngr_config"), self.state)
             self.target = self.service.running_host(self.data["mngr_host"])
         except MngrError as exc:
             raise ConnectError(f"mngr: {exc}") from None
@@ -197,16 +198,17 @@ def _env(cmd: Any) -> dict[str, str] | None:
     return {**os.environ, **cmd.env} if cmd.env else None
 
 
-_SERVICES: dict[str | None, Service] = {}
+# The hosts of one pyinfra run (one State) share a use-case layer per settings file.
+_SERVICES: WeakKeyDictionary[Any, dict[str | None, Service]] = WeakKeyDictionary()
 
 
-def _service(config_file: str | None) -> Service:
-    """One use-case layer per settings file for the whole run (hosts share it)."""
-    if config_file not in _SERVICES:
+def _service(config_file: str | None, state: State | None = None) -> Service:
+    found = _SERVICES.setdefault(state, {}) if state is not None else {}
+    if config_file not in found:
         from pathlib import Path
 
         from mngr import config
         from mngr.service import Service
 
-        _SERVICES[config_file] = Service(config.load(Path(config_file) if config_file else None))
-    return _SERVICES[config_file]
+        found[config_file] = Service(config.load(Path(config_file) if config_file else None))
+    return found[config_file]

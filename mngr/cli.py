@@ -719,7 +719,9 @@ def host_ssh_config(names: tuple[str, ...], provider: str | None) -> None:
 # --- provisioning (pyinfra) ---------------------------------------------------------------
 
 
-def _provision_report(results: list[Any], fate: Callable[[Any], str] | None = None) -> int:
+def _provision_report(
+    results: list[Any], fate: Callable[[Any], str] | None = None, dry_run: bool = False
+) -> int:
     """One line per host (provisioned, or its error, with `fate` of a failed one); the exit
     code: 0 every host succeeded, 6 some failed, 1 all did."""
     from mngr import output
@@ -727,7 +729,9 @@ def _provision_report(results: list[Any], fate: Callable[[Any], str] | None = No
 
     failed = [r for r in results if r.error]
     for r in results:
-        if r.error is None:
+        if r.error is None and dry_run:
+            output.message(f"dry run, nothing changed on {r.host.ref} (planned changes above)")
+        elif r.error is None:
             output.message(
                 f"provisioned {r.host.ref}: {r.operations} operation(s), {r.changed} changed"
             )
@@ -770,7 +774,7 @@ def host_provision(
     results = _service().provision(
         list(hosts), deploy, data=values, dry_run=dry_run, provider=provider
     )
-    _exit(_provision_report(results))
+    _exit(_provision_report(results, dry_run=dry_run))
 
 
 @host_app.command(

@@ -1,6 +1,6 @@
 """Provisioning with pyinfra: one pyinfra run over the hosts, each reached by mngr's connector
-(`@mngr/NAME.PROVIDER`, see mngr.pyinfra_connector), and one result per host read from
-pyinfra's own JSON (`--json`). pyinfra's progress goes to our stderr as pyinfra prints it.
+(`@mngr/NAME.PROVIDER`, see mngr.pyinfra_connector), and one result per host from the report
+the connector writes. pyinfra's own output goes to our stderr as pyinfra prints it.
 
 pyinfra is an optional extra: nothing here imports it; `require_pyinfra` says how to get it.
 """
@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,13 +74,15 @@ def argv(
     dry_run: bool,
     jobs: int,
     config_file: str | None,
+    report: str,
 ) -> list[str]:
-    """The pyinfra run: this interpreter's pyinfra (where mngr's connector is registered)."""
+    """The pyinfra run: this interpreter's pyinfra (where mngr's connector is registered);
+    the connector appends each host's results to `report`."""
     words = [sys.executable, "-m", "pyinfra", ",".join(target(h) for h in hosts), deploy]
-    words += ["--parallel", str(jobs)]
-    words += ["--dry"] if dry_run else ["--yes", "--json"]
+    words += ["--parallel", str(jobs), "--dry" if dry_run else "--yes"]
+    data = {**data, "mngr_report": report}
     if config_file:
-        data = {**data, "mngr_config": config_file}
+        data["mngr_config"] = config_file
     for key, value in data.items():
         words += ["--data", f"{key}={value}"]
     return words
@@ -89,44 +92,41 @@ def target(host: Host) -> str:
     return f"{PYINFRA_PREFIX}/{host.ref}"
 
 
-def run(hosts: list[Host], command: list[str], *, dry_run: bool) -> list[HostResult]:
-    """Run pyinfra (its output on our stderr) and say how each host fared."""
-    try:
-        done = subprocess.run(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, check=False
-        )
-    except OSError as exc:
-        raise VendorMissingError(f"could not start pyinfra: {exc}") from None
-    if dry_run:
-        why = None if done.returncode == 0 else f"pyinfra failed (exit {done.returncode})"
-        return [HostResult(h, error=why) for h in hosts]
-    return results(hosts, done.stdout, done.returncode)
+def run(hosts: list[Host], deploy: str, data: dict[str, str], **how: Any) -> list[HostResult]:
+    """Run pyinfra (all its output on our stderr, as it prints it) and say how each host
+    fared. `how`: as for `argv`."""
+    with tempfile.TemporaryDirectory(prefix="mngr-provision-") as folder:
+        report = Path(folder) / "report.jsonl"
+        command = argv(hosts, deploy, data, report=str(report), **how)
+        try:
+            done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=2, check=False)
+        except OSError as exc:
+            raise VendorMissingError(f"could not start pyinfra: {exc}") from None
+        events = report.read_text(encoding="utf-8") if report.exists() else ""
+    return results(hosts, events, done.returncode)
 
 
-def results(hosts: list[Host], stdout: str, returncode: int) -> list[HostResult]:
-    """Per host, from pyinfra's `--json` results: what ran, what changed, the first failed
-    operation. A host in no operation of a deploy that has some did not connect."""
-    try:
-        payload: Any = json.loads(stdout)
-        operations = payload["results"]["operations"]
-    except (ValueError, KeyError, TypeError):
-        why = f"pyinfra stopped before the deploy ran (exit {returncode}; see its output above)"
-        return [HostResult(h, error=why) for h in hosts]
+def results(hosts: list[Host], events: str, returncode: int) -> list[HostResult]:
+    """Per host, from the connector's report (JSON lines `{"host", "op", "changed"}` or
+    `{"host", "error"}`): what ran, what changed, the first failure."""
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for line in events.splitlines():
+        try:
+            event = json.loads(line)
+            by_host.setdefault(str(event["host"]), []).append(event)
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by a killed run says nothing reliable
     found = []
     for host in hosts:
-        name = target(host)
-        mine = [op for op in operations if name in (*op["success"], *op["error"], *op["no_change"])]
-        result = HostResult(
-            host,
-            operations=len(mine),
-            changed=sum(name in op["success"] for op in mine),
-        )
-        failed = [op["name"] for op in mine if name in op["error"]]
-        if failed:
-            result.error = f"operation {failed[0]!r} failed (see pyinfra's output above)"
-        elif operations and not mine:
-            result.error = "pyinfra could not connect to it (see its output above)"
-        elif not operations and returncode != 0:
+        mine = by_host.get(target(host), [])
+        ops = [e for e in mine if "op" in e]
+        result = HostResult(host, len(ops), sum(bool(e.get("changed")) for e in ops))
+        errors = [e for e in mine if "error" in e]
+        if errors and "op" in errors[0]:
+            result.error = f"operation {errors[0]['op']!r} failed (see pyinfra's output above)"
+        elif errors:
+            result.error = str(errors[0]["error"])
+        elif returncode != 0:
             result.error = f"pyinfra failed (exit {returncode}; see its output above)"
         found.append(result)
     return found

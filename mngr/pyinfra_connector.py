@@ -15,6 +15,7 @@ comes down as `cat FILE` (measured against push/pull: see bench/RESULTS.md).
 
 from __future__ import annotations
 
+import json
 import secrets
 import shlex
 from io import IOBase
@@ -25,6 +26,7 @@ from gevent.subprocess import PIPE, Popen
 from pyinfra.api import StringCommand
 from pyinfra.api.exceptions import ConnectError, InventoryError
 from pyinfra.api.output import echo
+from pyinfra.api.state import BaseStateCallback
 from pyinfra.api.util import get_file_io
 from pyinfra.connectors.base import BaseConnector, DataMeta
 from pyinfra.connectors.util import (
@@ -52,6 +54,36 @@ PREFIX = "@mngr"
 class ConnectorData(TypedDict, total=False):
     mngr_host: str
     mngr_config: str
+    mngr_report: str
+
+
+class Report(BaseStateCallback):
+    """Writes how each host fares, one JSON line per event, to the file `mngr host provision`
+    reads (pyinfra's own `--json` prints nothing once every host has failed)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def write(self, host: PyinfraHost, **event: Any) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"host": host.name, **event}) + "\n")
+
+    def host_connect_error(self, state: State, host: PyinfraHost, error: Any) -> None:
+        self.write(host, error=f"could not connect: {error.args[0] if error.args else error}")
+
+    def operation_host_error(self, state: State, host: PyinfraHost, op_hash: str, *_: Any) -> None:
+        self.write(host, op=_op_name(state, op_hash), error="failed")
+
+    def operation_end(self, state: State, op_hash: str) -> None:
+        for host in state.inventory.iter_activated_hosts():
+            if op_hash in state.ops[host]:
+                meta = state.get_op_data_for_host(host, op_hash).operation_meta
+                if meta.is_complete() and meta.did_succeed():
+                    self.write(host, op=_op_name(state, op_hash), changed=meta.did_change())
+
+
+def _op_name(state: State, op_hash: str) -> str:
+    return ", ".join(sorted(state.get_op_meta(op_hash).names))
 
 
 class MngrConnector(BaseConnector):
@@ -62,6 +94,7 @@ class MngrConnector(BaseConnector):
     data_meta = {
         "mngr_host": DataMeta("The host: NAME, NAME.PROVIDER or its id"),
         "mngr_config": DataMeta("An extra mngr settings file (as `mngr --config`)"),
+        "mngr_report": DataMeta("A file to append each host's results to (JSON lines)"),
     }
     data: ConnectorData
 
@@ -69,6 +102,9 @@ class MngrConnector(BaseConnector):
         super().__init__(state, host)
         self.service: Service | None = None
         self.target: Host | None = None
+        report = self.data.get("mngr_report")
+        if report and not any(isinstance(h, Report) for h in state.callback_handlers):
+            state.add_callback_handler(Report(report))
 
     @staticmethod
     def make_names_data(name: str | None = None) -> Any:

@@ -475,7 +475,7 @@ class Service:
             except MngrError as exc:
                 results.append(provision.HostResult(host, error=str(exc)))
         if ready:
-            command = provision.argv(
+            results += provision.run(
                 ready,
                 deploy,
                 dict(data or {}),
@@ -483,7 +483,6 @@ class Service:
                 jobs=self.engine.jobs,
                 config_file=self.config_file,
             )
-            results += provision.run(ready, command, dry_run=dry_run)
         order = {h.id: i for i, h in enumerate(hosts)}
         return sorted(results, key=lambda r: order[r.host.id])
 

@@ -311,7 +311,7 @@ def host_create(
             return fates[host.id]
 
         provisioned = _provision_report(results, fate)
-        created = [h for h in created if not fates.get(h.id, "").startswith("destroyed")]
+        created = [h for h in created if fates.get(h.id) != provisioning.DESTROYED]
     if created and quiet:
         output.out("".join(f"{host.id}\n" for host in created))
     elif created:

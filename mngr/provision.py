@@ -21,6 +21,7 @@ from mngr.inventory import PYINFRA_PREFIX
 from mngr.records import Host
 
 INSTALL_HINT = "pip install 'mngr[provision]' (or ./install.sh --with provision)"
+DESTROYED = "destroyed (--destroy-on-failure)"  # what became of a host create --provision failed
 DATA_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -108,7 +109,8 @@ def run(hosts: list[Host], deploy: str, data: dict[str, str], **how: Any) -> lis
 
 def results(hosts: list[Host], events: str, returncode: int) -> list[HostResult]:
     """Per host, from the connector's report (JSON lines `{"host", "op", "changed"}` or
-    `{"host", "error"}`): what ran, what changed, the first failure."""
+    `{"host", "error"}`): what ran, what changed, the first failure. pyinfra exits non-zero
+    when any host failed: that alone fails only a host it said nothing about."""
     by_host: dict[str, list[dict[str, Any]]] = {}
     for line in events.splitlines():
         try:
@@ -126,7 +128,7 @@ def results(hosts: list[Host], events: str, returncode: int) -> list[HostResult]
             result.error = f"operation {errors[0]['op']!r} failed (see pyinfra's output above)"
         elif errors:
             result.error = str(errors[0]["error"])
-        elif returncode != 0:
+        elif returncode != 0 and not mine:  # pyinfra stopped before it reached this host
             result.error = f"pyinfra failed (exit {returncode}; see its output above)"
         found.append(result)
     return found

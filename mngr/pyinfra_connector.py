@@ -10,7 +10,8 @@ comes down as `cat FILE` (measured against push/pull: see bench/RESULTS.md).
 
 `pyinfra @mngr deploy.py` targets every running host, grouped per provider and per tag as
 `mngr host inventory` groups them. Host data `mngr_config` names an extra settings file
-(what `mngr --config` takes); `mngr host provision` passes it on.
+(what `mngr --config` takes); `mngr host provision` passes it on, with `mngr_report`: a file
+where the connector writes each host's results.
 """
 
 from __future__ import annotations

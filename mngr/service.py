@@ -496,11 +496,12 @@ class Service:
         """What becomes of a host whose provisioning failed at create: destroyed, or kept and
         tagged `mngr.provisioned=failed` (where its backend can change tags)."""
         from mngr.names import PROVISIONED_TAG
+        from mngr.provision import DESTROYED
 
         try:
             if destroy:
                 self.run_one(self.prepare_on_hosts("destroy", [host.id], host.provider))
-                return "destroyed (--destroy-on-failure)"
+                return DESTROYED
             tag = {PROVISIONED_TAG: "failed"}
             self.run_one(self.prepare_tag(host.id, tag, provider=host.provider, own=True))
         except UnsupportedError as exc:

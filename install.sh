@@ -9,7 +9,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: install.sh [--no-completion] [--with server,modal] [--uninstall]"
+    echo "usage: install.sh [--no-completion] [--with server,modal,provision] [--uninstall]"
 }
 
 completion=1
@@ -34,8 +34,8 @@ done
 if ((expect_extras)); then
     usage >&2; echo "install.sh: --with needs a list of extras, e.g. --with server" >&2; exit 2
 fi
-if [[ -n $extras && ! $extras =~ ^(server|modal)(,(server|modal))*$ ]]; then
-    echo "install.sh: unknown extras '$extras' (known: server, modal)" >&2
+if [[ -n $extras && ! $extras =~ ^(server|modal|provision)(,(server|modal|provision))*$ ]]; then
+    echo "install.sh: unknown extras '$extras' (known: server, modal, provision)" >&2
     exit 2
 fi
 

@@ -257,6 +257,17 @@ _CREATE_OPTIONS = _decorate(
         default=None,
         help="Stop by itself after this long unused: 30m, 2h (0: never).",
     ),
+    option(
+        "--provision",
+        metavar="DEPLOY.py",
+        default=None,
+        help="Run this pyinfra deploy on the new hosts (needs the provision extra).",
+    ),
+    option(
+        "--destroy-on-failure",
+        is_flag=True,
+        help="Destroy a host whose --provision failed (default: keep it, tagged).",
+    ),
     dry_run_opt,
     fmt_opt,
     option("--quiet", "-q", is_flag=True, help="Print the new hosts' ids only."),
@@ -274,6 +285,8 @@ def host_create(
     disk: str | None,
     gpu: str | None,
     idle_timeout: str | None,
+    provision: str | None,
+    destroy_on_failure: bool,
     dry_run: bool,
     fmt: str,
     quiet: bool,
@@ -288,6 +301,13 @@ def host_create(
     for name in names:
         check_host_name(name)
     tags = parse_tags(list(tag))
+    if destroy_on_failure and not provision:
+        raise UsageError("--destroy-on-failure goes with --provision DEPLOY.py")
+    if provision:  # before anything is made
+        from mngr import provision as provisioning
+
+        provisioning.require_pyinfra()
+        provisioning.deploy_file(provision)
     service = _service()
     backend = service.engine.backend(provider or service.settings.default_provider)
     batch = service.prepare_create(
@@ -309,11 +329,23 @@ def host_create(
         _say_what_the_interrupt_left(batch, exc.outcomes or [])
         raise
     created = [o.value for o in outcomes if o.error is None]
+    provisioned = 0
+    if provision and created:
+        results = service.provision(created, provision)
+        fates: dict[str, str] = {}
+
+        def fate(host: Any) -> str:
+            fates[host.id] = service.after_failed_provision(host, destroy=destroy_on_failure)
+            return fates[host.id]
+
+        provisioned = _provision_report(results, fate)
+        created = [h for h in created if fates.get(h.id) != provisioning.DESTROYED]
     if created and quiet:
         output.out("".join(f"{host.id}\n" for host in created))
     elif created:
         output.render_hosts(created, [], fmt)
     _finish(outcomes, [job.label for job in batch.jobs], "create")
+    _exit(provisioned)
 
 
 def _say_what_the_interrupt_left(batch: Any, outcomes: list[Any]) -> None:
@@ -756,6 +788,101 @@ def host_ssh_config(names: tuple[str, ...], provider: str | None) -> None:
         _exit(EXIT_PARTIAL)
     if names and result.skipped:
         _exit(1)
+
+
+# --- provisioning (pyinfra) ---------------------------------------------------------------
+
+
+def _provision_report(
+    results: list[Any], fate: Callable[[Any], str] | None = None, dry_run: bool = False
+) -> int:
+    """One line per host (provisioned, or its error, with `fate` of a failed one); the exit
+    code: 0 every host succeeded, 6 some failed, 1 all did."""
+    from mngr import output
+    from mngr.errors import EXIT_PARTIAL
+
+    failed = [r for r in results if r.error]
+    for r in results:
+        if r.error is None and dry_run:
+            output.message(f"dry run, nothing changed on {r.host.ref} (planned changes above)")
+        elif r.error is None:
+            output.message(
+                f"provisioned {r.host.ref}: {r.operations} operation(s), {r.changed} changed"
+            )
+        else:
+            after = f"; host {fate(r.host)}" if fate is not None else ""
+            output.error(f"provision {r.host.ref}: {r.error}{after}")
+    if not failed:
+        return 0
+    return 1 if len(failed) == len(results) else EXIT_PARTIAL
+
+
+@host_app.command(
+    "provision",
+    epilog=_examples(
+        "mngr host provision web-1 web-2 deploy.py",
+        "mngr host provision web-1 deploy.py --data env=prod --dry-run",
+    ),
+)
+@argument("hosts", "Hosts to provision.", nargs=-1, required=True)
+@argument("deploy", "The pyinfra deploy file (deploy.py).")
+@option("--data", multiple=True, help="KEY=VALUE the deploy reads as host.data.KEY (repeatable).")
+@provider_opt
+@option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Hosts at once.")
+@option("--dry-run", is_flag=True, help="Show pyinfra's planned changes; change nothing.")
+def host_provision(
+    hosts: tuple[str, ...],
+    deploy: str,
+    data: tuple[str, ...],
+    provider: str | None,
+    jobs: int | None,
+    dry_run: bool,
+) -> None:
+    """Run a pyinfra deploy on hosts of any provider (needs the provision extra)."""
+    from mngr import provision
+
+    provision.require_pyinfra()
+    values = provision.parse_data(list(data))
+    if jobs is not None:
+        State.jobs = jobs
+    results = _service().provision(
+        list(hosts), deploy, data=values, dry_run=dry_run, provider=provider
+    )
+    _exit(_provision_report(results, dry_run=dry_run))
+
+
+@host_app.command(
+    "inventory",
+    epilog=_examples(
+        "mngr host inventory > inventory.py && pyinfra inventory.py deploy.py",
+        "mngr host inventory -f ansible -p pool > hosts.json",
+    ),
+)
+@providers_opt
+@option("--tag", "-t", multiple=True, help="Only hosts with KEY=VALUE (or with KEY at all).")
+@option("--format", "-f", "fmt", default="pyinfra", help="pyinfra, ansible or json.")
+def host_inventory(provider: tuple[str, ...], tag: tuple[str, ...], fmt: str) -> None:
+    """Print the running hosts as an inventory: grouped per provider and per tag."""
+    from mngr import output
+    from mngr.errors import EXIT_PARTIAL
+    from mngr.inventory import FORMATS
+    from mngr.names import parse_tag_filters
+
+    if fmt not in FORMATS:
+        raise UsageError(f"invalid --format {fmt!r}: use one of {', '.join(FORMATS)}")
+    service = _service()
+    inventory = service.inventory(list(provider) or None, parse_tag_filters(list(tag)))
+    if fmt == "pyinfra":
+        output.out(inventory.pyinfra(service.config_file))
+    else:
+        output.emit_json(inventory.ansible() if fmt == "ansible" else inventory.record())
+    if inventory.left_out:
+        shown = ", ".join(f"{h.ref} ({h.state})" for h in inventory.left_out)
+        output.message(f"left out, not running: {shown}")
+    for row in inventory.errors:
+        output.error(f"provider {row.provider}: {row.message}")
+    if inventory.errors:
+        _exit(EXIT_PARTIAL)
 
 
 # --- snapshots --------------------------------------------------------------------------

@@ -64,8 +64,16 @@ def check_snapshot_name(name: str) -> str:
     return name
 
 
-def check_tag(key: str, value: str) -> tuple[str, str]:
-    if not TAG_KEY_RE.fullmatch(key) or key.lower().startswith("mngr"):
+# Tags mngr itself sets (keys starting with "mngr" are otherwise its own, refused to users);
+# a filter may name them: `--tag mngr.provisioned=failed`.
+PROVISIONED_TAG = "mngr.provisioned"  # on a host whose `create --provision` failed
+MNGR_TAGS = frozenset({PROVISIONED_TAG})
+
+
+def check_tag(key: str, value: str, *, own: bool = False) -> tuple[str, str]:
+    """`own`: mngr's own tags (MNGR_TAGS) pass too."""
+    reserved = key.lower().startswith("mngr") and not (own and key in MNGR_TAGS)
+    if not TAG_KEY_RE.fullmatch(key) or reserved:
         raise UsageError(
             f"invalid tag key {key!r}: use letters, digits, '_', '.' and '-' (at most 63), "
             "not starting with 'mngr'"
@@ -78,12 +86,12 @@ def check_tag(key: str, value: str) -> tuple[str, str]:
     return key, value
 
 
-def parse_tag(text: str) -> tuple[str, str]:
+def parse_tag(text: str, *, own: bool = False) -> tuple[str, str]:
     """`k=v` -> (k, v). The value may hold any printable text, `=` included."""
     if "=" not in text:
         raise UsageError(f"invalid tag {text!r}: expected KEY=VALUE")
     key, value = text.split("=", 1)
-    return check_tag(key.strip(), value)
+    return check_tag(key.strip(), value, own=own)
 
 
 def parse_tag_filters(items: list[str] | None) -> dict[str, str | None]:
@@ -91,10 +99,10 @@ def parse_tag_filters(items: list[str] | None) -> dict[str, str | None]:
     found: dict[str, str | None] = {}
     for item in items or []:
         if "=" in item:
-            key, value = parse_tag(item)
+            key, value = parse_tag(item, own=True)
             found[key] = value
         else:
-            found[check_tag(item.strip(), "")[0]] = None
+            found[check_tag(item.strip(), "", own=True)[0]] = None
     return found
 
 

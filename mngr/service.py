@@ -32,6 +32,8 @@ from mngr.runner import Command, Runner
 
 if TYPE_CHECKING:
     from mngr.forward import Forward
+    from mngr.inventory import Inventory
+    from mngr.provision import HostResult as ProvisionResult
     from mngr.transfer import Progress, Request, TransferResult, Transport
 
 # A plain stop of a stopped host (or start of a running one) has nothing to do.
@@ -283,16 +285,19 @@ class Service:
         tags: dict[str, str],
         remove: list[str] | None = None,
         provider: str | None = None,
+        *,
+        own: bool = False,
     ) -> Batch:
         """A plan that sets `tags` and removes the keys `remove` on one host. Keys and values
-        are checked as create checks them, before any vendor call."""
+        are checked as create checks them, before any vendor call; `own`: mngr's own tags
+        (`mngr.provisioned`) pass too."""
         from mngr.names import check_tag
 
         remove = list(dict.fromkeys(remove or []))
         for key, value in tags.items():
-            check_tag(key, value)
+            check_tag(key, value, own=own)
         for key in remove:
-            check_tag(key, "")
+            check_tag(key, "", own=own)
         both = sorted(set(tags) & set(remove))
         if both:
             raise UsageError(f"tag {both[0]!r} is both set and removed")
@@ -316,18 +321,27 @@ class Service:
 
     def exec_command(
         self,
-        ref: str,
+        ref: str | Host,
         argv: list[str],
         provider: str | None = None,
         *,
         tty: bool = False,
         detach: bool = False,
     ) -> Command:
-        """The command that runs `argv` on the host, stdio passed through."""
+        """The command that runs `argv` on the host, stdio passed through. A `Host` from
+        `running_host` is used as it is: a caller running many commands resolves it once."""
         if not argv:
             raise UsageError(NO_COMMAND)
-        host, backend = self._transport(ref, provider)
+        if isinstance(ref, Host):  # resolved once by the caller (`running_host`)
+            host, backend = ref, self.engine.backend(ref.provider)
+        else:
+            host, backend = self._transport(ref, provider)
         return backend.exec_command(host, argv, tty=tty, detach=detach)
+
+    def running_host(self, ref: str, provider: str | None = None) -> Host:
+        """The host, refused when it is not running or its transport may not be used: for a
+        caller that runs many commands (a pyinfra deploy) and resolves the host once."""
+        return self._transport(ref, provider)[0]
 
     def shell_command(self, ref: str, provider: str | None = None, *, tty: bool = True) -> Command:
         host, backend = self._transport(ref, provider)
@@ -504,6 +518,88 @@ class Service:
             except (MngrError, ValueError) as exc:
                 result.skipped.append((host.ref, str(exc)))
         return result
+
+    # --- provisioning (pyinfra) -----------------------------------------------------------
+
+    def provision(
+        self,
+        refs: list[str | Host],
+        deploy: str,
+        *,
+        data: dict[str, str] | None = None,
+        dry_run: bool = False,
+        provider: str | None = None,
+    ) -> list[ProvisionResult]:
+        """Run the pyinfra deploy on the hosts (one pyinfra run, `jobs` hosts at once, each
+        reached by mngr's connector): one result per host. A host that is not running fails
+        alone; pyinfra's output goes to stderr as it prints it."""
+        from mngr import provision
+
+        provision.require_pyinfra()
+        deploy = provision.deploy_file(deploy)
+        named = [r for r in refs if isinstance(r, str)]
+        found = dict(self.engine.resolve_hosts(named, provider)) if named else {}
+        by_id: dict[str, Host] = {}  # each host once, in the order given
+        for ref in refs:
+            host = ref if isinstance(ref, Host) else found[ref]
+            assert host is not None
+            by_id.setdefault(host.id, host)
+        hosts = list(by_id.values())
+        results, ready = [], []
+        for host in hosts:
+            try:
+                if host.state in (HostState.STOPPED, HostState.STOPPING, HostState.FAILED):
+                    raise MngrError(
+                        f"host is {host.state}; start it first: mngr host start {host.ref}"
+                    )
+                self.engine.backend(host.provider).require(Capability.EXEC, host)
+                ready.append(host)
+            except MngrError as exc:
+                results.append(provision.HostResult(host, error=str(exc)))
+        if ready:
+            results += provision.run(
+                ready,
+                deploy,
+                dict(data or {}),
+                dry_run=dry_run,
+                jobs=self.engine.jobs,
+                config_file=self.config_file,
+            )
+        order = {h.id: i for i, h in enumerate(hosts)}
+        return sorted(results, key=lambda r: order[r.host.id])
+
+    @property
+    def config_file(self) -> str | None:
+        """The `--config` file, for a process of ours (pyinfra) that loads the same settings."""
+        given = [layer.path for layer in self.settings.layers if layer.label == "--config"]
+        return str(given[0].resolve()) if given and given[0] is not None else None
+
+    def after_failed_provision(self, host: Host, *, destroy: bool) -> str:
+        """What becomes of a host whose provisioning failed at create: destroyed, or kept and
+        tagged `mngr.provisioned=failed` (where its backend can change tags)."""
+        from mngr.names import PROVISIONED_TAG
+        from mngr.provision import DESTROYED
+
+        try:
+            if destroy:
+                self.run_one(self.prepare_on_hosts("destroy", [host.id], host.provider))
+                return DESTROYED
+            tag = {PROVISIONED_TAG: "failed"}
+            self.run_one(self.prepare_tag(host.id, tag, provider=host.provider, own=True))
+        except UnsupportedError as exc:
+            return f"kept, not tagged: {exc}"
+        except MngrError as exc:
+            return f"kept; could not {'destroy' if destroy else 'tag'} it: {exc}"
+        return f"kept, tagged {PROVISIONED_TAG}=failed"
+
+    def inventory(
+        self, providers: list[str] | None = None, tags: dict[str, str | None] | None = None
+    ) -> Inventory:
+        """The running hosts as an inventory (groups per provider and per tag), from list."""
+        from mngr.inventory import Inventory
+
+        listing = self.list_hosts(providers, tags=tags)
+        return Inventory.of(listing.hosts, listing.errors)
 
     def _running(self, ref: str, provider: str | None) -> Host:
         host = self.engine.resolve_host(ref, provider)

@@ -127,8 +127,12 @@ class LocalBackend(Backend):
         except ValueError as exc:
             problem = str(exc)
         else:
+            fields = record.model_dump()
+            # The record lists every snapshot ever taken; a deleted one is not the host's now.
+            kept = self.root / SNAPSHOTS
+            fields["snapshots"] = [s for s in fields["snapshots"] if (kept / f"{s}.json").exists()]
             return Host(
-                **record.model_dump(),
+                **fields,
                 provider=self.provider,
                 backend=self.name,
                 address={"path": str(folder)},

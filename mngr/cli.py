@@ -1128,9 +1128,11 @@ def config_show(fmt: str) -> None:
                 "settings": values,
             }
         )
-    if fmt == "table":
+    if fmt == "table":  # one setting a line, under its provider
         output.render_mapping({"default_provider": settings.default_provider})
-        output.render_rows(rows, ["name", "backend", "sources", "settings"], fmt, "providers")
+        for row in rows:
+            output.out(f"\n{output.safe_line(row['name'])} ({row['backend']}):\n")
+            output.render_mapping({"sources": row["sources"], **row["settings"]}, "  ")
     else:
         output.emit_json(
             {"schema_version": 1, "default_provider": settings.default_provider, "providers": rows}

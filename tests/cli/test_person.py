@@ -187,3 +187,20 @@ def test_waiting_line_names_the_providers_and_clears(capsys) -> None:
     assert capsys.readouterr().err == "\r\033[Kwaiting for aws, docker (2s)"
     waiting_line([], 3.0)
     assert capsys.readouterr().err == "\r\033[K"
+
+
+def test_a_deleted_snapshot_is_not_in_its_hosts_record(mngr) -> None:
+    assert mngr("host", "create", "h").exit_code == 0
+    made = mngr("host", "snapshot", "create", "h", "-n", "one", "-f", "json").json()
+    snap_id = made["snapshots"][0]["id"]
+    [host] = mngr("host", "list", "-f", "json").json()["hosts"]
+    assert host["snapshots"] == [snap_id]
+    assert mngr("host", "snapshot", "delete", snap_id, "--yes").exit_code == 0
+    [host] = mngr("host", "list", "-f", "json").json()["hosts"]
+    assert host["snapshots"] == []
+
+
+def test_config_show_prints_one_setting_a_line(mngr) -> None:
+    shown = mngr("config", "show").stdout
+    assert "\nlocal (local):\n" in shown
+    assert "\n  timeout_s: 60.0\n" in shown and "\n  enabled: yes\n" in shown

@@ -19,6 +19,7 @@ def test_an_instance_has_an_ssh_endpoint_and_a_stanza(
 ) -> None:
     from mngr.config import load
     from mngr.service import Service
+    from mngr_backends.aws_setup import ManagedKey
 
     known = tmp_path / "known_hosts"
     aws_settings(
@@ -34,7 +35,8 @@ def test_an_instance_has_an_ssh_endpoint_and_a_stanza(
         "host": ip,
         "port": 22,
         "user": "ec2-user",
-        "identity_file": "/keys/id",
+        # launched with mngr's managed key pair: its key, not the settings' identity_file
+        "identity_file": str(ManagedKey("cloud").private),
         "known_hosts": str(known),
         "strict_host_key_checking": "yes",
     }

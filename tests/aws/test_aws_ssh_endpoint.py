@@ -17,9 +17,10 @@ def test_an_instance_has_an_ssh_endpoint_and_a_stanza(
     mngr,
     tmp_path,  # noqa: ANN001
 ) -> None:
+    from mngr_backends.aws_setup import ManagedKey
+
     from mngr.config import load
     from mngr.service import Service
-    from mngr_backends.aws_setup import ManagedKey
 
     known = tmp_path / "known_hosts"
     aws_settings(

@@ -170,15 +170,16 @@ class Session:
     def launch(self, record: dict[str, Any], image: Any) -> dict[str, Any]:
         """A new sandbox for the host `record` describes, tagged so that `list` finds it."""
         spec = {k: v for k, v in record.get("spec", {}).items() if v is not None}
-        sandbox = self.modal.Sandbox.create(
-            *KEEP_ALIVE, app=self.app(create=True), name=record["name"], image=image, **spec
-        )
         tags = _tags(self.provider, record)
-        try:
-            sandbox.set_tags(tags)
-        except BaseException:
-            sandbox.terminate()  # an untagged sandbox would be invisible to mngr
-            raise
+        # Tagged at birth: a sandbox that exists is never untagged, so never invisible to mngr.
+        sandbox = self.modal.Sandbox.create(
+            *KEEP_ALIVE,
+            app=self.app(create=True),
+            name=record["name"],
+            tags=tags,
+            image=image,
+            **spec,
+        )
         return _host(_record(tags), sandbox.object_id)
 
 

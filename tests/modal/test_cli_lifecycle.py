@@ -241,7 +241,7 @@ def test_provider_check_and_show(cli, modal_settings) -> None:
     [row] = json.loads(checked.stdout)["providers"]
     assert row["ok"] and row["details"]["app"] == "mngr-cloud"
     shown = cli("provider", "show", "cloud", "--format", "json")
-    assert list(json.loads(shown.stdout)["provider"]["unsupported"]) == ["gc"]
+    assert list(json.loads(shown.stdout)["provider"]["unsupported"]) == ["idle-stop", "gc"]
 
 
 def test_a_flag_of_another_backend_is_refused(cli, modal_settings) -> None:

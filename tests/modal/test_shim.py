@@ -66,6 +66,15 @@ def test_create_asks_the_sdk_for_the_resources_and_tags_the_sandbox(shim, fake_m
     assert lookup["args"] == {"name": "mngr-cloud", "environment_name": None, "create": True}
 
 
+def test_a_sandbox_is_tagged_at_birth_never_after(shim, fake_modal) -> None:
+    ok(create(shim, "a", HOST_A, "--tag=team=ml"))
+    calls = fake_modal.calls()
+    [created] = [c for c in calls if c["op"] == "Sandbox.create"]
+    assert created["args"]["tags"]["mngr-host-id"] == HOST_A  # in the create request itself
+    assert created["args"]["tags"]["team"] == "ml"
+    assert "Sandbox.set_tags" not in {c["op"] for c in calls}
+
+
 def test_list_finds_running_sandboxes_by_tag_and_stopped_hosts_in_the_dict(shim) -> None:
     ok(create(shim, "a", HOST_A))
     b = ok(create(shim, "b", HOST_B))

@@ -260,6 +260,7 @@ class Sandbox:
             "Sandbox.create",
             args=list(args),
             name=name,
+            tags=tags,
             timeout=timeout,
             gpu=gpu,
             region=region,

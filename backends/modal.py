@@ -63,6 +63,8 @@ from mngr.toolkit.argv import Argv
 from mngr.toolkit.rules import Rule, classify
 from mngr.toolkit.vendor_json import HostFields, Lenient
 
+from .modal_shim import TAG_MAX, encode_tag_value
+
 M = TypeVar("M", bound=Lenient)
 SHIM = "mngr_backends.modal_shim"
 MODAL_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -354,6 +356,19 @@ class ModalBackend(Backend):
             raise UsageError(f"--gpu {gpu}: Modal needs a GPU type, e.g. T4, A10G or H100:2")
         return gpu
 
+    @staticmethod
+    def _tag_flags(tags: dict[str, str]) -> list[str]:
+        """`k=v` flags of the shim; a value too long for a Modal tag once encoded is refused."""
+        for key, value in tags.items():
+            size = len(encode_tag_value(value))
+            if size > TAG_MAX:
+                raise UsageError(
+                    f"tag {key!r}: a Modal tag holds {TAG_MAX} characters, and this value takes "
+                    f"{size} (letters, digits, '_' and '-' take one, any other character three "
+                    "per UTF-8 byte); shorten it"
+                )
+        return [f"{k}={v}" for k, v in tags.items()]
+
     def create_plan(self, request: CreateRequest) -> Plan:
         opts = request.options or ModalCreateOptions()
         assert isinstance(opts, ModalCreateOptions)
@@ -370,7 +385,7 @@ class ModalBackend(Backend):
             gpu=self._gpu(request.resources.gpu),
             timeout=opts.timeout or self.config.sandbox_timeout_s,
             region=opts.region or self.config.region,
-            tag=[f"{k}={v}" for k, v in request.tags.items()],
+            tag=self._tag_flags(request.tags),
             long=True,
         )
         terminate = self.shim("terminate", host_id=request.host_id)
@@ -413,7 +428,7 @@ class ModalBackend(Backend):
             "tag",
             host_id=host.id,
             sandbox_id=host.handle,
-            tag=[f"{k}={v}" for k, v in tags.items()],
+            tag=self._tag_flags(tags),
             remove=remove,
         )
         return self._plan(f"change the tags on the {where} of {host.name}", command, ShimHost)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -39,6 +40,13 @@ HOST_ID, HOST_NAME, PROVIDER, CREATED_AT, IMAGE = (
 
 def _region(text: str) -> str | list[str]:
     return text.split(",") if "," in text else text
+
+
+# Modal's tag rule (the SDK checks App tags against it; sandbox tags are held to it here too).
+TAG_MAX = 63
+_PLAIN = re.compile(r"[A-Za-z0-9_-]")
+_ESCAPE = re.compile(rb"\.([0-9a-f]{2})")
+_CONTINUED = re.compile(r"^mngr-[a-z-]+\.[0-9]+$")
 
 
 # How the sandbox was asked for (Sandbox.create keyword: tag, type), kept as tags so `start`
@@ -147,13 +155,13 @@ class Session:
         app = self.app(create=False)
         if app is None:
             return []
-        wanted = {PROVIDER: self.provider, **tags}
+        wanted = encode_tags({PROVIDER: self.provider, **tags})
         return list(self.modal.Sandbox.list(app_id=app.app_id, tags=wanted))
 
     def sandbox(self, sandbox_id: str, host_id: str) -> tuple[Any, dict[str, str]]:
         """A running sandbox of this provider, with its tags; not-found otherwise."""
         sandbox = self.modal.Sandbox.from_id(sandbox_id)
-        tags = sandbox.get_tags()
+        tags = decode_tags(sandbox.get_tags())
         if tags.get(HOST_ID) != host_id or tags.get(PROVIDER) != self.provider:
             raise ShimError("not-found", f"sandbox {sandbox_id} is not host {host_id}")
         if sandbox.poll() is not None:
@@ -176,7 +184,7 @@ class Session:
             *KEEP_ALIVE,
             app=self.app(create=True),
             name=record["name"],
-            tags=tags,
+            tags=encode_tags(tags),
             image=image,
             **spec,
         )
@@ -211,6 +219,55 @@ def _tags(provider: str, record: dict[str, Any]) -> dict[str, str]:
         **{t: _tag_value(spec.get(k)) for k, (t, _) in SPEC_TAGS.items()},
     }
     return {k: v for k, v in tags.items() if v is not None}
+
+
+def encode_tag_value(value: str) -> str:
+    """`value` under Modal's tag rule `^[A-Za-z0-9._-]{1,63}$` (length aside), reversibly:
+    letters, digits, '_' and '-' stay, any other character becomes '.xx' per UTF-8 byte
+    (so '.' is '.2e'); the empty value is '.'."""
+    if not value:
+        return "."
+    return "".join(
+        c if _PLAIN.fullmatch(c) else "".join(f".{b:02x}" for b in c.encode()) for c in value
+    )
+
+
+def decode_tag_value(text: str) -> str:
+    if text == ".":
+        return ""
+    raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), text.encode())
+    return raw.decode(errors="replace")
+
+
+def encode_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Tags as Modal holds them. mngr's own values (a long image name) continue under
+    KEY.1, KEY.2...; a user's value that does not fit is refused (mngr checks it first)."""
+    out = {}
+    for key, value in tags.items():
+        text = encode_tag_value(value)
+        if len(text) > TAG_MAX and not key.startswith(TAG):
+            raise ShimError(
+                "error",
+                f"the value of tag {key!r} takes {len(text)} characters encoded for Modal, "
+                f"which keeps at most {TAG_MAX}",
+            )
+        for n, start in enumerate(range(0, len(text), TAG_MAX)):
+            out[f"{key}.{n}" if n else key] = text[start : start + TAG_MAX]
+    return out
+
+
+def decode_tags(tags: dict[str, str]) -> dict[str, str]:
+    """`encode_tags` reversed."""
+    out = {}
+    for key, text in tags.items():
+        if _CONTINUED.fullmatch(key):
+            continue  # read with its first part
+        n = 1
+        while key.startswith(TAG) and f"{key}.{n}" in tags:
+            text += tags[f"{key}.{n}"]
+            n += 1
+        out[key] = decode_tag_value(text)
+    return out
 
 
 def _tag_value(value: Any) -> str | None:
@@ -275,7 +332,7 @@ def verb_check(s: Session, args: argparse.Namespace) -> dict[str, Any]:
 def verb_list(s: Session, args: argparse.Namespace) -> dict[str, Any]:
     sandboxes = s.sandboxes()
     with ThreadPoolExecutor(max_workers=16) as pool:  # one tag look-up per sandbox, at once
-        tagged = list(pool.map(lambda sb: (sb.object_id, sb.get_tags()), sandboxes))
+        tagged = list(pool.map(lambda sb: (sb.object_id, decode_tags(sb.get_tags())), sandboxes))
     hosts = {
         tags[HOST_ID]: _host(_record(tags), sandbox_id)
         for sandbox_id, tags in tagged
@@ -396,7 +453,7 @@ def verb_tag(s: Session, args: argparse.Namespace) -> dict[str, Any]:
         sandbox, tags = s.sandbox(args.sandbox_id, args.host_id)
         record = _record(tags)
         record["tags"] = change(record["tags"])
-        sandbox.set_tags(_tags(s.provider, record))
+        sandbox.set_tags(encode_tags(_tags(s.provider, record)))
         return _host(record, sandbox.object_id)
     record = s.get(f"host:{args.host_id}")
     if record is None:

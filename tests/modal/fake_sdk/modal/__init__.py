@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -124,6 +125,17 @@ def _credentials() -> tuple[str, str]:
             " If you are a new user, register an account at modal.com, then run `modal token new`."
         )
     return profile["token_id"], profile["token_secret"]
+
+
+_TAG_RULE = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
+
+
+def _check_tags(tags: dict[str, str] | None) -> None:
+    """Modal's tag rule (modal/_utils/name_utils.py check_tag_dict), held to strictly here."""
+    for key, value in (tags or {}).items():
+        for what, text in (("key", key), ("value", value)):
+            if not isinstance(text, str) or not _TAG_RULE.fullmatch(text):
+                raise InvalidError(f"Invalid tag {what}: {text!r}.")
 
 
 def _new_id(prefix: str) -> str:
@@ -267,6 +279,7 @@ class Sandbox:
             cpu=cpu,
             memory=memory,
         )
+        _check_tags(tags)
         if app is None or app.app_id is None:
             raise InvalidError("App has not been initialized yet. Use modal.App.lookup().")
         image = image or Image.debian_slim()
@@ -331,6 +344,7 @@ class Sandbox:
 
     def set_tags(self, tags: dict[str, str], *, client: Any = None) -> None:
         _call("Sandbox.set_tags", sandbox_id=self._object_id, tags=tags)
+        _check_tags(tags)
         with _state() as state:
             self._record(state)["tags"] = dict(tags)
 

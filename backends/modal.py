@@ -2,7 +2,7 @@
 
 The `modal` CLI cannot create, tag or snapshot sandboxes, so every verb is one call of
 
-    <python> -m mngr_backends.modal_shim VERB --app=APP --dict=DICT --provider=P ...
+    <python> -m mngr_backends.modal_shim VERB --app=APP --volume=VOLUME --provider=P ...
 
 (backends/modal_shim.py, the only code that imports `modal`): argv in, JSON out, errors as
 one JSON object on stderr. The SDK is an optional extra (`mngr[modal]`); `python` in the
@@ -10,12 +10,14 @@ provider's settings may name another interpreter that has it (and mngr).
 
     running host   a sandbox of app APP tagged mngr-host-id, mngr-host-name, mngr-provider,
                    mngr-created-at (+ mngr-image and the resources asked for) and user tags
-    stopped host   a record in the modal.Dict DICT: Modal sandboxes cannot be stopped, so
+    stopped host   a record file in the modal.Volume VOLUME (kept until removed; a Dict entry
+                   expires after 7 days unread): Modal sandboxes cannot be stopped, so
                    stop = snapshot_filesystem + terminate, start = a new sandbox (same name,
                    id and tags) from the host's latest snapshot image; having no sandbox, a
                    stopped host cannot be snapshotted (its `unsupported` says so)
-    snapshot       a record in DICT naming the snapshot image (Modal cannot delete an image:
-                   `snapshot delete` forgets it and the image expires by Modal's TTL)
+    snapshot       a record file in VOLUME naming the snapshot image, made with no expiry;
+                   `snapshot delete` deletes the image (unless a stopped host starts from it)
+                   and the record
 
 `address` of a running host: `app` (the Modal app) and `sandbox_id` (for `modal shell`,
 `modal container exec`); a stopped host has none. `handle` is the sandbox id.
@@ -237,8 +239,8 @@ class ModalBackend(Backend):
             "as activity: an idle host would be lost, not stopped"
         ),
         Capability.GC: (
-            "Modal cannot delete an image (snapshots expire by Modal's TTL) and a sandbox "
-            "ends at its timeout; gc of the provider's record dict is not offered yet"
+            "a sandbox ends at its timeout and `snapshot delete` deletes a snapshot's image; "
+            "gc of the provider's record volume is not offered yet"
         ),
     }
 
@@ -255,12 +257,12 @@ class ModalBackend(Backend):
         return self.config.app or f"mngr-{self.provider}"[:64]
 
     @property
-    def dict_name(self) -> str:
+    def volume_name(self) -> str:
         return f"{self.app[:56]}-records"
 
     def shim(self, verb: str, *words: str, long: bool = False, **flags: Any) -> Command:
-        """`python -m SHIM VERB --app=.. --dict=.. --provider=.. [--environment=..] FLAGS WORDS`."""
-        common = {"app": self.app, "dict": self.dict_name, "provider": self.provider}
+        """`python -m SHIM VERB --app= --volume= --provider= [--environment=] FLAGS WORDS`."""
+        common = {"app": self.app, "volume": self.volume_name, "provider": self.provider}
         argv = Argv([self.python, "-m", SHIM, verb])
         argv.add_all({**common, "environment": self.config.environment, **flags}, eq=True)
         timeout = self.config.long_timeout_s if long else self.config.timeout_s

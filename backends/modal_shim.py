@@ -1,6 +1,6 @@
 """The Modal shim: mngr's vendor program for Modal, and the only place `import modal` happens.
 
-    <python> -m mngr_backends.modal_shim VERB --app APP --dict DICT --provider P [options]
+    <python> -m mngr_backends.modal_shim VERB --app APP --volume VOLUME --provider P [options]
 
 The `modal` CLI cannot create, tag or snapshot sandboxes, so mngr talks to this small program
 exactly as it talks to `docker` or `aws`: argv in, one JSON document on stdout, and on failure
@@ -9,8 +9,10 @@ unauthorised, not-found, conflict, unreachable, vendor-missing, error). Credenti
 the environment only (MODAL_TOKEN_ID / MODAL_TOKEN_SECRET / MODAL_PROFILE), never argv.
 
 Provider-side state (no local database): a running host is a sandbox carrying `mngr-*` tags;
-a stopped host and every snapshot is a JSON record in the named `modal.Dict` DICT, under
-`host:<host-id>` and `snap:<snapshot-id>`. Modal sandboxes cannot be stopped, so `stop` is
+a stopped host and every snapshot is a JSON file in the named `modal.Volume` VOLUME,
+`host/<host-id>.json` and `snap/<snapshot-id>.json` (a Volume keeps its files until they are
+removed; a Dict entry would expire after 7 days unread), and a snapshot's image is made with
+no expiry (`ttl=None`) and deleted with its record. Modal sandboxes cannot be stopped, so `stop` is
 snapshot_filesystem + terminate (the record kept) and `start` is a new sandbox from the
 host's latest snapshot image. `exec` passes stdio and the exit code of the command through.
 """
@@ -18,6 +20,8 @@ host's latest snapshot image. `exec` passes stdio and the exit code of the comma
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
 import json
 import os
 import re
@@ -98,12 +102,12 @@ class ShimError(Exception):
 
 
 class Session:
-    """One provider's view of Modal: its app, its record dict, its tags."""
+    """One provider's view of Modal: its app, its record volume, its tags."""
 
     def __init__(self, modal: Any, args: argparse.Namespace) -> None:
         self.modal = modal
         self.app_name: str = args.app
-        self.dict_name: str = args.dict
+        self.volume_name: str = args.volume
         self.provider: str = args.provider
         self.environment: str | None = args.environment or None
 
@@ -118,38 +122,67 @@ class Session:
             raise
 
     def store(self, *, create: bool = True) -> Any:
-        return self.modal.Dict.from_name(
-            self.dict_name, environment_name=self.environment, create_if_missing=create
+        return self.modal.Volume.from_name(
+            self.volume_name, environment_name=self.environment, create_if_missing=create
         )
 
     def all_records(self) -> dict[str, dict[str, Any]]:
+        store = self.store(create=False)
         try:
-            items = list(self.store(create=False).items())
+            entries = store.listdir("/", recursive=True)
         except Exception as exc:
             if _kind_of(exc) == "not-found":
-                return {}  # no dict yet: nothing was ever stopped or snapshotted
+                return {}  # no volume yet: nothing was ever stopped or snapshotted
             raise
-        found = {}
-        for key, value in items:
-            try:
-                record = json.loads(value)
-            except (TypeError, ValueError):
-                continue  # not ours
-            if isinstance(record, dict) and record.get("provider") == self.provider:
-                found[str(key)] = record
-        return found
+        keys = [_key(entry.path) for entry in entries if entry.path.endswith(".json")]
+        with ThreadPoolExecutor(max_workers=16) as pool:  # one read per record, at once
+            records = pool.map(lambda key: self._read(store, key), keys)
+        return {key: record for key, record in zip(keys, records, strict=True) if record}
+
+    def _read(self, store: Any, key: str) -> dict[str, Any] | None:
+        try:
+            record = json.loads(b"".join(store.read_file(_path(key))))
+        except FileNotFoundError:
+            return None  # removed since it was listed
+        except ValueError:
+            return None  # not ours
+        return (
+            record if isinstance(record, dict) and record.get("provider") == self.provider else None
+        )
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        self.store().put(key, json.dumps({**record, "provider": self.provider}))
+        data = json.dumps({**record, "provider": self.provider}).encode()
+        with self.store().batch_upload(force=True) as batch:
+            batch.put_file(io.BytesIO(data), _path(key))
 
     def pop(self, key: str) -> dict[str, Any] | None:
-        value = self.store().pop(key, None)
-        return json.loads(value) if value else None
+        store = self.store()
+        record = self._read(store, key)
+        if record is not None:
+            try:
+                store.remove_file(_path(key))
+            except FileNotFoundError:
+                pass  # removed meanwhile: the same outcome
+        return record
 
     def get(self, key: str) -> dict[str, Any] | None:
-        value = self.store().get(key)
-        record = json.loads(value) if value else None
-        return record if record and record.get("provider") == self.provider else None
+        return self._read(self.store(), key)
+
+    def forget_snapshot(self, snapshot_id: str) -> bool:
+        """Delete the snapshot's image (none expires by itself), unless a stopped host still
+        starts from it, then its record."""
+        records = self.all_records()
+        snap = records.get(f"snap:{snapshot_id}")
+        if snap is None:
+            return False
+        if not _of(records, "host", image_id=snap["image_id"]):
+            try:  # Modal's only call that deletes an image (experimental in SDK 1.x)
+                importlib.import_module("modal.experimental").image_delete(snap["image_id"])
+            except Exception as exc:
+                if _kind_of(exc) != "not-found":
+                    raise
+        self.pop(f"snap:{snapshot_id}")
+        return True
 
     def sandboxes(self, **tags: str) -> list[Any]:
         app = self.app(create=False)
@@ -194,8 +227,17 @@ class Session:
 # --- records <-> tags <-> JSON -------------------------------------------------------------
 
 
+def _path(key: str) -> str:
+    """Where the record `host:<id>` lives in the volume: `/host/<id>.json`."""
+    return "/" + key.replace(":", "/", 1) + ".json"
+
+
+def _key(path: str) -> str:
+    return path.strip("/").removesuffix(".json").replace("/", ":", 1)
+
+
 def _record(tags: dict[str, str]) -> dict[str, Any]:
-    """A host as its sandbox's tags describe it (what a stopped host keeps in the dict)."""
+    """A host as its sandbox's tags describe it (what a stopped host keeps in its record)."""
     return {
         "id": tags[HOST_ID],
         "name": tags[HOST_NAME],
@@ -381,7 +423,7 @@ def verb_terminate(s: Session, args: argparse.Namespace) -> dict[str, Any]:
     purged = []
     if args.purge:
         for record in _of(s.all_records(), "snap", host_id=args.host_id):
-            s.pop(f"snap:{record['id']}")
+            s.forget_snapshot(record["id"])
             purged.append(record["id"])
     return {"terminated": terminated, "forgot_record": forgotten, "deleted_snapshots": purged}
 
@@ -389,7 +431,8 @@ def verb_terminate(s: Session, args: argparse.Namespace) -> dict[str, Any]:
 def _take_snapshot(s: Session, args: argparse.Namespace) -> tuple[Any, dict[str, str], Any]:
     """Snapshot the host's sandbox and record it: (sandbox, its tags, the record)."""
     sandbox, tags = s.sandbox(args.sandbox_id, args.host_id)
-    image = sandbox.snapshot_filesystem(timeout=args.snapshot_timeout)
+    # No expiry (Modal's default is 30 days): a stopped host must be able to start years on.
+    image = sandbox.snapshot_filesystem(timeout=args.snapshot_timeout, ttl=None)
     record = {
         "id": args.snapshot_id,
         "name": args.name,
@@ -412,8 +455,7 @@ def verb_list_snapshots(s: Session, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def verb_delete_snapshot(s: Session, args: argparse.Namespace) -> dict[str, Any]:
-    # Modal has no call to delete an image: the record goes, the image expires by its TTL.
-    return {"deleted": s.pop(f"snap:{args.snapshot_id}") is not None}
+    return {"deleted": s.forget_snapshot(args.snapshot_id)}
 
 
 def verb_stop(s: Session, args: argparse.Namespace) -> dict[str, Any]:
@@ -564,7 +606,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    for flag in ("--app", "--dict", "--provider"):
+    for flag in ("--app", "--volume", "--provider"):
         common.add_argument(flag, required=True)
     common.add_argument("--environment")
     root = _Parser(prog="python -m mngr_backends.modal_shim")

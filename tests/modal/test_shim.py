@@ -299,9 +299,32 @@ def test_snapshot_list_and_delete_forget_the_record(shim, fake_modal) -> None:
     assert snap["id"] == snap_id and snap["host"] == "a" and snap["image_id"].startswith("im-")
     assert [s["id"] for s in ok(shim("list-snapshots"))["snapshots"]] == [snap_id]
     assert ok(shim("list-snapshots", "--host-id=" + HOST_B))["snapshots"] == []
+    assert snap["image_id"] in fake_modal.state()["images"]
     assert ok(shim("delete-snapshot", f"--snapshot-id={snap_id}")) == {"deleted": True}
+    assert snap["image_id"] not in fake_modal.state()["images"]  # no image left to pay for
     assert ok(shim("delete-snapshot", f"--snapshot-id={snap_id}")) == {"deleted": False}
     assert ok(shim("list-snapshots"))["snapshots"] == []
+
+
+def test_records_live_in_a_volume_and_snapshots_never_expire(shim, fake_modal) -> None:
+    a = ok(create(shim))
+    ok(shim("stop", *stop_flags(a["sandbox_id"])))
+    [snapshotted] = [c for c in fake_modal.calls() if c["op"] == "Sandbox.snapshot_filesystem"]
+    assert snapshotted["args"]["ttl"] is None  # Modal's default would be 30 days
+    assert not [c for c in fake_modal.calls() if c["op"].startswith("Dict.")]  # 7-day expiry
+    assert set(fake_modal.records()) == {f"host:{HOST_A}", "snap:snap-" + "9" * 32}
+    [volume] = fake_modal.state()["volumes"].values()
+    assert set(volume) == {f"host/{HOST_A}.json", "snap/snap-" + "9" * 32 + ".json"}
+
+
+def test_deleting_the_snapshot_a_stopped_host_starts_from_keeps_its_image(shim, fake_modal) -> None:
+    a = ok(create(shim))
+    ok(shim("stop", *stop_flags(a["sandbox_id"])))
+    image_id = fake_modal.records()[f"host:{HOST_A}"]["image_id"]
+    assert ok(shim("delete-snapshot", "--snapshot-id=snap-" + "9" * 32)) == {"deleted": True}
+    assert image_id in fake_modal.state()["images"]
+    started = ok(shim("start", f"--host-id={HOST_A}"))
+    assert started["state"] == "running"
 
 
 def test_create_from_a_snapshot_starts_from_its_image(shim, fake_modal) -> None:

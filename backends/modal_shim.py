@@ -25,8 +25,11 @@ import io
 import json
 import os
 import re
+import socket
+import ssl
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -73,22 +76,20 @@ FIXES = {
     "vendor-missing": "install mngr[modal] into that interpreter (pip install 'mngr[modal]') "
     'or set python = "/path/to/python" in the provider\'s settings',
 }
-# SDK exceptions by class name (stable across SDK versions), then grpclib statuses (older
-# SDKs let those through): the first that matches gives the kind.
+# SDK exceptions by class name (modal.exception maps each gRPC status to one class; their
+# grpclib `status` attribute is deprecated and warns on stderr, so it is never read): the first
+# that matches gives the kind. FAILED_PRECONDITION and ABORTED come back as ConflictError.
 SDK_ERRORS = [
     ({"AuthError", "PermissionDeniedError"}, "unauthorised"),
     ({"NotFoundError"}, "not-found"),
-    ({"AlreadyExistsError"}, "conflict"),
+    ({"AlreadyExistsError", "ConflictError"}, "conflict"),
     ({"ConnectionError", "ServiceError", "TimeoutError", "OSError"}, "unreachable"),
 ]
-GRPC_STATUSES = {
-    "UNAUTHENTICATED": "unauthorised",
-    "PERMISSION_DENIED": "unauthorised",
-    "NOT_FOUND": "not-found",
-    "ALREADY_EXISTS": "conflict",
-    "UNAVAILABLE": "unreachable",
-    "DEADLINE_EXCEEDED": "unreachable",
-}
+# How long the server may take to answer the reachability probe (the SDK itself retries for
+# about a minute before it gives up on an unreachable server).
+REACH_S = 5.0
+# An HTTP/2 client preface and an empty SETTINGS frame: any gRPC server answers them at once.
+H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
 class ShimError(Exception):
@@ -649,10 +650,35 @@ def _kind_of(exc: BaseException) -> str:
     for classes, kind in SDK_ERRORS:
         if names & classes:
             return kind
-    if "GRPCError" in names:
-        status = str(getattr(exc, "_grpc_status", getattr(exc, "status", "")))
-        return next((kind for word, kind in GRPC_STATUSES.items() if word in status), "error")
     return "error"
+
+
+def reach(server_urls: str, deadline_s: float = REACH_S) -> None:
+    """Fail fast with "cannot reach Modal" unless a server of the SDK's (comma-separated) URLs
+    answers an HTTP/2 hello within the deadline. Nothing but the hello is sent, so the TLS
+    certificate is left to the SDK to check."""
+    failures = []
+    for url in filter(None, (u.strip() for u in server_urls.split(","))):
+        parts = urllib.parse.urlsplit(url)
+        tls = parts.scheme == "https"
+        where = (parts.hostname or "", parts.port or (443 if tls else 80))
+        try:
+            with socket.create_connection(where, timeout=deadline_s) as raw:
+                sock = raw
+                if tls:
+                    context = ssl.create_default_context()
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                    context.set_alpn_protocols(["h2"])
+                    sock = context.wrap_socket(raw, server_hostname=where[0])
+                sock.sendall(H2_HELLO)
+                if not sock.recv(1):
+                    raise OSError("the connection was closed")
+            return
+        except OSError as exc:
+            failures.append(f"{where[0]}:{where[1]}: {str(exc) or type(exc).__name__}")
+    if failures:
+        raise ShimError("unreachable", f"cannot reach Modal ({'; '.join(failures)})")
 
 
 def _message_of(exc: BaseException) -> str:
@@ -684,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
                 "vendor-missing",
                 f"the Modal SDK (package 'modal') cannot be imported by {sys.executable}: {exc}",
             ) from None
+        reach(str(importlib.import_module("modal.config").config.get("server_url") or ""))
         result = VERBS[args.verb](Session(modal, args), args)
     except KeyboardInterrupt:
         return 130

@@ -210,7 +210,6 @@ class Image:
         setup_dockerfile_commands: list[str] = [],  # noqa: B006 - the SDK's signature
         force_build: bool = False,
         add_python: str | None = None,
-        **kwargs: Any,
     ) -> Image:
         return Image(None, f"registry:{tag}")
 
@@ -266,7 +265,6 @@ class Sandbox:
         pty: bool = False,
         client: Any = None,
         environment_name: str | None = None,
-        **more: Any,
     ) -> Sandbox:
         _call(
             "Sandbox.create",

@@ -2,7 +2,7 @@
 
 The `modal` CLI cannot create, tag or snapshot sandboxes, so every verb is one call of
 
-    <python> -m mngr_backends.modal_shim VERB --app=APP --dict=DICT --provider=P ...
+    <python> -m mngr_backends.modal_shim VERB --app=APP --volume=VOLUME --provider=P ...
 
 (backends/modal_shim.py, the only code that imports `modal`): argv in, JSON out, errors as
 one JSON object on stderr. The SDK is an optional extra (`mngr[modal]`); `python` in the
@@ -10,12 +10,14 @@ provider's settings may name another interpreter that has it (and mngr).
 
     running host   a sandbox of app APP tagged mngr-host-id, mngr-host-name, mngr-provider,
                    mngr-created-at (+ mngr-image and the resources asked for) and user tags
-    stopped host   a record in the modal.Dict DICT: Modal sandboxes cannot be stopped, so
+    stopped host   a record file in the modal.Volume VOLUME (kept until removed; a Dict entry
+                   expires after 7 days unread): Modal sandboxes cannot be stopped, so
                    stop = snapshot_filesystem + terminate, start = a new sandbox (same name,
                    id and tags) from the host's latest snapshot image; having no sandbox, a
                    stopped host cannot be snapshotted (its `unsupported` says so)
-    snapshot       a record in DICT naming the snapshot image (Modal cannot delete an image:
-                   `snapshot delete` forgets it and the image expires by Modal's TTL)
+    snapshot       a record file in VOLUME naming the snapshot image, made with no expiry;
+                   `snapshot delete` deletes the image (unless a stopped host starts from it)
+                   and the record
 
 `address` of a running host: `app` (the Modal app) and `sandbox_id` (for `modal shell`,
 `modal container exec`); a stopped host has none. `handle` is the sandbox id.
@@ -62,6 +64,8 @@ from mngr.toolkit import vendor_json
 from mngr.toolkit.argv import Argv
 from mngr.toolkit.rules import Rule, classify
 from mngr.toolkit.vendor_json import HostFields, Lenient
+
+from .modal_shim import TAG_MAX, encode_tag_value
 
 M = TypeVar("M", bound=Lenient)
 SHIM = "mngr_backends.modal_shim"
@@ -235,8 +239,8 @@ class ModalBackend(Backend):
             "as activity: an idle host would be lost, not stopped"
         ),
         Capability.GC: (
-            "Modal cannot delete an image (snapshots expire by Modal's TTL) and a sandbox "
-            "ends at its timeout; gc of the provider's record dict is not offered yet"
+            "a sandbox ends at its timeout and `snapshot delete` deletes a snapshot's image; "
+            "gc of the provider's record volume is not offered yet"
         ),
     }
 
@@ -253,12 +257,12 @@ class ModalBackend(Backend):
         return self.config.app or f"mngr-{self.provider}"[:64]
 
     @property
-    def dict_name(self) -> str:
+    def volume_name(self) -> str:
         return f"{self.app[:56]}-records"
 
     def shim(self, verb: str, *words: str, long: bool = False, **flags: Any) -> Command:
-        """`python -m SHIM VERB --app=.. --dict=.. --provider=.. [--environment=..] FLAGS WORDS`."""
-        common = {"app": self.app, "dict": self.dict_name, "provider": self.provider}
+        """`python -m SHIM VERB --app= --volume= --provider= [--environment=] FLAGS WORDS`."""
+        common = {"app": self.app, "volume": self.volume_name, "provider": self.provider}
         argv = Argv([self.python, "-m", SHIM, verb])
         argv.add_all({**common, "environment": self.config.environment, **flags}, eq=True)
         timeout = self.config.long_timeout_s if long else self.config.timeout_s
@@ -354,6 +358,19 @@ class ModalBackend(Backend):
             raise UsageError(f"--gpu {gpu}: Modal needs a GPU type, e.g. T4, A10G or H100:2")
         return gpu
 
+    @staticmethod
+    def _tag_flags(tags: dict[str, str]) -> list[str]:
+        """`k=v` flags of the shim; a value too long for a Modal tag once encoded is refused."""
+        for key, value in tags.items():
+            size = len(encode_tag_value(value))
+            if size > TAG_MAX:
+                raise UsageError(
+                    f"tag {key!r}: a Modal tag holds {TAG_MAX} characters, and this value takes "
+                    f"{size} (letters, digits, '_' and '-' take one, any other character three "
+                    "per UTF-8 byte); shorten it"
+                )
+        return [f"{k}={v}" for k, v in tags.items()]
+
     def create_plan(self, request: CreateRequest) -> Plan:
         opts = request.options or ModalCreateOptions()
         assert isinstance(opts, ModalCreateOptions)
@@ -370,7 +387,7 @@ class ModalBackend(Backend):
             gpu=self._gpu(request.resources.gpu),
             timeout=opts.timeout or self.config.sandbox_timeout_s,
             region=opts.region or self.config.region,
-            tag=[f"{k}={v}" for k, v in request.tags.items()],
+            tag=self._tag_flags(request.tags),
             long=True,
         )
         terminate = self.shim("terminate", host_id=request.host_id)
@@ -413,7 +430,7 @@ class ModalBackend(Backend):
             "tag",
             host_id=host.id,
             sandbox_id=host.handle,
-            tag=[f"{k}={v}" for k, v in tags.items()],
+            tag=self._tag_flags(tags),
             remove=remove,
         )
         return self._plan(f"change the tags on the {where} of {host.name}", command, ShimHost)

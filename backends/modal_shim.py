@@ -1,6 +1,6 @@
 """The Modal shim: mngr's vendor program for Modal, and the only place `import modal` happens.
 
-    <python> -m mngr_backends.modal_shim VERB --app APP --dict DICT --provider P [options]
+    <python> -m mngr_backends.modal_shim VERB --app APP --volume VOLUME --provider P [options]
 
 The `modal` CLI cannot create, tag or snapshot sandboxes, so mngr talks to this small program
 exactly as it talks to `docker` or `aws`: argv in, one JSON document on stdout, and on failure
@@ -9,8 +9,10 @@ unauthorised, not-found, conflict, unreachable, vendor-missing, error). Credenti
 the environment only (MODAL_TOKEN_ID / MODAL_TOKEN_SECRET / MODAL_PROFILE), never argv.
 
 Provider-side state (no local database): a running host is a sandbox carrying `mngr-*` tags;
-a stopped host and every snapshot is a JSON record in the named `modal.Dict` DICT, under
-`host:<host-id>` and `snap:<snapshot-id>`. Modal sandboxes cannot be stopped, so `stop` is
+a stopped host and every snapshot is a JSON file in the named `modal.Volume` VOLUME,
+`host/<host-id>.json` and `snap/<snapshot-id>.json` (a Volume keeps its files until they are
+removed; a Dict entry would expire after 7 days unread), and a snapshot's image is made with
+no expiry (`ttl=None`) and deleted with its record. Modal sandboxes cannot be stopped, so `stop` is
 snapshot_filesystem + terminate (the record kept) and `start` is a new sandbox from the
 host's latest snapshot image. `exec` passes stdio and the exit code of the command through.
 """
@@ -18,10 +20,16 @@ host's latest snapshot image. `exec` passes stdio and the exit code of the comma
 from __future__ import annotations
 
 import argparse
+import importlib
+import io
 import json
 import os
+import re
+import socket
+import ssl
 import sys
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -39,6 +47,13 @@ HOST_ID, HOST_NAME, PROVIDER, CREATED_AT, IMAGE = (
 
 def _region(text: str) -> str | list[str]:
     return text.split(",") if "," in text else text
+
+
+# Modal's tag rule (the SDK checks App tags against it; sandbox tags are held to it here too).
+TAG_MAX = 63
+_PLAIN = re.compile(r"[A-Za-z0-9_-]")
+_ESCAPE = re.compile(rb"\.([0-9a-f]{2})")
+_CONTINUED = re.compile(r"^mngr-[a-z-]+\.[0-9]+$")
 
 
 # How the sandbox was asked for (Sandbox.create keyword: tag, type), kept as tags so `start`
@@ -61,22 +76,20 @@ FIXES = {
     "vendor-missing": "install mngr[modal] into that interpreter (pip install 'mngr[modal]') "
     'or set python = "/path/to/python" in the provider\'s settings',
 }
-# SDK exceptions by class name (stable across SDK versions), then grpclib statuses (older
-# SDKs let those through): the first that matches gives the kind.
+# SDK exceptions by class name (modal.exception maps each gRPC status to one class; their
+# grpclib `status` attribute is deprecated and warns on stderr, so it is never read): the first
+# that matches gives the kind. FAILED_PRECONDITION and ABORTED come back as ConflictError.
 SDK_ERRORS = [
     ({"AuthError", "PermissionDeniedError"}, "unauthorised"),
     ({"NotFoundError"}, "not-found"),
-    ({"AlreadyExistsError"}, "conflict"),
+    ({"AlreadyExistsError", "ConflictError"}, "conflict"),
     ({"ConnectionError", "ServiceError", "TimeoutError", "OSError"}, "unreachable"),
 ]
-GRPC_STATUSES = {
-    "UNAUTHENTICATED": "unauthorised",
-    "PERMISSION_DENIED": "unauthorised",
-    "NOT_FOUND": "not-found",
-    "ALREADY_EXISTS": "conflict",
-    "UNAVAILABLE": "unreachable",
-    "DEADLINE_EXCEEDED": "unreachable",
-}
+# How long the server may take to answer the reachability probe (the SDK itself retries for
+# about a minute before it gives up on an unreachable server).
+REACH_S = 5.0
+# An HTTP/2 client preface and an empty SETTINGS frame: any gRPC server answers them at once.
+H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
 class ShimError(Exception):
@@ -90,12 +103,12 @@ class ShimError(Exception):
 
 
 class Session:
-    """One provider's view of Modal: its app, its record dict, its tags."""
+    """One provider's view of Modal: its app, its record volume, its tags."""
 
     def __init__(self, modal: Any, args: argparse.Namespace) -> None:
         self.modal = modal
         self.app_name: str = args.app
-        self.dict_name: str = args.dict
+        self.volume_name: str = args.volume
         self.provider: str = args.provider
         self.environment: str | None = args.environment or None
 
@@ -110,50 +123,79 @@ class Session:
             raise
 
     def store(self, *, create: bool = True) -> Any:
-        return self.modal.Dict.from_name(
-            self.dict_name, environment_name=self.environment, create_if_missing=create
+        return self.modal.Volume.from_name(
+            self.volume_name, environment_name=self.environment, create_if_missing=create
         )
 
     def all_records(self) -> dict[str, dict[str, Any]]:
+        store = self.store(create=False)
         try:
-            items = list(self.store(create=False).items())
+            entries = store.listdir("/", recursive=True)
         except Exception as exc:
             if _kind_of(exc) == "not-found":
-                return {}  # no dict yet: nothing was ever stopped or snapshotted
+                return {}  # no volume yet: nothing was ever stopped or snapshotted
             raise
-        found = {}
-        for key, value in items:
-            try:
-                record = json.loads(value)
-            except (TypeError, ValueError):
-                continue  # not ours
-            if isinstance(record, dict) and record.get("provider") == self.provider:
-                found[str(key)] = record
-        return found
+        keys = [_key(entry.path) for entry in entries if entry.path.endswith(".json")]
+        with ThreadPoolExecutor(max_workers=16) as pool:  # one read per record, at once
+            records = pool.map(lambda key: self._read(store, key), keys)
+        return {key: record for key, record in zip(keys, records, strict=True) if record}
+
+    def _read(self, store: Any, key: str) -> dict[str, Any] | None:
+        try:
+            record = json.loads(b"".join(store.read_file(_path(key))))
+        except FileNotFoundError:
+            return None  # removed since it was listed
+        except ValueError:
+            return None  # not ours
+        return (
+            record if isinstance(record, dict) and record.get("provider") == self.provider else None
+        )
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        self.store().put(key, json.dumps({**record, "provider": self.provider}))
+        data = json.dumps({**record, "provider": self.provider}).encode()
+        with self.store().batch_upload(force=True) as batch:
+            batch.put_file(io.BytesIO(data), _path(key))
 
     def pop(self, key: str) -> dict[str, Any] | None:
-        value = self.store().pop(key, None)
-        return json.loads(value) if value else None
+        store = self.store()
+        record = self._read(store, key)
+        if record is not None:
+            try:
+                store.remove_file(_path(key))
+            except FileNotFoundError:
+                pass  # removed meanwhile: the same outcome
+        return record
 
     def get(self, key: str) -> dict[str, Any] | None:
-        value = self.store().get(key)
-        record = json.loads(value) if value else None
-        return record if record and record.get("provider") == self.provider else None
+        return self._read(self.store(), key)
+
+    def forget_snapshot(self, snapshot_id: str) -> bool:
+        """Delete the snapshot's image (none expires by itself), unless a stopped host still
+        starts from it, then its record."""
+        records = self.all_records()
+        snap = records.get(f"snap:{snapshot_id}")
+        if snap is None:
+            return False
+        if not _of(records, "host", image_id=snap["image_id"]):
+            try:  # Modal's only call that deletes an image (experimental in SDK 1.x)
+                importlib.import_module("modal.experimental").image_delete(snap["image_id"])
+            except Exception as exc:
+                if _kind_of(exc) != "not-found":
+                    raise
+        self.pop(f"snap:{snapshot_id}")
+        return True
 
     def sandboxes(self, **tags: str) -> list[Any]:
         app = self.app(create=False)
         if app is None:
             return []
-        wanted = {PROVIDER: self.provider, **tags}
+        wanted = encode_tags({PROVIDER: self.provider, **tags})
         return list(self.modal.Sandbox.list(app_id=app.app_id, tags=wanted))
 
     def sandbox(self, sandbox_id: str, host_id: str) -> tuple[Any, dict[str, str]]:
         """A running sandbox of this provider, with its tags; not-found otherwise."""
         sandbox = self.modal.Sandbox.from_id(sandbox_id)
-        tags = sandbox.get_tags()
+        tags = decode_tags(sandbox.get_tags())
         if tags.get(HOST_ID) != host_id or tags.get(PROVIDER) != self.provider:
             raise ShimError("not-found", f"sandbox {sandbox_id} is not host {host_id}")
         if sandbox.poll() is not None:
@@ -170,23 +212,33 @@ class Session:
     def launch(self, record: dict[str, Any], image: Any) -> dict[str, Any]:
         """A new sandbox for the host `record` describes, tagged so that `list` finds it."""
         spec = {k: v for k, v in record.get("spec", {}).items() if v is not None}
-        sandbox = self.modal.Sandbox.create(
-            *KEEP_ALIVE, app=self.app(create=True), name=record["name"], image=image, **spec
-        )
         tags = _tags(self.provider, record)
-        try:
-            sandbox.set_tags(tags)
-        except BaseException:
-            sandbox.terminate()  # an untagged sandbox would be invisible to mngr
-            raise
+        # Tagged at birth: a sandbox that exists is never untagged, so never invisible to mngr.
+        sandbox = self.modal.Sandbox.create(
+            *KEEP_ALIVE,
+            app=self.app(create=True),
+            name=record["name"],
+            tags=encode_tags(tags),
+            image=image,
+            **spec,
+        )
         return _host(_record(tags), sandbox.object_id)
 
 
 # --- records <-> tags <-> JSON -------------------------------------------------------------
 
 
+def _path(key: str) -> str:
+    """Where the record `host:<id>` lives in the volume: `/host/<id>.json`."""
+    return "/" + key.replace(":", "/", 1) + ".json"
+
+
+def _key(path: str) -> str:
+    return path.strip("/").removesuffix(".json").replace("/", ":", 1)
+
+
 def _record(tags: dict[str, str]) -> dict[str, Any]:
-    """A host as its sandbox's tags describe it (what a stopped host keeps in the dict)."""
+    """A host as its sandbox's tags describe it (what a stopped host keeps in its record)."""
     return {
         "id": tags[HOST_ID],
         "name": tags[HOST_NAME],
@@ -210,6 +262,55 @@ def _tags(provider: str, record: dict[str, Any]) -> dict[str, str]:
         **{t: _tag_value(spec.get(k)) for k, (t, _) in SPEC_TAGS.items()},
     }
     return {k: v for k, v in tags.items() if v is not None}
+
+
+def encode_tag_value(value: str) -> str:
+    """`value` under Modal's tag rule `^[A-Za-z0-9._-]{1,63}$` (length aside), reversibly:
+    letters, digits, '_' and '-' stay, any other character becomes '.xx' per UTF-8 byte
+    (so '.' is '.2e'); the empty value is '.'."""
+    if not value:
+        return "."
+    return "".join(
+        c if _PLAIN.fullmatch(c) else "".join(f".{b:02x}" for b in c.encode()) for c in value
+    )
+
+
+def decode_tag_value(text: str) -> str:
+    if text == ".":
+        return ""
+    raw = _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), text.encode())
+    return raw.decode(errors="replace")
+
+
+def encode_tags(tags: dict[str, str]) -> dict[str, str]:
+    """Tags as Modal holds them. mngr's own values (a long image name) continue under
+    KEY.1, KEY.2...; a user's value that does not fit is refused (mngr checks it first)."""
+    out = {}
+    for key, value in tags.items():
+        text = encode_tag_value(value)
+        if len(text) > TAG_MAX and not key.startswith(TAG):
+            raise ShimError(
+                "error",
+                f"the value of tag {key!r} takes {len(text)} characters encoded for Modal, "
+                f"which keeps at most {TAG_MAX}",
+            )
+        for n, start in enumerate(range(0, len(text), TAG_MAX)):
+            out[f"{key}.{n}" if n else key] = text[start : start + TAG_MAX]
+    return out
+
+
+def decode_tags(tags: dict[str, str]) -> dict[str, str]:
+    """`encode_tags` reversed."""
+    out = {}
+    for key, text in tags.items():
+        if _CONTINUED.fullmatch(key):
+            continue  # read with its first part
+        n = 1
+        while key.startswith(TAG) and f"{key}.{n}" in tags:
+            text += tags[f"{key}.{n}"]
+            n += 1
+        out[key] = decode_tag_value(text)
+    return out
 
 
 def _tag_value(value: Any) -> str | None:
@@ -274,7 +375,7 @@ def verb_check(s: Session, args: argparse.Namespace) -> dict[str, Any]:
 def verb_list(s: Session, args: argparse.Namespace) -> dict[str, Any]:
     sandboxes = s.sandboxes()
     with ThreadPoolExecutor(max_workers=16) as pool:  # one tag look-up per sandbox, at once
-        tagged = list(pool.map(lambda sb: (sb.object_id, sb.get_tags()), sandboxes))
+        tagged = list(pool.map(lambda sb: (sb.object_id, decode_tags(sb.get_tags())), sandboxes))
     hosts = {
         tags[HOST_ID]: _host(_record(tags), sandbox_id)
         for sandbox_id, tags in tagged
@@ -323,7 +424,7 @@ def verb_terminate(s: Session, args: argparse.Namespace) -> dict[str, Any]:
     purged = []
     if args.purge:
         for record in _of(s.all_records(), "snap", host_id=args.host_id):
-            s.pop(f"snap:{record['id']}")
+            s.forget_snapshot(record["id"])
             purged.append(record["id"])
     return {"terminated": terminated, "forgot_record": forgotten, "deleted_snapshots": purged}
 
@@ -331,7 +432,8 @@ def verb_terminate(s: Session, args: argparse.Namespace) -> dict[str, Any]:
 def _take_snapshot(s: Session, args: argparse.Namespace) -> tuple[Any, dict[str, str], Any]:
     """Snapshot the host's sandbox and record it: (sandbox, its tags, the record)."""
     sandbox, tags = s.sandbox(args.sandbox_id, args.host_id)
-    image = sandbox.snapshot_filesystem(timeout=args.snapshot_timeout)
+    # No expiry (Modal's default is 30 days): a stopped host must be able to start years on.
+    image = sandbox.snapshot_filesystem(timeout=args.snapshot_timeout, ttl=None)
     record = {
         "id": args.snapshot_id,
         "name": args.name,
@@ -354,8 +456,7 @@ def verb_list_snapshots(s: Session, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def verb_delete_snapshot(s: Session, args: argparse.Namespace) -> dict[str, Any]:
-    # Modal has no call to delete an image: the record goes, the image expires by its TTL.
-    return {"deleted": s.pop(f"snap:{args.snapshot_id}") is not None}
+    return {"deleted": s.forget_snapshot(args.snapshot_id)}
 
 
 def verb_stop(s: Session, args: argparse.Namespace) -> dict[str, Any]:
@@ -395,7 +496,7 @@ def verb_tag(s: Session, args: argparse.Namespace) -> dict[str, Any]:
         sandbox, tags = s.sandbox(args.sandbox_id, args.host_id)
         record = _record(tags)
         record["tags"] = change(record["tags"])
-        sandbox.set_tags(_tags(s.provider, record))
+        sandbox.set_tags(encode_tags(_tags(s.provider, record)))
         return _host(record, sandbox.object_id)
     record = s.get(f"host:{args.host_id}")
     if record is None:
@@ -506,7 +607,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
-    for flag in ("--app", "--dict", "--provider"):
+    for flag in ("--app", "--volume", "--provider"):
         common.add_argument(flag, required=True)
     common.add_argument("--environment")
     root = _Parser(prog="python -m mngr_backends.modal_shim")
@@ -549,10 +650,35 @@ def _kind_of(exc: BaseException) -> str:
     for classes, kind in SDK_ERRORS:
         if names & classes:
             return kind
-    if "GRPCError" in names:
-        status = str(getattr(exc, "_grpc_status", getattr(exc, "status", "")))
-        return next((kind for word, kind in GRPC_STATUSES.items() if word in status), "error")
     return "error"
+
+
+def reach(server_urls: str, deadline_s: float = REACH_S) -> None:
+    """Fail fast with "cannot reach Modal" unless a server of the SDK's (comma-separated) URLs
+    answers an HTTP/2 hello within the deadline. Nothing but the hello is sent, so the TLS
+    certificate is left to the SDK to check."""
+    failures = []
+    for url in filter(None, (u.strip() for u in server_urls.split(","))):
+        parts = urllib.parse.urlsplit(url)
+        tls = parts.scheme == "https"
+        where = (parts.hostname or "", parts.port or (443 if tls else 80))
+        try:
+            with socket.create_connection(where, timeout=deadline_s) as raw:
+                sock = raw
+                if tls:
+                    context = ssl.create_default_context()
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                    context.set_alpn_protocols(["h2"])
+                    sock = context.wrap_socket(raw, server_hostname=where[0])
+                sock.sendall(H2_HELLO)
+                if not sock.recv(1):
+                    raise OSError("the connection was closed")
+            return
+        except OSError as exc:
+            failures.append(f"{where[0]}:{where[1]}: {str(exc) or type(exc).__name__}")
+    if failures:
+        raise ShimError("unreachable", f"cannot reach Modal ({'; '.join(failures)})")
 
 
 def _message_of(exc: BaseException) -> str:
@@ -584,6 +710,7 @@ def main(argv: list[str] | None = None) -> int:
                 "vendor-missing",
                 f"the Modal SDK (package 'modal') cannot be imported by {sys.executable}: {exc}",
             ) from None
+        reach(str(importlib.import_module("modal.config").config.get("server_url") or ""))
         result = VERBS[args.verb](Session(modal, args), args)
     except KeyboardInterrupt:
         return 130

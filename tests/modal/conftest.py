@@ -20,7 +20,7 @@ FAKE_SDK = Path(__file__).with_name("fake_sdk")
 TOKEN_ID = "ak-test-token-id"
 TOKEN_SECRET = "as-test-token-secret-3f9c"
 SHIM = [sys.executable, "-m", "mngr_backends.modal_shim"]
-COMMON = ["--app=mngr-cloud", "--dict=mngr-cloud-records"]
+COMMON = ["--app=mngr-cloud", "--volume=mngr-cloud-records"]
 
 
 class FakeModal:
@@ -42,9 +42,11 @@ class FakeModal:
         return [b for b in boxes if running is None or b["finished"] != running]
 
     def records(self) -> dict[str, dict[str, Any]]:
-        dicts = self.state().get("dicts", {})
+        volumes = self.state().get("volumes", {})
         return {
-            json.loads(k): json.loads(v) for contents in dicts.values() for k, v in contents.items()
+            path.removesuffix(".json").replace("/", ":", 1): json.loads(text)
+            for files in volumes.values()
+            for path, text in files.items()
         }
 
     def calls(self) -> list[dict[str, Any]]:

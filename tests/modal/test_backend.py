@@ -28,7 +28,7 @@ from mngr.runner import Runner
 
 PY = sys.executable
 SHIM = [PY, "-m", "mngr_backends.modal_shim"]
-COMMON = ["--app=mngr-cloud", "--dict=mngr-cloud-records", "--provider=cloud"]
+COMMON = ["--app=mngr-cloud", "--volume=mngr-cloud-records", "--provider=cloud"]
 HOST_ID = "host-" + "a" * 32
 SECRET = "as-very-secret-value"
 
@@ -146,7 +146,10 @@ def test_app_defaults_to_the_provider_name_and_the_environment_is_passed() -> No
     argv = backend(environment="dev").shim("list").argv
     assert argv[:5] == [*SHIM, "list", "--app=mngr-cloud"]
     assert "--environment=dev" in argv
-    assert backend(app="shared").shim("list").argv[4:6] == ["--app=shared", "--dict=shared-records"]
+    assert backend(app="shared").shim("list").argv[4:6] == [
+        "--app=shared",
+        "--volume=shared-records",
+    ]
 
 
 def test_token_values_travel_in_the_environment_never_in_argv(tokens) -> None:

@@ -166,6 +166,19 @@ def test_dry_run_prints_the_shim_command_and_runs_nothing(cli, modal_settings, f
     assert fake_modal.calls() == []
 
 
+def test_a_tag_value_too_long_for_modal_is_refused_before_anything_runs(
+    cli, modal_settings, fake_modal
+) -> None:
+    refused = cli("host", "create", "web", "-p", "cloud", "--tag", "note=" + "x" * 255)
+    assert refused.exit_code == 2
+    assert "tag 'note': a Modal tag holds 63 characters, and this value takes 255" in refused.stderr
+    assert fake_modal.calls() == []
+    ok = cli("host", "create", "web", "-p", "cloud", "--tag", "note=" + "x" * 63)
+    assert ok.exit_code == 0, ok.stderr
+    retag = cli("host", "tag", "web", "note=a/b/" + "é" * 20)
+    assert retag.exit_code == 2 and "this value takes 128" in retag.stderr
+
+
 def test_no_token_exits_5_with_the_fix(cli, modal_settings, fake_modal) -> None:
     modal_settings(token_id_env=None, token_secret_env=None)  # and no ~/.modal.toml
     created = cli("host", "create", "web", "-p", "cloud")
@@ -241,7 +254,7 @@ def test_provider_check_and_show(cli, modal_settings) -> None:
     [row] = json.loads(checked.stdout)["providers"]
     assert row["ok"] and row["details"]["app"] == "mngr-cloud"
     shown = cli("provider", "show", "cloud", "--format", "json")
-    assert list(json.loads(shown.stdout)["provider"]["unsupported"]) == ["gc"]
+    assert list(json.loads(shown.stdout)["provider"]["unsupported"]) == ["idle-stop", "gc"]
 
 
 def test_a_flag_of_another_backend_is_refused(cli, modal_settings) -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from mngr_backends.modal_shim import decode_tags, encode_tag_value
 
 HOST_A = "host-" + "a" * 32
 HOST_B = "host-" + "b" * 32
@@ -26,6 +30,16 @@ def error_of(done: Any) -> dict[str, Any]:
 
 def create(shim, name: str = "a", host_id: str = HOST_A, *extra: str) -> Any:
     return shim("create", f"--name={name}", f"--host-id={host_id}", f"--created-at={WHEN}", *extra)
+
+
+def stop_flags(sandbox_id: str, host_id: str = HOST_A, snap: str = "snap-" + "9" * 32) -> list:
+    return [
+        f"--sandbox-id={sandbox_id}",
+        f"--host-id={host_id}",
+        f"--snapshot-id={snap}",
+        "--name=stop",
+        f"--created-at={WHEN}",
+    ]
 
 
 def test_create_asks_the_sdk_for_the_resources_and_tags_the_sandbox(shim, fake_modal) -> None:
@@ -53,17 +67,66 @@ def test_create_asks_the_sdk_for_the_resources_and_tags_the_sandbox(shim, fake_m
         "timeout": 3600,
         "region": ["us-east", "us-west"],
     }
-    assert box["tags"]["mngr-host-id"] == HOST_A
-    assert box["tags"]["mngr-host-name"] == "a"
-    assert box["tags"]["mngr-provider"] == "cloud"
-    assert box["tags"]["mngr-created-at"] == WHEN
-    assert box["tags"]["team"] == "ml" and box["tags"]["note"] == "a=b"
+    tags = decode_tags(box["tags"])  # as Modal holds them: encoded
+    assert tags["mngr-host-id"] == HOST_A
+    assert tags["mngr-host-name"] == "a"
+    assert tags["mngr-provider"] == "cloud"
+    assert tags["mngr-created-at"] == WHEN
+    assert tags["team"] == "ml" and tags["note"] == "a=b"
     assert host["state"] == "running" and host["sandbox_id"] == box["id"]
     assert host["tags"] == {"team": "ml", "note": "a=b"}  # mngr-* tags are not user tags
     assert host["resources"] == {"cpus": 2.0, "memory_gb": 4.0, "gpus": "A10G"}
     assert host["image"] == "python:3.12-slim"
     lookup = [c for c in fake_modal.calls() if c["op"] == "App.lookup"][-1]
     assert lookup["args"] == {"name": "mngr-cloud", "environment_name": None, "create": True}
+
+
+def test_a_sandbox_is_tagged_at_birth_never_after(shim, fake_modal) -> None:
+    ok(create(shim, "a", HOST_A, "--tag=team=ml"))
+    calls = fake_modal.calls()
+    [created] = [c for c in calls if c["op"] == "Sandbox.create"]
+    assert created["args"]["tags"]["mngr-host-id"] == HOST_A  # in the create request itself
+    assert created["args"]["tags"]["team"] == "ml"
+    assert "Sandbox.set_tags" not in {c["op"] for c in calls}
+
+
+AWKWARD = {
+    "colon": "H100:2",
+    "comma": "us-east,us-west",
+    "slash": "ghcr.io/org/img",
+    "unicode": "café ☕ 日本",
+    "empty": "",
+    "dot": ".",
+    "escape-like": ".2e.zz",
+    "equals": "a=b",
+    "fits": "x" * 63,
+}
+
+
+def test_awkward_tag_values_round_trip_under_modals_tag_rule(shim, fake_modal) -> None:
+    long_image = "registry.example.com:5000/" + "deep/" * 20 + "image:1.2.3"
+    tags = [f"--tag={k}={v}" for k, v in AWKWARD.items()]
+    host = ok(create(shim, "a", HOST_A, f"--image={long_image}", "--region=eu,us", *tags))
+    assert host["tags"] == AWKWARD and host["image"] == long_image
+    [box] = fake_modal.sandboxes()
+    rule = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
+    assert all(rule.fullmatch(k) and rule.fullmatch(v) for k, v in box["tags"].items())
+    [listed] = ok(shim("list"))["hosts"]
+    assert listed["tags"] == AWKWARD and listed["image"] == long_image
+    assert listed["created_at"] == WHEN
+    stopped = ok(shim("stop", *stop_flags(box["id"])))
+    assert stopped["tags"] == AWKWARD
+    [listed] = ok(shim("list"))["hosts"]
+    assert listed["state"] == "stopped" and listed["tags"] == AWKWARD
+    started = ok(shim("start", f"--host-id={HOST_A}"))
+    assert started["tags"] == AWKWARD and started["image"] == long_image
+
+
+def test_a_user_value_too_long_for_a_modal_tag_is_refused_by_the_shim(shim, fake_modal) -> None:
+    failed = create(shim, "a", HOST_A, "--tag=note=" + "é" * 11)
+    assert failed.returncode == 1
+    assert "takes 66 characters encoded for Modal" in json.loads(failed.stderr)["message"]
+    assert fake_modal.sandboxes() == []
 
 
 def test_list_finds_running_sandboxes_by_tag_and_stopped_hosts_in_the_dict(shim) -> None:
@@ -236,9 +299,32 @@ def test_snapshot_list_and_delete_forget_the_record(shim, fake_modal) -> None:
     assert snap["id"] == snap_id and snap["host"] == "a" and snap["image_id"].startswith("im-")
     assert [s["id"] for s in ok(shim("list-snapshots"))["snapshots"]] == [snap_id]
     assert ok(shim("list-snapshots", "--host-id=" + HOST_B))["snapshots"] == []
+    assert snap["image_id"] in fake_modal.state()["images"]
     assert ok(shim("delete-snapshot", f"--snapshot-id={snap_id}")) == {"deleted": True}
+    assert snap["image_id"] not in fake_modal.state()["images"]  # no image left to pay for
     assert ok(shim("delete-snapshot", f"--snapshot-id={snap_id}")) == {"deleted": False}
     assert ok(shim("list-snapshots"))["snapshots"] == []
+
+
+def test_records_live_in_a_volume_and_snapshots_never_expire(shim, fake_modal) -> None:
+    a = ok(create(shim))
+    ok(shim("stop", *stop_flags(a["sandbox_id"])))
+    [snapshotted] = [c for c in fake_modal.calls() if c["op"] == "Sandbox.snapshot_filesystem"]
+    assert snapshotted["args"]["ttl"] is None  # Modal's default would be 30 days
+    assert not [c for c in fake_modal.calls() if c["op"].startswith("Dict.")]  # 7-day expiry
+    assert set(fake_modal.records()) == {f"host:{HOST_A}", "snap:snap-" + "9" * 32}
+    [volume] = fake_modal.state()["volumes"].values()
+    assert set(volume) == {f"host/{HOST_A}.json", "snap/snap-" + "9" * 32 + ".json"}
+
+
+def test_deleting_the_snapshot_a_stopped_host_starts_from_keeps_its_image(shim, fake_modal) -> None:
+    a = ok(create(shim))
+    ok(shim("stop", *stop_flags(a["sandbox_id"])))
+    image_id = fake_modal.records()[f"host:{HOST_A}"]["image_id"]
+    assert ok(shim("delete-snapshot", "--snapshot-id=snap-" + "9" * 32)) == {"deleted": True}
+    assert image_id in fake_modal.state()["images"]
+    started = ok(shim("start", f"--host-id={HOST_A}"))
+    assert started["state"] == "running"
 
 
 def test_create_from_a_snapshot_starts_from_its_image(shim, fake_modal) -> None:
@@ -374,3 +460,10 @@ def test_bad_arguments_are_a_json_error(shim) -> None:
 @pytest.mark.parametrize("verb", ["check"])
 def test_check_names_the_app(shim, verb: str) -> None:
     assert ok(shim(verb))["app"] == "mngr-cloud"
+
+
+@given(st.text(max_size=80))
+def test_any_text_encodes_to_modals_tag_characters_and_back(value: str) -> None:
+    encoded = encode_tag_value(value)
+    assert re.fullmatch(r"[A-Za-z0-9._-]+", encoded)
+    assert decode_tags({"k": encoded}) == {"k": value}

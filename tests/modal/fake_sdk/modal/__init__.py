@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -46,7 +47,7 @@ from modal.exception import (
 )
 
 __version__ = "1.5.4+fake"
-__all__ = ["App", "Dict", "Error", "Image", "Sandbox", "exception"]
+__all__ = ["App", "Dict", "Error", "Image", "Sandbox", "Volume", "exception"]
 
 _PIPE = subprocess.PIPE
 
@@ -68,7 +69,7 @@ def _state() -> Iterator[dict[str, Any]]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = root / "state.json"
         data = json.loads(path.read_text()) if path.exists() else {}
-        for key in ("apps", "sandboxes", "images", "dicts"):
+        for key in ("apps", "sandboxes", "images", "dicts", "volumes"):
             data.setdefault(key, {})
         yield data
         tmp = path.with_suffix(".tmp")
@@ -124,6 +125,17 @@ def _credentials() -> tuple[str, str]:
             " If you are a new user, register an account at modal.com, then run `modal token new`."
         )
     return profile["token_id"], profile["token_secret"]
+
+
+_TAG_RULE = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
+
+
+def _check_tags(tags: dict[str, str] | None) -> None:
+    """Modal's tag rule (modal/_utils/name_utils.py check_tag_dict), held to strictly here."""
+    for key, value in (tags or {}).items():
+        for what, text in (("key", key), ("value", value)):
+            if not isinstance(text, str) or not _TAG_RULE.fullmatch(text):
+                raise InvalidError(f"Invalid tag {what}: {text!r}.")
 
 
 def _new_id(prefix: str) -> str:
@@ -198,7 +210,6 @@ class Image:
         setup_dockerfile_commands: list[str] = [],  # noqa: B006 - the SDK's signature
         force_build: bool = False,
         add_python: str | None = None,
-        **kwargs: Any,
     ) -> Image:
         return Image(None, f"registry:{tag}")
 
@@ -254,18 +265,19 @@ class Sandbox:
         pty: bool = False,
         client: Any = None,
         environment_name: str | None = None,
-        **more: Any,
     ) -> Sandbox:
         _call(
             "Sandbox.create",
             args=list(args),
             name=name,
+            tags=tags,
             timeout=timeout,
             gpu=gpu,
             region=region,
             cpu=cpu,
             memory=memory,
         )
+        _check_tags(tags)
         if app is None or app.app_id is None:
             raise InvalidError("App has not been initialized yet. Use modal.App.lookup().")
         image = image or Image.debian_slim()
@@ -330,6 +342,7 @@ class Sandbox:
 
     def set_tags(self, tags: dict[str, str], *, client: Any = None) -> None:
         _call("Sandbox.set_tags", sandbox_id=self._object_id, tags=tags)
+        _check_tags(tags)
         with _state() as state:
             self._record(state)["tags"] = dict(tags)
 
@@ -350,7 +363,7 @@ class Sandbox:
         return 0 if wait else None
 
     def snapshot_filesystem(self, timeout: int = 55, *, ttl: int | None = 30 * 24 * 3600) -> Image:
-        _call("Sandbox.snapshot_filesystem", sandbox_id=self._object_id, timeout=timeout)
+        _call("Sandbox.snapshot_filesystem", sandbox_id=self._object_id, timeout=timeout, ttl=ttl)
         image_id = _new_id("im")
         with _state() as state:
             if self._record(state)["finished"]:
@@ -535,3 +548,91 @@ class Dict:
 
     def keys(self) -> Iterator[Any]:
         return (k for k, _ in self.items())
+
+
+# --- Volume ---------------------------------------------------------------------------------
+
+
+class FileEntry:
+    def __init__(self, path: str) -> None:
+        self.path = path  # as the service gives it: relative to the volume's root
+        self.type = 1  # FileEntryType.FILE
+
+
+class _VolumeUpload:
+    def __init__(self, volume: Volume, force: bool) -> None:
+        self._volume = volume
+        self._force = force
+        self._files: dict[str, str] = {}
+
+    def __enter__(self) -> _VolumeUpload:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if exc[0] is not None:
+            return
+        with self._volume._files("batch_upload") as files:
+            for path in self._files:
+                if path in files and not self._force:
+                    raise FileExistsError(f"{path}: already exists")
+            files.update(self._files)
+
+    def put_file(self, local_file: Any, remote_path: str, mode: int | None = None) -> None:
+        data = local_file.read() if hasattr(local_file, "read") else Path(local_file).read_bytes()
+        self._files[remote_path.lstrip("/")] = data.decode()
+
+
+class Volume:
+    """A named volume; like the SDK's, it is resolved lazily on first use. Files are text."""
+
+    def __init__(self, name: str, environment_name: str | None, create: bool) -> None:
+        self._key = f"{_env(environment_name)}/{name}"
+        self._name = name
+        self._create = create
+
+    @staticmethod
+    def from_name(
+        name: str,
+        *,
+        environment_name: str | None = None,
+        create_if_missing: bool = False,
+        version: Any = None,
+        create_options: Any = None,
+        client: Any = None,
+    ) -> Volume:
+        return Volume(name, environment_name, create_if_missing)
+
+    @contextlib.contextmanager
+    def _files(self, op: str) -> Iterator[dict[str, str]]:
+        _call(f"Volume.{op}", name=self._name)
+        with _state() as state:
+            if self._key not in state["volumes"]:
+                if not self._create:
+                    raise NotFoundError(f"Volume '{self._name}' not found")
+                state["volumes"][self._key] = {}
+            yield state["volumes"][self._key]
+
+    def listdir(self, path: str, *, recursive: bool = False) -> list[FileEntry]:
+        prefix = path.strip("/")
+        with self._files("listdir") as files:
+            found = [p for p in files if not prefix or p.startswith(prefix + "/")]
+        return [FileEntry(p) for p in sorted(found) if recursive or "/" not in p[len(prefix) :]]
+
+    def read_file(self, path: str) -> Iterator[bytes]:
+        with self._files("read_file") as files:
+            if path.lstrip("/") not in files:
+                raise FileNotFoundError(f"{path}: No such file")
+            data = files[path.lstrip("/")].encode()
+        return iter([data])
+
+    def remove_file(self, path: str, recursive: bool = False) -> None:
+        with self._files("remove_file") as files:
+            if path.lstrip("/") not in files:
+                raise FileNotFoundError(f"{path}: No such file")
+            del files[path.lstrip("/")]
+
+    @contextlib.contextmanager
+    def batch_upload(self, force: bool = False) -> Iterator[_VolumeUpload]:
+        upload = _VolumeUpload(self, force)
+        with upload:
+            yield upload

@@ -1345,9 +1345,11 @@ def serve(
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
+        from mngr.paths import install_hint
+
         raise VendorMissingError(
             f"mngr serve needs the server extra ({exc.name} is not installed): "
-            "pip install 'mngr[server]'"
+            f"{install_hint('server')}"
         ) from None
     from mngr import server
 

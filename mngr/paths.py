@@ -49,3 +49,17 @@ def project_dir(start: Path | None = None) -> Path | None:
 
 def host_names_cache() -> Path:
     return cache_home() / "host-names.json"
+
+
+def install_hint(extra: str) -> str:
+    """How to add an optional extra, in the way this mngr was installed: install.sh keeps its
+    virtual environment under the data folder; anything else was a pip install."""
+    import sys
+
+    try:
+        by_script = Path(sys.prefix).resolve() == (data_home() / "venv").resolve()
+    except OSError:
+        by_script = False
+    if by_script:
+        return f"./install.sh --with {extra} (run from your mngr checkout)"
+    return f"pip install 'mngr[{extra}]'"

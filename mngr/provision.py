@@ -20,7 +20,6 @@ from mngr.errors import UsageError, VendorMissingError
 from mngr.inventory import PYINFRA_PREFIX
 from mngr.records import Host
 
-INSTALL_HINT = "pip install 'mngr[provision]' (or ./install.sh --with provision)"
 DESTROYED = "destroyed (--destroy-on-failure)"  # what became of a host create --provision failed
 DATA_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -30,8 +29,10 @@ def require_pyinfra() -> None:
     try:
         import pyinfra  # noqa: F401
     except ImportError:
+        from mngr.paths import install_hint
+
         raise VendorMissingError(
-            f"provisioning needs pyinfra, which is not installed: {INSTALL_HINT}"
+            f"provisioning needs pyinfra, which is not installed: {install_hint('provision')}"
         ) from None
 
 

@@ -54,3 +54,17 @@ def test_a_tag_given_twice_with_different_values_is_refused() -> None:
     assert parse_tags(["a=1", "a=1"]) == {"a": "1"}
     with pytest.raises(UsageError, match="given twice"):
         parse_tags(["a=1", "a=2"])
+
+
+def test_install_hint_follows_how_mngr_was_installed(monkeypatch, tmp_path) -> None:
+    import sys
+
+    from mngr import paths
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "elsewhere"))
+    assert paths.install_hint("server") == "pip install 'mngr[server]'"
+    venv = tmp_path / "mngr" / "venv"
+    venv.mkdir(parents=True)
+    monkeypatch.setattr(sys, "prefix", str(venv))
+    assert paths.install_hint("server").startswith("./install.sh --with server")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -228,7 +229,7 @@ class Session:
 
         try:
             try:
-                while data := os.read(0, CHUNK):
+                while data := _read(0):
                     self.ws.send(data)
             except OSError:
                 pass
@@ -260,9 +261,23 @@ def _terminal_size() -> dict[str, int]:
 
 
 def _write_all(channel: int, data: memoryview) -> None:
+    """All of it, also to a descriptor its other user made non-blocking (rsync does so with
+    the pipes of the remote shell it runs us as)."""
     fd = STDOUT if channel == STDOUT else STDERR
     while data:
-        data = data[os.write(fd, data) :]
+        try:
+            data = data[os.write(fd, data) :]
+        except BlockingIOError:
+            select.select([], [fd], [])
+
+
+def _read(fd: int) -> bytes:
+    """A chunk, waiting when the descriptor is non-blocking and has nothing yet."""
+    while True:
+        try:
+            return os.read(fd, CHUNK)
+        except BlockingIOError:
+            select.select([fd], [], [])
 
 
 @contextmanager

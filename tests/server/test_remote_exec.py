@@ -256,3 +256,23 @@ def send_start(url: str, start: dict[str, Any]) -> tuple[int, str]:
     assert answer["type"] == "error", answer
     error = wsexec.server_error(answer, "server")
     return error.exit_code, str(error)
+
+
+def test_push_and_pull_round_trip_through_the_server(box: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a b.txt").write_text("through the team server\n")
+    (src / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (src / "run.sh").chmod(0o755)
+    (src / "blob").write_bytes(os.urandom(3 << 20))
+    pushed = run_mngr("host", "push", "box", "-p", "team", str(src), "--to", "in", timeout=120)
+    assert pushed.returncode == 0, pushed.stderr.decode()[-500:]
+    landed = box / "in" / "src"
+    assert (landed / "sub" / "a b.txt").read_text() == "through the team server\n"
+    assert os.access(landed / "run.sh", os.X_OK)
+    assert (landed / "blob").read_bytes() == (src / "blob").read_bytes()
+    out = tmp_path / "out"
+    pulled = run_mngr("host", "pull", "box", "-p", "team", "in/src", "--to", str(out))
+    assert pulled.returncode == 0, pulled.stderr.decode()[-500:]
+    assert (out / "src" / "blob").read_bytes() == (src / "blob").read_bytes()
+    assert (out / "src" / "sub" / "a b.txt").read_text() == "through the team server\n"

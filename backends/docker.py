@@ -750,9 +750,17 @@ class DockerBackend(Backend):
         return Step(f"remove image {image}", command=rmi, missing_ok=True)
 
     def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
-        rm = self._cmd(self.spec.rm_argv(self._container(host), force=force))
+        """A running host is stopped first (its processes get SIGTERM and docker's grace
+        time), as on every backend a running host is destroyed without --force; `force` kills
+        it at once instead (`docker rm --force`)."""
+        container = self._container(host)
+        rm = self._cmd(self.spec.rm_argv(container, force=force))
         name = self.spec.container_name(host.name)
-        steps = [Step(f"remove container {name}", command=rm, missing_ok=True)]
+        steps = []
+        if not force and host.state != HostState.STOPPED:
+            stop = self._cmd(self.spec.stop_argv(container))
+            steps.append(Step(f"stop container {name}", command=stop, missing_ok=True))
+        steps.append(Step(f"remove container {name}", command=rm, missing_ok=True))
         if host.image == self.spec.build_tag(host.id):
             steps.append(self._rmi_step(host.image))
         if purge:

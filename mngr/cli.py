@@ -481,7 +481,7 @@ def host_show(name: str, provider: str | None, fmt: str) -> None:
 @argument("names", "Hosts: NAME, NAME.PROVIDER or host id.", nargs=-1, required=True)
 @provider_opt
 @yes_opt
-@option("--force", is_flag=True, help="Destroy even if running.")
+@option("--force", is_flag=True, help="Kill a running host at once (no graceful stop first).")
 @option("--purge", is_flag=True, help="Delete its snapshots too.")
 @option("--missing-ok", is_flag=True, help="A host that does not exist is not an error.")
 @dry_run_opt

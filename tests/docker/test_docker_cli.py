@@ -113,8 +113,18 @@ def test_destroy_of_a_missing_host_is_not_an_error_with_missing_ok(fp, mngr) -> 
     assert result.exit_code == 0 and "no such host" in result.stderr
 
 
-def test_destroy_of_a_running_host_needs_force(fp, mngr) -> None:
+def test_destroy_of_a_running_host_stops_it_first_as_everywhere(fp, mngr) -> None:
     hosts_listed(fp)
+    fp.register(SPEC.stop_argv(fixture_id("web")))
+    fp.register(SPEC.rm_argv(fixture_id("web"), force=False))
+    result = mngr("host", "destroy", "web", "--provider", "dk", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert fp.call_count(SPEC.stop_argv(fixture_id("web"))) == 1
+
+
+def test_a_host_started_under_destroy_says_how_to_go_on(fp, mngr) -> None:
+    hosts_listed(fp)
+    fp.register(SPEC.stop_argv(fixture_id("web")))
     daemon_says(fp, "rm_running", argv=SPEC.rm_argv(fixture_id("web"), force=False))
     result = mngr("host", "destroy", "web", "--provider", "dk", "--yes")
     assert result.exit_code == 1 and "stop it first, or pass --force" in result.stderr

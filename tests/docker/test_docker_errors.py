@@ -243,6 +243,7 @@ def test_env_values_reach_docker_on_stdin(fp) -> None:
 def test_destroy_of_a_container_already_gone_is_done(fp) -> None:
     b = backend()
     [case] = cases("no_such_container")[1:]  # docker 20.10 wording
+    fp.register(b.spec.stop_argv(CID), returncode=1, stderr=case["stderr"])
     fp.register(b.spec.rm_argv(CID, force=False), returncode=1, stderr=case["stderr"])
     execute(b.destroy_plan(a_host()), b)  # raises if "no such container" were a failure
     assert fp.call_count(b.spec.rm_argv(CID, force=False)) == 1

@@ -206,7 +206,10 @@ def test_create_refuses_contradictory_image_sources(fields: dict, message: str) 
 
 def test_destroy_removes_the_container_and_the_image_built_for_it() -> None:
     backend = DockerBackend(config(), Runner())
-    assert backend.destroy_plan(host()).render() == ["docker rm --volumes " + "c" * 64]
+    assert backend.destroy_plan(host()).render() == [  # running: stopped gracefully first
+        "docker stop " + "c" * 64,
+        "docker rm --volumes " + "c" * 64,
+    ]
     built = host(image=f"mngr-build:{HOST_ID}")
     assert backend.destroy_plan(built, force=True).render() == [
         "docker rm --force --volumes " + "c" * 64,

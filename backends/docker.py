@@ -716,14 +716,19 @@ class DockerBackend(Backend):
             )
         )
 
+        return Plan(steps, finish=self._started(request, name, image))
+
+    def _started(self, request: CreateRequest, name: str, image: str) -> Any:
+        """A plan's finish: the host its container (`ctx["container_id"]`) now runs."""
+        labels = self.spec.host_labels(request)
+
         def finish(ctx: Context) -> Host:
-            labels = self.spec.host_labels(request)
             row = _PsRow(
                 id=ctx["container_id"], names=name, state="running", image=image, labels=labels
             )
             return self.spec.host(row)
 
-        return Plan(steps, finish=finish)
+        return finish
 
     def _remove_labelled(
         self, host_id: str, *, keep: str | None = None, only: str | None = None
@@ -841,14 +846,7 @@ class DockerBackend(Backend):
             ),
         ]
 
-        def finish(ctx: Context) -> Host:
-            labels = self.spec.host_labels(request)
-            row = _PsRow(
-                id=ctx["container_id"], names=name, state="running", image=image, labels=labels
-            )
-            return self.spec.host(row)
-
-        return Plan(steps, finish=finish)
+        return Plan(steps, finish=self._started(request, name, image))
 
     def snapshot_create_plan(self, host: Host, name: str) -> Plan:
         snap_id, created = new_snapshot_id(), utc_now()

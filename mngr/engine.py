@@ -228,8 +228,22 @@ class Engine:
 
     # --- running plans ----------------------------------------------------------------
 
-    def run_plans(self, work: list[tuple[Backend, Plan]]) -> list[Outcome]:
-        return fan_out(lambda pair: execute(pair[1], pair[0]), work, jobs=self.jobs)
+    def run_plans(
+        self, work: list[tuple[Backend, Plan]], labels: list[str] | None = None
+    ) -> list[Outcome]:
+        """Each plan on its backend, concurrently; `self.waiting` (a terminal's progress
+        line) is told each unfinished one as `LABEL: the step it is on`."""
+        show = self.waiting
+        named = {id(pair): label for pair, label in zip(work, labels or [], strict=False)}
+
+        def steps(pending: list[Any], seconds: float) -> None:
+            if show is not None:
+                show([f"{named.get(id(p), '?')}: {p[1].current}" for p in pending], seconds)
+
+        waiting = steps if show is not None and labels is not None else None
+        return fan_out(
+            lambda pair: execute(pair[1], pair[0]), work, jobs=self.jobs, waiting=waiting
+        )
 
 
 def _collect(outcomes: list[Outcome]) -> tuple[list[Any], list[ProviderErrorRow]]:

@@ -43,9 +43,15 @@ def waiting_line(pending: list[Any], seconds: float) -> None:
     if seconds < 1.0:
         return
     if pending:
+        import shutil
+
         names = ", ".join(safe_line(str(p)) for p in pending[:4])
         more = f" and {len(pending) - 4} more" if len(pending) > 4 else ""
-        sys.stderr.write(f"\r\033[Kwaiting for {names}{more} ({seconds:.0f}s)")
+        line = f"waiting for {names}{more} ({seconds:.0f}s)"
+        width = shutil.get_terminal_size((80, 24)).columns - 1  # a wrapped line cannot redraw
+        if len(line) > width:
+            line = line[: width - 1] + "…"
+        sys.stderr.write(f"\r\033[K{line}")
     else:
         sys.stderr.write("\r\033[K")
     sys.stderr.flush()

@@ -84,6 +84,8 @@ class Plan:
     # Builds the verb's result (usually a Host) from the context once every step is done.
     finish: Callable[[Context], Any] | None = None
     context: Context = field(default_factory=dict)
+    # The step running now (its description), for a progress line; "" before and after.
+    current: str = ""
 
     def render(self) -> list[str]:
         return [step.render() for step in self.steps]
@@ -102,6 +104,7 @@ def execute(plan: Plan, backend: Runs) -> Any:
         for step in plan.steps:
             if CANCELLED.is_set():
                 raise InterruptedByUser("interrupted")
+            plan.current = step.description
             try:
                 _run_step(step, ctx, backend, cancellable=True)
             except BaseException as exc:
@@ -113,6 +116,7 @@ def execute(plan: Plan, backend: Runs) -> Any:
             done.append(step)
         return plan.finish(ctx) if plan.finish else None
     except BaseException as exc:
+        plan.current = "undoing"
         leftovers = _undo(done, ctx, backend, unreached)
         if leftovers and isinstance(exc, MngrError):
             exc.message += "; could not undo: " + "; ".join(leftovers)

@@ -769,7 +769,8 @@ class Service:
 
     def run(self, batch: Batch) -> list[Outcome]:
         """Run every job's plan (concurrently, at most `jobs` at once); one outcome each."""
-        return self.engine.run_plans([(job.backend, job.plan) for job in batch.jobs])
+        work = [(job.backend, job.plan) for job in batch.jobs]
+        return self.engine.run_plans(work, [job.label for job in batch.jobs])
 
     def run_one(self, batch: Batch) -> Any:
         """Run a batch of one job: its result, or its error raised."""

@@ -161,3 +161,23 @@ def test_expand_runs_sub_steps_built_from_what_earlier_steps_found(tmp_path) -> 
     assert Plan([find, each]).render()[1] == "# delete each"
     execute(Plan([find, each]), backend())
     assert sorted(p.name for p in deleted.iterdir()) == ["a", "b"]
+
+
+def test_a_progress_line_names_each_unfinished_job_and_its_step() -> None:
+    import time
+
+    from mngr.config import Settings
+    from mngr.engine import Engine
+    from mngr.plan import Plan, Step
+
+    seen: list[tuple[list[str], float]] = []
+    engine = Engine(Settings({}, "local", []), jobs=2)
+    engine.waiting = lambda pending, seconds: seen.append((list(pending), seconds))
+    slow = Plan(
+        [Step("make it", action=lambda ctx: None), Step("wait", action=lambda ctx: time.sleep(0.5))]
+    )
+    fast = Plan([Step("quick", action=lambda ctx: None)])
+    outcomes = engine.run_plans([(None, slow), (None, fast)], ["a.p", "b.p"])  # type: ignore[list-item]
+    assert [o.error for o in outcomes] == [None, None]
+    assert any(pending == ["a.p: wait"] for pending, _ in seen), seen[:5]
+    assert seen[-1][0] == []  # the line clears itself at the end

@@ -618,12 +618,27 @@ def _run_attached(command: Any) -> int:
 @argument("name", "Host to run the command on.")
 @argument("command", "Command and its arguments (after --).", nargs=-1, required=True)
 @provider_opt
-@option("--detach", "-d", is_flag=True, help="Run in the background.")
+@option(
+    "--detach",
+    "-d",
+    is_flag=True,
+    help="Run in the background; its output goes to `mngr host logs`.",
+)
 def host_exec(name: str, command: tuple[str, ...], provider: str | None, detach: bool) -> None:
     """Run a command on a host; its exit code becomes mngr's."""
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     cmd = _service().exec_command(name, list(command), provider, tty=tty, detach=detach)
     _exit(_run_attached(cmd))
+
+
+@host_app.command("logs", epilog=_examples("mngr host logs web-1", "mngr host logs web-1 -f -n 0"))
+@argument("name", "Host whose detached commands' output to show.")
+@provider_opt
+@option("--lines", "-n", type=click.IntRange(min=0), default=50, help="Last lines to show.")
+@option("--follow", "-f", is_flag=True, help="Keep printing what comes, until Ctrl-C.")
+def host_logs(name: str, provider: str | None, lines: int, follow: bool) -> None:
+    """Show the output of the commands started with `exec --detach`."""
+    _exit(_run_attached(_service().logs_command(name, provider, lines=lines, follow=follow)))
 
 
 @host_app.command("shell", epilog=_examples("mngr host shell web-1"))

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 # A plain stop of a stopped host (or start of a running one) has nothing to do.
 _ALREADY = {"stop": HostState.STOPPED, "start": HostState.RUNNING}
 
+# Where `exec --detach` output goes, in the host's working folder (local: the host's folder;
+# docker: the container's workdir; ssh and aws: the login's home).
+DETACHED_LOG = ".mngr-detached.log"
+
 NO_COMMAND = "no command given (use: mngr host exec NAME -- CMD...)"
 
 
@@ -336,7 +340,24 @@ class Service:
             host, backend = ref, self.engine.backend(ref.provider)
         else:
             host, backend = self._transport(ref, provider)
+        if detach:  # its output goes to the host's log, for `mngr host logs`
+            argv = ["sh", "-c", f'exec "$@" >>{DETACHED_LOG} 2>&1 </dev/null', "mngr-detach", *argv]
         return backend.exec_command(host, argv, tty=tty, detach=detach)
+
+    def logs_command(
+        self, ref: str, provider: str | None = None, *, lines: int = 50, follow: bool = False
+    ) -> Command:
+        """The command that prints the output of the host's detached commands (`exec -d`):
+        its last `lines` lines, then, with `follow`, what comes until Ctrl-C."""
+        if lines < 0:
+            raise UsageError("--lines must be 0 or more")
+        script = (  # $0: how many lines; $1: -f to follow, or nothing
+            f'[ -f {DETACHED_LOG} ] || {{ echo "no output of detached commands yet" >&2; '
+            f'[ "$1" = -f ] || exit 0; touch {DETACHED_LOG}; }}; '
+            f'exec tail -n "$0" $1 {DETACHED_LOG}'
+        )
+        words = ["sh", "-c", script, str(lines)] + (["-f"] if follow else [])
+        return self.exec_command(ref, words, provider)
 
     def running_host(self, ref: str, provider: str | None = None) -> Host:
         """The host, refused when it is not running or its transport may not be used: for a

@@ -204,3 +204,27 @@ def test_config_show_prints_one_setting_a_line(mngr) -> None:
     shown = mngr("config", "show").stdout
     assert "\nlocal (local):\n" in shown
     assert "\n  timeout_s: 60.0\n" in shown and "\n  enabled: yes\n" in shown
+
+
+def test_logs_show_what_detached_commands_printed(mngr) -> None:
+    import subprocess
+    import sys
+    import time
+
+    def logs(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "mngr", "host", "logs", "h", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    assert mngr("host", "create", "h").exit_code == 0
+    empty = logs()
+    assert empty.returncode == 0 and "no output of detached commands yet" in empty.stderr
+    script = "echo started; echo oops >&2"
+    assert mngr("host", "exec", "h", "-d", "--", "sh", "-c", script).exit_code == 0
+    deadline = time.monotonic() + 10
+    out = ""
+    while "oops" not in out and time.monotonic() < deadline:
+        done = logs("-n", "5")
+        assert done.returncode == 0, done.stderr
+        out = done.stdout
+        time.sleep(0.1)
+    assert out.splitlines()[-2:] == ["started", "oops"]

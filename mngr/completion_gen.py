@@ -85,6 +85,7 @@ def _node(command: Any, ctx: Any, path: tuple[str, ...], skip: set[str]) -> dict
     import click
 
     options, args = [], []
+    help_option = command.get_help_option(ctx)
     for param in command.get_params(ctx):
         if getattr(param, "hidden", False) or param.name in skip:
             continue
@@ -95,7 +96,9 @@ def _node(command: Any, ctx: Any, path: tuple[str, ...], skip: set[str]) -> dict
         else:
             options.append(
                 {
-                    "dest": param.name,
+                    # click names its help option's dest differently from one version to
+                    # the next (`help`, `_click_default_help`): the tree says `help`
+                    "dest": "help" if param is help_option else param.name,
                     # long names first; click keeps the help option's names in a set
                     "names": sorted(
                         [*param.opts, *param.secondary_opts],

@@ -169,7 +169,7 @@ def test_list_ignores_sandboxes_and_records_of_other_providers(shim) -> None:
 def test_list_before_anything_exists_creates_nothing(shim, fake_modal) -> None:
     assert ok(shim("list")) == {"hosts": [], "snapshots": []}
     state = fake_modal.state()
-    assert not state.get("apps") and not state.get("dicts")
+    assert not state.get("apps") and not state.get("volumes")
 
 
 def test_a_name_in_use_is_a_conflict_running_or_stopped(shim) -> None:

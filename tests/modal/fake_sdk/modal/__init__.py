@@ -47,7 +47,7 @@ from modal.exception import (
 )
 
 __version__ = "1.5.4+fake"
-__all__ = ["App", "Dict", "Error", "Image", "Sandbox", "Volume", "exception"]
+__all__ = ["App", "Error", "Image", "Sandbox", "Volume", "exception"]
 
 _PIPE = subprocess.PIPE
 
@@ -69,7 +69,7 @@ def _state() -> Iterator[dict[str, Any]]:
         fcntl.flock(lock, fcntl.LOCK_EX)
         path = root / "state.json"
         data = json.loads(path.read_text()) if path.exists() else {}
-        for key in ("apps", "sandboxes", "images", "dicts", "volumes"):
+        for key in ("apps", "sandboxes", "images", "volumes"):
             data.setdefault(key, {})
         yield data
         tmp = path.with_suffix(".tmp")
@@ -474,80 +474,6 @@ class ContainerProcess:
     def wait(self) -> int:
         self._returncode = self._proc.wait()
         return self._returncode
-
-
-# --- Dict -----------------------------------------------------------------------------------
-
-_NO_DEFAULT = object()
-
-
-class Dict:
-    """A named dict; like the SDK's, it is resolved lazily on first use."""
-
-    def __init__(self, name: str, environment_name: str | None, create: bool) -> None:
-        self._key = f"{_env(environment_name)}/{name}"
-        self._name = name
-        self._create = create
-
-    @staticmethod
-    def from_name(
-        name: str,
-        *,
-        environment_name: str | None = None,
-        create_if_missing: bool = False,
-        client: Any = None,
-    ) -> Dict:
-        return Dict(name, environment_name, create_if_missing)
-
-    @contextlib.contextmanager
-    def _data(self, op: str) -> Iterator[dict[str, Any]]:
-        _call(f"Dict.{op}", name=self._name)
-        with _state() as state:
-            if self._key not in state["dicts"]:
-                if not self._create:
-                    raise NotFoundError(f"Dict '{self._name}' not found")
-                state["dicts"][self._key] = {}
-            yield state["dicts"][self._key]
-
-    def get(self, key: Any, default: Any | None = None) -> Any:
-        with self._data("get") as data:
-            return data.get(json.dumps(key), default)
-
-    def contains(self, key: Any) -> bool:
-        with self._data("contains") as data:
-            return json.dumps(key) in data
-
-    def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
-        with self._data("put") as data:
-            if skip_if_exists and json.dumps(key) in data:
-                return False
-            data[json.dumps(key)] = value
-            return True
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.put(key, value)
-
-    def __getitem__(self, key: Any) -> Any:
-        with self._data("get") as data:
-            if json.dumps(key) not in data:
-                raise KeyError(f"{key} not in dict")
-            return data[json.dumps(key)]
-
-    def pop(self, key: Any, default: Any = _NO_DEFAULT) -> Any:
-        with self._data("pop") as data:
-            if json.dumps(key) not in data:
-                if default is not _NO_DEFAULT:
-                    return default
-                raise KeyError(f"{key} not in dict")
-            return data.pop(json.dumps(key))
-
-    def items(self) -> Iterator[tuple[Any, Any]]:
-        with self._data("items") as data:
-            pairs = [(json.loads(k), v) for k, v in data.items()]
-        return iter(pairs)
-
-    def keys(self) -> Iterator[Any]:
-        return (k for k, _ in self.items())
 
 
 # --- Volume ---------------------------------------------------------------------------------

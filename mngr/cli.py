@@ -472,9 +472,9 @@ def host_show(name: str, provider: str | None, fmt: str) -> None:
     _check_format(fmt)
     host = _service().resolve_host(name, provider)
     if fmt == "table":
-        output.render_mapping(host.model_dump(mode="json"))
+        output.render_mapping(host.to_json())
     else:
-        output.emit_json({"schema_version": SCHEMA_VERSION, "host": host.model_dump(mode="json")})
+        output.emit_json({"schema_version": SCHEMA_VERSION, "host": host.to_json()})
 
 
 @host_app.command("destroy", epilog=_examples("mngr host destroy web-1 --yes"))

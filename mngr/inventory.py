@@ -102,7 +102,7 @@ class Inventory:
             ],
             "groups": self.groups,
             "left_out": [{"ref": h.ref, "state": str(h.state)} for h in self.left_out],
-            "errors": [e.model_dump(mode="json") for e in self.errors],
+            "errors": [e.to_json() for e in self.errors],
         }
 
 

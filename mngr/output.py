@@ -125,7 +125,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
 
 
 def host_dicts(hosts: Iterable[Host]) -> list[dict[str, Any]]:
-    return [h.model_dump(mode="json") for h in hosts]
+    return [h.to_json() for h in hosts]
 
 
 def _errors(errors: list[ProviderErrorRow]) -> None:
@@ -174,7 +174,7 @@ def render_hosts(
             {
                 "schema_version": SCHEMA_VERSION,
                 "hosts": host_dicts(hosts),
-                "errors": [e.model_dump() for e in errors],
+                "errors": [e.to_json() for e in errors],
             }
         )
     elif fmt == "jsonl":
@@ -235,13 +235,13 @@ def render_snapshots(
         emit_json(
             {
                 "schema_version": SCHEMA_VERSION,
-                "snapshots": [s.model_dump(mode="json") for s in snaps],
-                "errors": [e.model_dump() for e in errors],
+                "snapshots": [s.to_json() for s in snaps],
+                "errors": [e.to_json() for e in errors],
             }
         )
     elif fmt == "jsonl":
         for snap in snaps:
-            emit_json({"schema_version": SCHEMA_VERSION, **snap.model_dump(mode="json")})
+            emit_json({"schema_version": SCHEMA_VERSION, **snap.to_json()})
     elif snaps:
         table(
             ("id", "name", "host", "provider", "created"),
@@ -268,7 +268,7 @@ def render_gc(report: GcReport, fmt: str) -> None:
                 "schema_version": SCHEMA_VERSION,
                 "orphans": rows,
                 "skipped": report.skipped,
-                "errors": [e.model_dump() for e in report.errors],
+                "errors": [e.to_json() for e in report.errors],
             }
         )
     elif fmt == "jsonl":

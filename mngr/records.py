@@ -77,6 +77,10 @@ class Host(BaseModel):
     def ref(self) -> str:
         return f"{self.name}.{self.provider}"
 
+    def to_json(self) -> dict[str, Any]:
+        """The record as `--format json` prints it (no handle)."""
+        return self.model_dump(mode="json")
+
 
 class Snapshot(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -88,6 +92,9 @@ class Snapshot(BaseModel):
     created_at: str | None = None
     handle: str | None = Field(default=None, exclude=True)  # the backend's own, as on Host
 
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
 
 class ProviderErrorRow(BaseModel):
     """A provider that could not answer: shown as an error, never as 'no hosts'."""
@@ -95,6 +102,9 @@ class ProviderErrorRow(BaseModel):
     provider: str
     kind: str
     message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
 
 
 def changed_tags(

@@ -148,7 +148,7 @@ class Transport:
         value = {
             "backend": self.backend.name,
             "config": self.backend.config.model_dump(mode="json"),
-            "host": {**self.host.model_dump(mode="json"), "handle": self.host.handle},
+            "host": {**self.host.to_json(), "handle": self.host.handle},
         }
         return {TRANSPORT_ENV: json.dumps(value)}
 

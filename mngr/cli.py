@@ -331,15 +331,10 @@ def host_create(
     created = [o.value for o in outcomes if o.error is None]
     provisioned = 0
     if provision and created:
-        results = service.provision(created, provision)
-        fates: dict[str, str] = {}
-
-        def fate(host: Any) -> str:
-            fates[host.id] = service.after_failed_provision(host, destroy=destroy_on_failure)
-            return fates[host.id]
-
-        provisioned = _provision_report(results, fate)
-        created = [h for h in created if fates.get(h.id) != provisioning.DESTROYED]
+        results, created = service.provision_created(
+            created, provision, destroy_on_failure=destroy_on_failure
+        )
+        provisioned = _provision_report(results)
     if created and quiet:
         output.out("".join(f"{host.id}\n" for host in created))
     elif created:
@@ -808,11 +803,9 @@ def host_ssh_config(names: tuple[str, ...], provider: str | None) -> None:
 # --- provisioning (pyinfra) ---------------------------------------------------------------
 
 
-def _provision_report(
-    results: list[Any], fate: Callable[[Any], str] | None = None, dry_run: bool = False
-) -> int:
-    """One line per host (provisioned, or its error, with `fate` of a failed one); the exit
-    code: 0 every host succeeded, 6 some failed, 1 all did."""
+def _provision_report(results: list[Any], dry_run: bool = False) -> int:
+    """One line per host (provisioned, or its error, with the fate of a host that failed at
+    create); the exit code: 0 every host succeeded, 6 some failed, 1 all did."""
     from mngr import output
     from mngr.errors import EXIT_PARTIAL
 
@@ -825,7 +818,7 @@ def _provision_report(
                 f"provisioned {r.host.ref}: {r.operations} operation(s), {r.changed} changed"
             )
         else:
-            after = f"; host {fate(r.host)}" if fate is not None else ""
+            after = f"; host {r.fate}" if r.fate is not None else ""
             output.error(f"provision {r.host.ref}: {r.error}{after}")
     if not failed:
         return 0
@@ -1083,30 +1076,18 @@ def provider_remove(names: tuple[str, ...], scope: str, force: bool, yes: bool) 
     """Remove providers from a settings file. A provider with hosts is kept unless --force:
     its hosts would keep running (and costing) with no mngr command to reach them."""
     from mngr import output, settings_file
-    from mngr.errors import ConfigError, ConflictError, MngrError, NotFoundError
+    from mngr.errors import ConfigError
 
     try:
         service = _service()
     except ConfigError as exc:  # settings that do not load: removing may be the fix
         output.message(f"not checking for hosts: the settings do not load ({exc})")
         service = None
-    left: list[str] = []
-    for name in names if service is not None else ():
-        try:
-            hosts = service.hosts_of_provider(name)
-        except NotFoundError:
-            hosts = []  # not configured: removing it says so, naming the file
-        except MngrError as exc:
-            if not force:
-                raise type(exc)(f"{exc}; remove it anyway with --force") from None
-            hosts = []
-        if hosts and not force:
-            refs = ", ".join(h.name for h in hosts)
-            raise ConflictError(
-                f"provider {name!r} has {len(hosts)} host(s): {refs}; destroy them first, or "
-                "pass --force to leave them running and unlisted"
-            )
-        left += [h.ref for h in hosts]
+    left = (
+        [h.ref for h in service.hosts_left_by_removing(list(names), force=force)]
+        if service is not None
+        else []
+    )
     behind = (
         f" (leaves {len(left)} host(s) running and unlisted: {', '.join(left)})" if left else ""
     )

@@ -66,6 +66,7 @@ class HostResult:
     operations: int = 0
     changed: int = 0
     error: str | None = None  # why this host failed, in one line
+    fate: str | None = None  # at create: what became of a host whose provisioning failed
 
 
 def argv(

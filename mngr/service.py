@@ -595,6 +595,44 @@ class Service:
         given = [layer.path for layer in self.settings.layers if layer.label == "--config"]
         return str(given[0].resolve()) if given and given[0] is not None else None
 
+    def provision_created(
+        self, hosts: list[Host], deploy: str, *, destroy_on_failure: bool
+    ) -> tuple[list[ProvisionResult], list[Host]]:
+        """`create --provision`: the deploy on the hosts just made. A host that fails is
+        destroyed (`destroy_on_failure`) or kept and tagged; its result's `fate` says which.
+        Returns the results and the hosts that still exist."""
+        from mngr.provision import DESTROYED
+
+        results = self.provision(list(hosts), deploy)
+        for result in results:
+            if result.error is not None:
+                result.fate = self.after_failed_provision(result.host, destroy=destroy_on_failure)
+        gone = {r.host.id for r in results if r.fate == DESTROYED}
+        return results, [h for h in hosts if h.id not in gone]
+
+    def hosts_left_by_removing(self, names: list[str], *, force: bool) -> list[Host]:
+        """`provider remove`: the hosts the named providers have, which removing them would
+        leave running and unlisted. Refused (ConflictError) when there are any, or when a
+        provider cannot tell, unless `force`. A name not configured has none."""
+        left: list[Host] = []
+        for name in names:
+            try:
+                hosts = self.hosts_of_provider(name)
+            except NotFoundError:
+                hosts = []  # not configured: removing it says so, naming the file
+            except MngrError as exc:
+                if not force:
+                    raise type(exc)(f"{exc}; remove it anyway with --force") from None
+                hosts = []
+            if hosts and not force:
+                refs = ", ".join(h.name for h in hosts)
+                raise ConflictError(
+                    f"provider {name!r} has {len(hosts)} host(s): {refs}; destroy them first, "
+                    "or pass --force to leave them running and unlisted"
+                )
+            left += hosts
+        return left
+
     def after_failed_provision(self, host: Host, *, destroy: bool) -> str:
         """What becomes of a host whose provisioning failed at create: destroyed, or kept and
         tagged `mngr.provisioned=failed` (where its backend can change tags)."""

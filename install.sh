@@ -54,6 +54,7 @@ xdg_dir() { # VAR DEFAULT: a relative XDG value is ignored, as the spec (and mng
 }
 data_home="$(xdg_dir XDG_DATA_HOME "$HOME/.local/share")"
 config_home="$(xdg_dir XDG_CONFIG_HOME "$HOME/.config")"
+cache_dir="$(xdg_dir XDG_CACHE_HOME "$HOME/.cache")/mngr"
 data_dir="$data_home/mngr"
 venv="$data_dir/venv"
 manifest="$data_dir/install-manifest"
@@ -92,7 +93,11 @@ if ((uninstall)); then
     fi
     # What mngr made lives on after it: say so before the program that could list it goes.
     if [[ -x $venv/bin/mngr ]]; then
-        hosts="$("$venv/bin/mngr" --timeout 15 host list -q 2>/dev/null | tr '\n' ' ' || true)"
+        # A list refreshes mngr's cache of host names: give it a throwaway one.
+        scratch="$(mktemp -d)"
+        hosts="$(XDG_CACHE_HOME="$scratch" "$venv/bin/mngr" --timeout 15 host list -q 2>/dev/null |
+            tr '\n' ' ' || true)"
+        rm -rf -- "$scratch"
         if [[ -n ${hosts// /} ]]; then
             say "kept: hosts that still exist and may still run (and cost): ${hosts% }"
         fi
@@ -101,6 +106,10 @@ if ((uninstall)); then
         say "kept: settings $config_home/mngr/settings.toml"
     fi
     say "kept: snapshots (docker images, AMIs, local archives) and any host data under $data_dir"
+    if [[ -d $cache_dir ]]; then  # names for tab completion, rebuilt by any list
+        rm -rf -- "$cache_dir"
+        say "removed: cache $cache_dir"
+    fi
     # Reverse order: files and links first, then the directories that held them.
     entries=()
     while IFS= read -r line; do entries=("$line" ${entries[@]+"${entries[@]}"}); done <"$manifest"

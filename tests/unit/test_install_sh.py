@@ -41,6 +41,49 @@ def run_install(home: Path, *args: str, **env: str) -> subprocess.CompletedProce
     )
 
 
+def assert_every_module_ships(link: Path, cwd: Path) -> None:
+    """The installed (non-editable) packages hold every module of the checkout: a package
+    missing from pyproject.toml breaks every command of an installed mngr, and an editable
+    install (the rest of the suite) never notices."""
+    python = link.resolve().parent / "python"
+    where = subprocess.run(
+        [
+            python,
+            "-c",
+            "import mngr, mngr_backends; print(mngr.__path__[0]); print(mngr_backends.__path__[0])",
+        ],
+        cwd=cwd,  # not the checkout, whose folders would shadow the installed packages
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for source, installed in zip((REPO / "mngr", REPO / "backends"), where, strict=True):
+        assert Path(installed).resolve() != source.resolve(), "an editable install"
+        wanted = {str(p.relative_to(source)) for p in source.rglob("*.py")}
+        shipped = {str(p.relative_to(installed)) for p in Path(installed).rglob("*.py")}
+        assert wanted <= shipped, f"not installed: {sorted(wanted - shipped)}"
+
+
+def assert_a_host_lives_and_dies(link: Path, home: Path, tmp_path: Path) -> None:
+    """What the README's first command does, through the installed mngr (its data outside
+    HOME, whose emptiness after uninstall is checked below)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "MNGR_"))}
+    env |= {"HOME": str(home), "NO_COLOR": "1"}
+    env |= {
+        f"XDG_{d}_HOME": str(tmp_path / d.lower()) for d in ("DATA", "STATE", "CONFIG", "CACHE")
+    }
+    for argv in (
+        ["host", "create", "demo", "-p", "local"],
+        ["host", "exec", "demo", "--", "echo", "ok"],
+        ["host", "list", "-p", "local", "-q"],
+        ["host", "destroy", "demo", "--yes"],
+    ):
+        done = subprocess.run([link, *argv], env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, (argv, done.stderr)
+        if argv[1] == "exec":
+            assert done.stdout == "ok\n"
+
+
 def everything_in(home: Path) -> list[str]:
     return sorted(str(p.relative_to(home)) for p in home.rglob("*"))
 
@@ -58,6 +101,8 @@ def test_install_twice_then_uninstall_leaves_an_empty_home(tmp_path: Path) -> No
     version = subprocess.run([link, "--version"], capture_output=True, text=True, check=True)
     assert version.stdout == "mngr 0.1.0\n"
     assert link.resolve().is_relative_to(home / ".local" / "share" / "mngr" / "venv")
+    assert_every_module_ships(link, tmp_path)
+    assert_a_host_lives_and_dies(link, home, tmp_path)
 
     second = run_install(home)  # again, now with completion for bash
     assert second.returncode == 0, second.stderr

@@ -40,6 +40,10 @@ class Arg(click.Argument):
 
 
 class Command(click.Command):
+    def format_arguments(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Nothing: click 8.5 lists arguments by itself ("Positional arguments"), older
+        versions do not; `format_options` writes the one "Arguments" section on both."""
+
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         args = [p.get_help_record(ctx) for p in self.get_params(ctx) if isinstance(p, Arg)]
         if args:
@@ -67,6 +71,8 @@ class Group(click.Group):
         if found is None and name in self.aliases:
             found = super().get_command(ctx, self.aliases[name])
         return found
+
+    format_arguments = Command.format_arguments
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         Command.format_options(self, ctx, formatter)  # type: ignore[arg-type]

@@ -137,3 +137,27 @@ def test_a_reader_that_goes_away_is_not_an_error(mngr, isolated_home: Path) -> N
     proc.stdout.close()  # more than a pipe buffer is still to come
     assert proc.wait(60) == 0
     assert proc.stderr is not None and proc.stderr.read() == b""
+
+
+def test_every_help_lists_its_arguments_once(mngr) -> None:
+    """One "Arguments" section whatever the click version (8.5 adds its own section)."""
+    import click
+
+    from mngr.cli import app
+
+    def paths(group: click.Group, prefix: list[str]) -> list[list[str]]:
+        found = []
+        for name, command in group.commands.items():
+            found.append([*prefix, name])
+            if isinstance(command, click.Group):
+                found += paths(command, [*prefix, name])
+        return found
+
+    checked = 0
+    for path in paths(app, []):
+        helped = mngr(*path, "--help")
+        assert helped.exit_code == 0, path
+        assert "Positional arguments" not in helped.stdout, path
+        assert helped.stdout.count("Arguments:") <= 1, path
+        checked += "Arguments:" in helped.stdout
+    assert checked > 10  # commands with arguments were among them

@@ -1421,7 +1421,9 @@ def _report(text: str) -> None:
 
 def _usage_text(exc: click.ClickException) -> str:
     """The one-line text of a click usage error (bad option, missing argument...)."""
-    text = exc.format_message()
+    text = exc.format_message().rstrip(".")  # in mngr's voice: "error: no such option '-l'"
+    if text[:2].istitle():
+        text = text[0].lower() + text[1:]
     ctx = getattr(exc, "ctx", None)
     if isinstance(exc, click.NoSuchOption) and ctx is not None and ctx.command is host_exec:
         return f"{text}: put the command after '--': mngr host exec HOST -- COMMAND..."

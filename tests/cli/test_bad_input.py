@@ -34,7 +34,7 @@ def test_tag_without_equals(mngr) -> None:
 
 def test_unknown_option_is_a_usage_error(mngr) -> None:
     result = mngr("host", "list", "--colour")
-    assert result.exit_code == 2 and "No such option" in result.stderr
+    assert result.exit_code == 2 and "no such option" in result.stderr
 
 
 def test_bad_format_and_state(mngr) -> None:

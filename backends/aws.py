@@ -401,6 +401,12 @@ class AwsSpec:
             TAG_CREATED_AT: created_at,
             TAG_CREATE_TOKEN: token,
             "Name": snapshot_name,
+            # A host made from this image logs in as this one did (ubuntu, admin, ...).
+            **(
+                {aws_setup.TAG_SSH_USER: host.address["ssh_user"]}
+                if host.address.get("ssh_user")
+                else {}
+            ),
         }
         return self.argv(
             "create-image",
@@ -514,6 +520,11 @@ class AwsSpec:
         if disk_gb:
             ebs["VolumeSize"] = disk_gb
         return _compact([{"DeviceName": device, "Ebs": ebs}])
+
+    def image_ssh_user(self, stdout: str) -> str | None:
+        """The ssh user an image of ours records (a snapshot of a host that had one)."""
+        images = self.parse_images(stdout)
+        return images[0].tags.get(aws_setup.TAG_SSH_USER) if images else None
 
     def host_of(self, instance: Ec2Instance) -> Host | None:
         """The host an instance is, or None when it is not one of this provider's."""
@@ -716,7 +727,8 @@ class AwsBackend(Backend):
                 f"find the root device of {image}",
                 command=self.command(self.spec.describe_image_argv(image)),
                 parse=lambda out, ctx: ctx.update(
-                    block_device_mappings=self.spec.root_volume_mapping(out, image, disk_gb)
+                    block_device_mappings=self.spec.root_volume_mapping(out, image, disk_gb),
+                    image_ssh_user=self.spec.image_ssh_user(out),
                 ),
             )
         )
@@ -765,6 +777,7 @@ class AwsBackend(Backend):
                     expand=lambda ctx: self._terminate_launched(ctx, request.host_id),
                 ),
             ),
+            *([] if ssh_user or request.from_snapshot is None else [self._ssh_user_step(name)]),
             Step(
                 f"wait until {name} is running and the only host of its name",
                 command=self.command(self.spec.by_name_argv(name)),
@@ -778,6 +791,20 @@ class AwsBackend(Backend):
                 )
             )
         return Plan(steps, finish=lambda ctx: self._host(ctx["instance"]))
+
+    def _ssh_user_step(self, name: str) -> Step:
+        """A host made from a snapshot logs in as the snapshot's host did: its image's ssh
+        user becomes the new instance's tag (run-instances was planned before the image was
+        read)."""
+
+        def tag(ctx: Context) -> list[Step]:
+            user = ctx.get("image_ssh_user")
+            if not user:
+                return []
+            argv = self.spec.create_tags_argv([ctx["instance_id"]], {aws_setup.TAG_SSH_USER: user})
+            return [Step(f"tag {name} with ssh user {user}", command=self.command(argv))]
+
+        return Step(f"tag {name} with its snapshot's ssh user", expand=tag)
 
     def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
         steps = [

@@ -27,9 +27,8 @@ def ec2(moto: MotoServer, *args: str, region: str = "us-east-1") -> dict:
     argv = [aws_binary(), "ec2", *args, "--region", region]
     argv += ["--endpoint-url", moto.url, "--output", "json"]
     env = {**os.environ, **CLI_ENV}
-    return json.loads(
-        subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-    )
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out) if out.strip() else {}  # create-tags prints nothing
 
 
 def ebs_snapshots(moto: MotoServer) -> set[str]:
@@ -176,3 +175,22 @@ def test_a_spot_host_says_it_cannot_stop_and_stop_is_refused_before_any_call(
     assert "host 'cheap.cloud' cannot stop/start: it is a one-time spot" in stopped.stderr
     assert moto.requests() - requests == 1  # the lookup of the host, and no stop-instances
     assert hosts(mngr, "cloud")["cheap"]["state"] == "running"
+
+
+def test_a_host_made_from_a_snapshot_logs_in_as_the_snapshot_host_did(
+    moto, moto_provider, aws_settings, mngr
+) -> None:
+    """An ubuntu host's snapshot makes ubuntu hosts: the image records the ssh user, and
+    the clone's instance is tagged with it (else it would log in as ec2-user)."""
+    aws_settings(cloud=moto_provider())
+    assert mngr("host", "create", "src", "-p", "cloud").exit_code == 0
+    instance = hosts(mngr, "cloud")["src"]["address"]["instance_id"]
+    # As an image alias of the ubuntu family tags it (moto has no ubuntu parameters).
+    ec2(moto, "create-tags", "--resources", instance, "--tags", "Key=mngr:ssh-user,Value=ubuntu")
+    assert hosts(mngr, "cloud")["src"]["address"]["ssh_user"] == "ubuntu"
+
+    snap = mngr("host", "snapshot", "create", "src", "--name", "base", "-p", "cloud")
+    assert snap.exit_code == 0, snap.stderr
+    clone = mngr("host", "create", "clone", "-p", "cloud", "--from-snapshot", "base")
+    assert clone.exit_code == 0, clone.stderr
+    assert hosts(mngr, "cloud")["clone"]["address"]["ssh_user"] == "ubuntu"

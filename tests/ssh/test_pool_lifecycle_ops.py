@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from mngr.errors import UnsupportedError
-from tests.support.killing_vendor import vendor
+from tests.support.killed_create import run_killed, vendor
 
 pytestmark = pytest.mark.sshd
 
@@ -76,13 +73,7 @@ def test_gc_releases_the_claim_a_killed_create_left_and_only_this_providers(
     killing = vendor(tmp_path, "ssh", kill_after="mkdir claim")
     user_settings = Path(os.environ["XDG_CONFIG_HOME"]) / "mngr" / "settings.toml"
     user_settings.write_text(pool.provider_toml(control_persist_s=0, binary=killing))
-    killed = subprocess.run(
-        [sys.executable, "-m", "mngr", "host", "create", "half", "-p", "pool", "--machine", "m2"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run_killed("host", "create", "half", "-p", "pool", "--machine", "m2")
     user_settings.write_text(settings)
     owner = (remote / "m2" / "claim" / "owner").read_text().split()
     assert owner[1:] == ["half", "pool"] and not (remote / "m2" / "claim" / "host.json").exists()

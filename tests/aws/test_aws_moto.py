@@ -27,9 +27,8 @@ def ec2(moto: MotoServer, *args: str, region: str = "us-east-1") -> dict:
     argv = [aws_binary(), "ec2", *args, "--region", region]
     argv += ["--endpoint-url", moto.url, "--output", "json"]
     env = {**os.environ, **CLI_ENV}
-    return json.loads(
-        subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
-    )
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    return json.loads(out or "{}")  # a call that prints nothing (create-tags): {}
 
 
 def ebs_snapshots(moto: MotoServer) -> set[str]:

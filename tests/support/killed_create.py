@@ -3,8 +3,8 @@ exactly what such a create leaves. Two ways, neither a hook in mngr:
 
 - `vendor(folder, real, kill_after=TEXT)`: a script for a provider's `binary` setting that
   runs the real vendor CLI, then SIGKILLs mngr (its parent) once a call's arguments contain
-  TEXT. It can also show given EC2 instances as `pending` in `describe-instances` (moto never
-  pends), as an instance stuck pending shows on EC2.
+  TEXT. It can also show given EC2 instances as `pending` since STUCK_SINCE in
+  `describe-instances` (moto's never pend), as an instance stuck pending shows on EC2.
 - `run_killed(step, *args)`: for a backend with no vendor between (local), the mngr console
   entry run here, SIGKILLing itself once the plan step whose description starts with `step`
   is done.
@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+STUCK_SINCE = "2026-01-01T00:00:00+00:00"  # when a pending instance shown here was launched
 
 
 def vendor(
@@ -51,6 +52,7 @@ def _as_pending(out: str, ids: set[str]) -> str:
         for instance in reservation.get("Instances", []):
             if instance["InstanceId"] in ids and instance["State"]["Name"] == "running":
                 instance["State"] = {"Code": 0, "Name": "pending"}
+                instance["LaunchTime"] = STUCK_SINCE
     return json.dumps(doc)
 
 

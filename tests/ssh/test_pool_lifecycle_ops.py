@@ -130,3 +130,9 @@ def test_gc_releases_a_claim_whose_record_is_damaged_but_no_claim_without_owner(
     assert not (remote / damaged.handle / "hosts" / "damaged").exists()
     assert (remote / young.handle / "claim" / "owner").exists()
     assert ownerless.is_dir()
+    # A machine that cannot be read: gc of the pool is an error row naming it, not a guess.
+    pool.machines[2].stop()
+    report, batch = service().prepare_gc(["pool"])
+    [row] = report.errors
+    assert (row.provider, row.kind) == ("pool", "unreachable") and "machine 'm3'" in row.message
+    assert batch.jobs == []

@@ -761,7 +761,7 @@ class AwsBackend(Backend):
             block_device_mappings=Ref("block_device_mappings"),
             security_group_ids=groups,
             ssh_user=ssh_user,
-            idle_timeout_s=request.idle_timeout_s,
+            idle_timeout_s=request.idle_timeout_s or 0,
         )
         steps += [
             Step(

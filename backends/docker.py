@@ -372,7 +372,7 @@ class DockerSpec:
         )
 
     def run_argv(self, request: CreateRequest, image: str, opts: DockerCreateOptions) -> Argv:
-        timeout = request.idle_timeout_s
+        timeout = request.idle_timeout_s or 0
         # The first process: the idle watcher (the container exits once idle), or a sleep.
         first = idle.watcher_argv(timeout) if timeout else ["sleep", "infinity"]
         poll = f"{idle.poll_s(timeout)}s"

@@ -142,9 +142,10 @@ class MngrBackend(Backend):
     config_model = MngrRemoteConfig
     create_options_model = MngrCreateOptions
     takes = frozenset(resources.ALL)  # the server's backend decides
+    # The server applies an idle timeout with its own provider (which may refuse it, saying
+    # why), and resets a host's idle clock itself before each exec, shell, push, pull, forward.
+    resets_idle_clock_itself = True
     unsupported = {
-        Capability.IDLE_STOP: "the mngr server API does not take an idle timeout yet; "
-        "create the host with `mngr host create --idle-timeout` on the server",
         Capability.GC: "gc looks at the resources themselves, where the server runs: run "
         "`mngr gc` there",
     }
@@ -377,6 +378,10 @@ class MngrBackend(Backend):
             "memory": resources.size_text(asked.memory_bytes),
             "disk": resources.size_text(asked.disk_bytes),
             "gpu": asked.gpu,
+            # Not given: the server's provider applies its own `idle_timeout` setting.
+            "idle_timeout": None
+            if request.idle_timeout_s is None
+            else f"{request.idle_timeout_s}s",
         }
         try:  # the server's own body model: a value it would refuse is refused here first
             body = CreateHostBody.model_validate({k: v for k, v in fields.items() if v})
@@ -432,6 +437,9 @@ class MngrBackend(Backend):
     def tag_plan(self, host: Host, tags: dict[str, str], remove: list[str]) -> Plan:
         body = {"set": tags, "remove": remove}
         return Plan([self._action("POST", self._host_url(host, "/tags"), body, "host")])
+
+    def touch_plan(self, host: Host) -> Plan:
+        return Plan([self._action("POST", self._host_url(host, "/touch"), None, "host")])
 
     def snapshot_create_plan(self, host: Host, name: str) -> Plan:
         step = self._action("POST", self._host_url(host, "/snapshots"), {"name": name}, "snapshot")

@@ -34,7 +34,15 @@ from pydantic import (
     model_validator,
 )
 
-from mngr.backend import Backend, Capability, CreateOptions, CreateRequest, Listing, ProviderConfig
+from mngr.backend import (
+    Backend,
+    Capability,
+    CreateOptions,
+    CreateRequest,
+    Listing,
+    Orphan,
+    ProviderConfig,
+)
 from mngr.errors import (
     ConflictError,
     InterruptedByUser,
@@ -51,6 +59,7 @@ from mngr.errors import (
     validation_message,
 )
 from mngr.fanout import fan_out
+from mngr.idle import epoch_text
 from mngr.names import HOST_ID_RE, HOST_NAME_RE, PROVIDER_NAME_RE, check_host_name
 from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState, changed_tags
@@ -225,6 +234,18 @@ READ_SCRIPT = (
     f'[ -s claim/owner ] || {{ echo "{NO_OWNER}"; exit 0; }}; '
     "cat claim/owner && cat claim/host.json 2>/dev/null; exit 0"
 )
+# $1 host_dir. For gc: one line "DIR MTIME OWNER-LINE" for the claim and for each claim a
+# stopped release left (renamed, not yet removed), then RECORD_MARK and the claim's record.
+RECORD_MARK = "--record--"
+GC_SCRIPT = (
+    '[ -d "$1" ] || exit 0; cd -- "$1" || exit 1; '
+    'for d in claim .released-*; do [ -d "$d" ] || continue; '
+    't=$(date -r "$d/owner" +%s 2>/dev/null || date -r "$d" +%s); '
+    'o=; [ -f "$d/owner" ] && read -r o < "$d/owner"; printf "%s %s %s\\n" "$d" "$t" "$o"; done; '
+    f"echo {RECORD_MARK}; cat claim/host.json 2>/dev/null; exit 0"
+)
+# $1 host_dir, $2 host id: remove what a stopped release of that host left.
+REMOVE_RELEASED_SCRIPT = 'cd -- "$1" || exit 1; rm -rf -- ".released-$2"'
 # $1 host_dir, $2 name, then the command's argv: run without any shell interpretation.
 # Not `exec`: a command killed by signal N exits 128+N, as in a shell (ssh says 255).
 EXEC_SCRIPT = 'cd -- "$1/hosts/$2" || exit 1; shift 2; "$@"; exit $?'
@@ -312,6 +333,13 @@ class SshSpec:
         argv = self.argv(machine, script_command(READ_SCRIPT, self.remote_dir(machine)))
         return Command(argv, timeout_s=self.read_timeout_s)
 
+    def gc_read(self, machine: Machine) -> Command:
+        argv = self.argv(machine, script_command(GC_SCRIPT, self.remote_dir(machine)))
+        return Command(argv, timeout_s=self.read_timeout_s)
+
+    def remove_released(self, machine: Machine, host_id: str) -> Command:
+        return self._command(machine, REMOVE_RELEASED_SCRIPT, _id(host_id))
+
     def exec(
         self, machine: Machine, name: str, argv: list[str], *, tty: bool, detach: bool
     ) -> Command:
@@ -377,19 +405,61 @@ class SshSpec:
                 owner_provider or provider,
                 {"id": host_id, "name": name, "state": HostState.BUILDING},
             )
-        try:
-            record = ClaimRecord.model_validate_json(rest)
-        except ValidationError as exc:
-            problem = exc.errors()[0]  # no key: the text as a whole is not a JSON object
-            why = validation_message(problem) if problem["loc"] else "not a JSON object"
+        why = _unreadable(rest)
+        if why is not None:
             raise VendorOutputError(
                 f"machine {machine.name!r}: unreadable host record "
                 f"{self.host_dir(machine)}/claim/host.json: {why}"
-            ) from None
+            )
+        record = ClaimRecord.model_validate_json(rest)
         # Whose host: a machine may be in the pools of several providers.
         owned_by = owner_provider or record.provider or provider
         fields = {"id": host_id, "name": name, "created_at": record.created_at}
         return self.host(machine, owned_by, {**fields, "tags": record.tags or {}})
+
+    def parse_gc(self, machine: Machine, provider: str, stdout: str) -> list[Orphan]:
+        """GC_SCRIPT's output -> this provider's claims on the machine that no host owns: a
+        claim without a readable record (a create stopped after claiming; a damaged record)
+        and a claim a stopped release renamed. Only claims whose owner line names this
+        provider: a claim without an owner names none, so it stays (`provider check` names
+        it)."""
+        claims, _, record = stdout.partition(f"{RECORD_MARK}\n")
+        where = self.host_dir(machine)
+        orphans = []
+        for line in claims.splitlines():
+            folder, _, rest = line.partition(" ")
+            mtime, _, owner = rest.partition(" ")
+            host_id, name, owner_provider = parse_owner(owner)
+            if (
+                owner_provider != provider
+                or not HOST_ID_RE.fullmatch(host_id)
+                or not HOST_NAME_RE.fullmatch(name)
+            ):
+                continue
+            if folder == f".released-{host_id}":
+                kind = "released claim"
+                why = f"{where}/{folder}: the claim of host {name!r}, left by a stopped destroy"
+            elif folder != "claim":
+                continue
+            elif not record.strip():
+                kind = "claim"
+                why = f"{where}/claim of host {name!r} has no host record: a create was stopped"
+            elif (problem := _unreadable(record)) is not None:
+                kind = "claim"
+                why = f"{where}/claim of host {name!r} has an unreadable host record: {problem}"
+            else:
+                continue
+            orphans.append(
+                Orphan(
+                    id=f"{machine.name}/{host_id}",
+                    kind=kind,
+                    provider=provider,
+                    why=why,
+                    name=name,
+                    created_at=epoch_text(mtime),
+                )
+            )
+        return orphans
 
     def half_made(self, machine: Machine) -> str:
         return (
@@ -481,6 +551,16 @@ SSH_RULES = [
 ]
 
 
+def _unreadable(record: str) -> str | None:
+    """Why a claim's host.json is not a host record, or None when it is one."""
+    try:
+        ClaimRecord.model_validate_json(record)
+    except ValidationError as exc:
+        problem = exc.errors()[0]  # no key: the text as a whole is not a JSON object
+        return validation_message(problem) if problem["loc"] else "not a JSON object"
+    return None
+
+
 def parse_owner(line: str) -> tuple[str, str, str | None]:
     """A claim's owner line -> (host id, name, provider or None: written before it was)."""
     words = line.split()
@@ -528,10 +608,6 @@ class SshBackend(Backend):
             "nor restore it"
         ),
         Capability.RESTORE: "a pool machine has no snapshots to start from",
-        Capability.GC: (
-            "gc does not look at pool machines yet; `mngr provider check` names a claim a "
-            "stopped create left (claim/ without an owner) and says how to free it"
-        ),
     }
 
     config: SshConfig
@@ -718,6 +794,43 @@ class SshBackend(Backend):
                 f"host {host.name!r} changed since this command looked it up: machine "
                 f"{machine.name!r} is now held by {holder}, not {host.id}; nothing done"
             )
+
+    # --- garbage ----------------------------------------------------------------------
+
+    def find_orphans(self) -> list[Orphan]:
+        """One ssh call per machine, all at once: its claims that name this provider and that
+        no host owns (see SshSpec.parse_gc). A machine that cannot be read fails gc of the
+        pool: what it holds cannot be judged."""
+
+        def read(machine: Machine) -> list[Orphan]:
+            out = self.run(self.spec.gc_read(machine)).stdout
+            return self.spec.parse_gc(machine, self.provider, out)
+
+        machines = list(self.config.machines)
+        outcomes = fan_out(
+            read, machines, jobs=len(machines), deadline_s=self.spec.read_timeout_s + 2.0
+        )
+        orphans = []
+        for outcome in outcomes:
+            if outcome.error is not None:
+                error = outcome.error
+                if isinstance(error, MngrError) and not error.message.startswith("machine "):
+                    error.message = f"machine {outcome.item.name!r}: {error.message}"
+                raise error
+            orphans += outcome.value
+        return orphans
+
+    def orphan_delete_plan(self, orphan: Orphan) -> Plan:
+        machine_name, _, host_id = orphan.id.partition("/")
+        machine = self.machine(machine_name)
+        if orphan.kind == "released claim":
+            command = self.spec.remove_released(machine, host_id)
+            where = f"{self.spec.host_dir(machine)}/.released-{host_id} on {machine.name}"
+            return Plan([Step(f"remove {where}", command=command)])
+        # The release script frees the claim only while it is still this host id's (another
+        # one's now: this one is gone already).
+        command = self.spec.release(machine, host_id, check_host_name(orphan.name or ""))
+        return Plan([Step(f"release machine {machine.name} from {orphan.name}", command=command)])
 
     def exec_command(
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False

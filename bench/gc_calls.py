@@ -6,6 +6,8 @@ arguments and `cat`: the figures are mngr's own calls, not vendor latency).
     local    no vendor: reads the folders and the snapshot descriptions
     docker   `docker ps`, `docker image ls`, one `docker image inspect` of every image
     aws      `describe-instances` (pages by itself), `describe-images`, `describe-snapshots`
+    ssh      one `ssh` per machine of the pool (all at once, as list): "hosts" are machines,
+             each holding a claim a killed create left (no host record)
 
 Run: python bench/gc_calls.py [--hosts 1,100]
 """
@@ -97,6 +99,15 @@ def setup(backend: str, n: int, base: Path) -> str:
                    "describe-snapshots": snaps}  # fmt: skip
         fields = {"binary": case_vendor(base / "aws", answers), "region": "us-east-1"}
         return provider_toml("p", "aws", fields)
+    if backend == "ssh":
+        # Every machine answers alike: a claim of provider p without a record, a day old.
+        claim = f"claim {1_700_000_000} {host_id(0)} h0 p\n--record--\n"
+        machines = [{"name": f"m{i}", "address": f"127.0.{i // 250}.{i % 250 + 1}"}
+                    for i in range(n)]  # fmt: skip
+        fields = {"binary": case_vendor(base / "ssh", {"--record--": claim}),
+                  "machines": machines, "control_persist_s": 0,
+                  "known_hosts": str(base / "known_hosts")}  # fmt: skip
+        return provider_toml("p", "ssh", fields)
     raise ValueError(backend)
 
 
@@ -132,7 +143,7 @@ def main() -> None:
             XDG_CACHE_HOME=str(home / ".cache"),
         )
         os.environ.pop("MNGR_CONFIG", None)
-        for backend in ("local", "docker", "aws"):
+        for backend in ("local", "docker", "aws", "ssh"):
             for n in (int(s) for s in args.hosts.split(",")):
                 rows.append((backend, n, *bench(backend, n, Path(tmp) / f"{backend}-{n}")))
     print(f"### Vendor processes per `mngr gc --dry-run` ({machine()}; stand-in vendors)\n")

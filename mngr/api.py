@@ -89,6 +89,12 @@ class CreateHostBody(BaseModel):
     memory: str | None = Field(None, max_length=32, description="Memory with a unit: 2g.")
     disk: str | None = Field(None, max_length=32, description="Disk with a unit: 20g.")
     gpu: str | None = Field(None, max_length=70, description="A count, 'all', or a type: H100:2.")
+    idle_timeout: str | None = Field(
+        None,
+        max_length=32,
+        description="Stop by itself after this long without activity (30m, 2h; 0: never), as "
+        "`host create --idle-timeout`; absent: the provider's `idle_timeout` setting.",
+    )
 
     @field_validator("tags")
     @classmethod

@@ -112,7 +112,9 @@ class CreateRequest:
     from_snapshot: Snapshot | None = None
     options: CreateOptions | None = None
     resources: ResourceRequest = field(default_factory=ResourceRequest)
-    idle_timeout_s: int = 0  # stop by itself after this long without activity; 0: never
+    # Stop by itself after this long without activity; 0: never; None: not given (a remote
+    # server's provider then applies its own `idle_timeout` setting).
+    idle_timeout_s: int | None = None
 
     def __post_init__(self) -> None:
         # Checked here once for every front end (CLI, server, API), before any vendor call.
@@ -163,6 +165,9 @@ class Backend(ABC):
     # Names in a host's working folder that hold mngr's own state: push never writes or
     # deletes them.
     transfer_protected: ClassVar[tuple[str, ...]] = ()
+    # Its hosts' idle clocks are reset where they are served (a remote `mngr serve` does it
+    # before each exec, shell, push, pull and forward), not by this mngr beforehand.
+    resets_idle_clock_itself: ClassVar[bool] = False
 
     def __init__(self, config: ProviderConfig, runner: Runner) -> None:
         self.config = config
@@ -274,6 +279,11 @@ class Backend(ABC):
         """Delete one orphan this provider found, by its id."""
         self.require(Capability.GC)
         raise NotImplementedError
+
+    def touch_plan(self, host: Host) -> Plan | None:
+        """`host touch` done by the provider (a remote server's API); None: mngr runs
+        mngr.idle.TOUCH_ARGV in the host over the transport."""
+        return None
 
     def exec_command(
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False

@@ -410,6 +410,7 @@ class Api:
                 cpus=body.cpus, memory=body.memory, disk=body.disk, gpu=body.gpu
             ),  # fmt: skip
             remote=True,
+            idle_timeout=body.idle_timeout,
         )
 
     def _on_host(self, verb: str, ref: str, provider: str | None, **how: Any) -> Host:
@@ -440,6 +441,9 @@ class Api:
     def tag(self, ref: str, provider: str | None, tags: dict[str, str], remove: list[str]) -> Host:
         batch = self.service.prepare_tag(ref, tags, remove, provider)
         return self.service.refreshed(self._run_on_host(batch))
+
+    def touch(self, ref: str, provider: str | None) -> Host:
+        return self.service.touch(ref, provider)
 
     def snapshot(self, ref: str, provider: str | None, name: str | None) -> Snapshot:
         return self.service.run_one(self.service.prepare_snapshot(ref, provider, name))
@@ -606,6 +610,11 @@ def create_app(
         _: Writer, ref: HostRef, body: TagBody, provider: OneProvider = None
     ) -> HostResult:
         return HostResult(host=await write(service.tag, ref, provider, body.set, body.remove))
+
+    @app.post("/v1/hosts/{ref}/touch", response_model=HostResult, tags=["hosts"])
+    async def touch_host(_: Writer, ref: HostRef, provider: OneProvider = None) -> HostResult:
+        """Count the host as in use now: its idle timeout starts again."""
+        return HostResult(host=await write(service.touch, ref, provider))
 
     @app.post(
         "/v1/hosts/{ref}/snapshots",

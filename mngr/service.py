@@ -209,7 +209,7 @@ class Service:
         backend.require_resources(resources)
         if not isinstance(options, CreateOptions):
             options = self._create_options(backend, options or {}, remote=remote)
-        idle_s = backend.config.idle_timeout
+        idle_s = backend.config.idle_timeout or None
         if idle_timeout is not None:
             idle_s = parse_idle_timeout(idle_timeout)
         if idle_s:
@@ -397,7 +397,11 @@ class Service:
             raise UsageError(
                 f"host {host.ref!r} has no idle timeout (give one at create: --idle-timeout 30m)"
             )
-        self._touch(backend, host)
+        plan = backend.touch_plan(host)
+        if plan is None:
+            self._touch(backend, host)
+        else:
+            self.run_one(Batch([Job(host.ref, backend, plan, host=host)]))
         return host
 
     def _touch(self, backend: Backend, host: Host) -> None:
@@ -412,7 +416,7 @@ class Service:
         """Before an exec, shell, push, pull or forward: the host's idle clock starts again,
         so a command shorter than the watcher's poll still counts. Best effort: while the
         command runs, its process keeps the host in use anyway."""
-        if host.idle_timeout_s:
+        if host.idle_timeout_s and not backend.resets_idle_clock_itself:
             try:
                 self._touch(backend, host)
             except MngrError:

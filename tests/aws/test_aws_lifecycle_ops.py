@@ -102,3 +102,76 @@ def test_gc_lists_and_removes_exactly_the_orphans(
         s["SnapshotId"] for s in ec2(moto, "describe-snapshots", "--owner-ids", "self")["Snapshots"]
     }
     assert left_ebs not in snaps
+
+
+def test_gc_removes_exactly_what_creates_killed_at_each_step_left(
+    moto, moto_provider, aws_settings, mngr, tmp_path
+) -> None:
+    """Creates killed (SIGKILL of mngr) right after the call that imports the provider's key
+    pair, after the one that makes its security group, and after `run-instances`. The last
+    leaves a host (moto's instances run at once); shown stuck pending, as EC2 shows an
+    instance that never came up, gc terminates it."""
+    import json
+
+    from mngr_backends.aws_setup import TAG_MADE_AT
+
+    from tests.aws.motoserver import aws_binary
+    from tests.support.killed_create import run_killed, vendor
+
+    real = aws_binary()
+
+    def gc_plan() -> set[tuple[str, str, str]]:
+        listed = mngr("gc", "-p", "cloud", "--dry-run", "-f", "json")
+        assert listed.exit_code == 0, listed.stderr
+        return {(o["action"], o["kind"], o["id"]) for o in json.loads(listed.stdout)["orphans"]}
+
+    def killed(name: str, after: str) -> None:
+        aws_settings(cloud=moto_provider(binary=vendor(tmp_path, real, kill_after=after)))
+        run_killed("host", "create", name, "-p", "cloud")
+        aws_settings(cloud=moto_provider())
+
+    # No host yet: the shared key pair and security group a killed create made are orphans,
+    # once older than a create may take (their creation time is a tag: made older here).
+    killed("keyed", " import-key-pair ")
+    killed("grouped", " create-security-group ")
+    [key_pair] = ec2(moto, "describe-key-pairs")["KeyPairs"]
+    [group] = [
+        g
+        for g in ec2(moto, "describe-security-groups")["SecurityGroups"]
+        if g["GroupName"] == "mngr-cloud"
+    ]
+    shared = {("key-pair", key_pair["KeyPairId"]), ("security-group", group["GroupId"])}
+    assert gc_plan() == {("keep", *one) for one in shared}
+    for _, resource in shared:
+        ec2(moto, "create-tags", "--resources", resource, "--tags",
+            f"Key={TAG_MADE_AT},Value=2026-01-01T00:00:00Z")  # fmt: skip
+    assert gc_plan() == {("delete", *one) for one in shared}
+    assert mngr("gc", "-p", "cloud", "--yes").exit_code == 0
+    assert ec2(moto, "describe-key-pairs")["KeyPairs"] == []
+
+    assert mngr("host", "create", "kept", "-p", "cloud").exit_code == 0
+    killed("ran", " run-instances ")
+    instances = {
+        _tag(i, "Name"): i["InstanceId"]
+        for r in ec2(moto, "describe-instances")["Reservations"]
+        for i in r["Instances"]
+    }
+    assert gc_plan() == set()  # running with mngr's complete tags: a host
+    stuck = vendor(tmp_path, real, pending=[instances["ran"]])
+    aws_settings(cloud=moto_provider(binary=stuck))
+    assert gc_plan() == {("delete", "instance", instances["ran"])}
+    assert mngr("gc", "-p", "cloud", "--yes").exit_code == 0
+
+    aws_settings(cloud=moto_provider())
+    listed = json.loads(mngr("host", "list", "-p", "cloud", "-f", "json").stdout)["hosts"]
+    assert [(h["name"], h["state"]) for h in listed] == [("kept", "running")]
+    states = {
+        i["InstanceId"]: i["State"]["Name"]
+        for r in ec2(moto, "describe-instances")["Reservations"]
+        for i in r["Instances"]
+    }
+    assert states == {instances["kept"]: "running", instances["ran"]: "terminated"}
+
+
+def _tag(instance: dict, key: str) -> str | None:
+    return next((t["Value"] for t in instance.get("Tags", []) if t["Key"] == key), None)

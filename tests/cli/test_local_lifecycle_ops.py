@@ -191,3 +191,61 @@ def test_the_cli_tags_starts_from_a_snapshot_and_collects(mngr) -> None:
     assert done.exit_code == 0, done.stderr
     assert not (folder.parent / "half").exists() and folder.exists()
     assert "nothing to collect" in mngr("gc").stderr
+
+
+# --- gc after creates killed at each step (SIGKILL of mngr itself) ------------------------------
+
+
+def gc_plan(mngr) -> dict[str, set[tuple[str, str]]]:
+    """`mngr gc --dry-run -f json`: {action: {(kind, id)}}."""
+    import json
+
+    listed = mngr("gc", "--dry-run", "-f", "json")
+    assert listed.exit_code == 0, listed.stderr
+    found: dict[str, set[tuple[str, str]]] = {"delete": set(), "keep": set()}
+    for orphan in json.loads(listed.stdout)["orphans"]:
+        found[orphan["action"]].add((orphan["kind"], orphan["id"]))
+    return found
+
+
+def hosts(mngr) -> dict[str, dict]:
+    import json
+
+    return {h["name"]: h for h in json.loads(mngr("host", "list", "-f", "json").stdout)["hosts"]}
+
+
+def test_gc_removes_exactly_what_creates_killed_at_each_step_left(mngr) -> None:
+    from tests.support.killed_create import run_killed
+
+    assert mngr("host", "create", "kept").exit_code == 0
+    assert mngr("host", "snapshot", "create", "kept", "-n", "first").exit_code == 0
+    run_killed("host", "create", "dir-only", step="create directory")
+    run_killed("host", "create", "restored", "--from-snapshot", "first", step="restore snapshot")
+    run_killed("host", "create", "recorded", step="write host record")
+    root = Path(hosts(mngr)["kept"]["address"]["path"]).parent
+    for name in ("dir-only", "restored"):
+        assert (root / name / ".mngr").is_dir() and not (
+            root / name / ".mngr" / "host.json"
+        ).exists()
+    young = gc_plan(mngr)
+    assert young["delete"] == set()
+    assert young["keep"] == {("folder", str(root / "dir-only")), ("folder", str(root / "restored"))}
+    aged(root / "dir-only")
+    aged(root / "restored")
+
+    assert gc_plan(mngr) == {
+        "delete": {("folder", str(root / "dir-only")), ("folder", str(root / "restored"))},
+        "keep": set(),
+    }
+    done = mngr("gc", "--yes")
+    assert done.exit_code == 0, done.stderr
+
+    assert gc_plan(mngr) == {"delete": set(), "keep": set()}
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == [
+        "kept",
+        "recorded",
+    ]
+    assert {name: h["state"] for name, h in hosts(mngr).items()} == {
+        "kept": "running",
+        "recorded": "running",
+    }

@@ -135,3 +135,46 @@ def test_gc_lists_and_removes_exactly_the_orphans(docker_env: DockerEnv, service
         assert engine.docker("inspect", unmarked, check=False).returncode == 0
     finally:
         engine.docker("rm", "--force", unmarked, check=False)
+
+
+def test_gc_removes_exactly_what_creates_killed_at_each_step_left(
+    docker_env: DockerEnv, mngr, tmp_path
+) -> None:
+    """Creates killed (SIGKILL of mngr) right after `docker build` and after `docker run`:
+    the first leaves a build image no container uses, the second a host."""
+    import json
+    import time
+
+    from tests.docker.dockerd import DOCKER, TEST_IMAGE
+    from tests.support.killed_create import run_killed, vendor
+
+    p, engine = docker_env.provider, docker_env.engine
+    assert mngr("host", "create", "kept", "-p", p).exit_code == 0
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(f"FROM {TEST_IMAGE}\nRUN touch /built\n")
+    settings = docker_env.settings.read_text()
+    for name, after in (("built", " build "), ("ran", " run ")):
+        killing = vendor(tmp_path, DOCKER, kill_after=after)
+        docker_env.settings.write_text(settings + f'binary = "{killing}"\n')
+        run_killed("host", "create", name, "-p", p, "--build", str(tmp_path / "ctx"))
+    # Old enough: this provider's creates now take at most 3 s.
+    docker_env.settings.write_text(settings + "timeout_s = 1\nbuild_timeout_s = 1\n")
+    time.sleep(3.5)
+
+    def gc_plan() -> list[tuple[str, str, str | None]]:
+        listed = mngr("gc", "-p", p, "--dry-run", "-f", "json")
+        assert listed.exit_code == 0, listed.stderr
+        return [(o["action"], o["kind"], o["name"]) for o in json.loads(listed.stdout)["orphans"]]
+
+    [(action, kind, tag)] = gc_plan()
+    assert (action, kind) == ("delete", "image") and tag.startswith("mngr-build:host-")
+    labels = engine.docker("image", "inspect", tag, "--format", "{{json .Config.Labels}}")
+    assert json.loads(labels.stdout)["mngr.host-name"] == "built"
+    done = mngr("gc", "-p", p, "--yes")
+    assert done.exit_code == 0, done.stderr
+
+    assert gc_plan() == []
+    assert engine.docker("image", "inspect", tag, check=False).returncode != 0
+    listed = json.loads(mngr("host", "list", "-p", p, "-f", "json").stdout)["hosts"]
+    assert {h["name"]: h["state"] for h in listed} == {"kept": "running", "ran": "running"}
+    assert len(docker_env.labelled("ps")) == 2

@@ -33,7 +33,8 @@ from grpclib import GRPCError, Status
 from modal_proto import api_grpc, api_pb2, task_command_router_grpc
 from modal_proto import task_command_router_pb2 as router_pb2
 
-PAGE = 25  # sandboxes per SandboxList answer (Modal's own page is larger; small forces paging)
+PAGE = 25  # sandboxes per SandboxList answer (StandIn.page; a test may make it smaller)
+TTL_NO_EXPIRY = -1  # ttl_seconds of a snapshot asked never to expire (the SDK's sentinel)
 
 
 def _ids(prefix: str) -> Callable[[], str]:
@@ -230,7 +231,7 @@ class ModalAPI:
         ]
         boxes.sort(key=lambda b: b.created, reverse=True)
         self.server.pages += 1
-        return api_pb2.SandboxListResponse(sandboxes=[self._info(b) for b in boxes[:PAGE]])
+        return api_pb2.SandboxListResponse(sandboxes=[self._info(b) for b in boxes[: self.server.page]])
 
     async def SandboxWait(self, req: api_pb2.SandboxWaitRequest) -> api_pb2.SandboxWaitResponse:
         box = self._sandbox(req.sandbox_id)
@@ -526,6 +527,7 @@ class StandIn:
         self.state = State(Path(root or self._tmp.name))
         self.url = ""
         self.jwt = _jwt({"exp": int(time.time()) + 86400})
+        self.page = PAGE
         self.pages = 0  # SandboxList answers given
         self.blocks_url = ""
         self._loop = asyncio.new_event_loop()

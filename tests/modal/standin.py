@@ -83,6 +83,7 @@ class State:
         self.blocks: dict[str, bytes] = {}  # sha256 hex -> block
         self.execs: dict[str, Exec] = {}
         self.calls: list[str] = []
+        self.faults: dict[str, tuple[Status, str]] = {}  # method -> the error it answers with
         self.unanswered: list[str] = []
         self.new_app, self.new_sandbox, self.new_image = _ids("ap"), _ids("sb"), _ids("im")
         self.new_volume, self.new_exec = _ids("vo"), _ids("ex")
@@ -502,6 +503,8 @@ def _serve(
     async def handle(stream: grpclib.server.Stream) -> None:
         server.state.calls.append(name)
         check(stream.metadata)
+        if name in server.state.faults:
+            raise GRPCError(*server.state.faults[name])
         if method is None:
             server.state.unanswered.append(name)
             raise GRPCError(Status.UNIMPLEMENTED, f"the stand-in does not answer {name}")
@@ -577,6 +580,11 @@ class StandIn:
     async def _get_block(self, request: web.Request) -> web.Response:
         data = self.state.blocks.get(request.match_info["sha"])
         return web.Response(status=404) if data is None else web.Response(body=data)
+
+    def call(self, method: str, request: Any) -> Any:
+        """Answer one control-plane call from the test (as another Modal client would make it)."""
+        api = ModalAPI(self)
+        return asyncio.run_coroutine_threadsafe(getattr(api, method)(request), self._loop).result(30)
 
     def stop(self) -> None:
         async def close() -> None:

@@ -5,10 +5,12 @@ subprocess -> the installed `modal` SDK -> gRPC -> the local stand-in of Modal's
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import Any
 
+from tests.modal.conftest import COMMON, SHIM
 from tests.modal.standin import TTL_NO_EXPIRY
 
 
@@ -16,6 +18,18 @@ def hosts(cli) -> dict[str, dict[str, Any]]:
     listed = cli("host", "list", "-p", "cloud", "--format", "json")
     assert listed.exit_code == 0, listed.stderr
     return {h["name"]: h for h in json.loads(listed.stdout)["hosts"]}
+
+
+def shim_error(verb: str, *args: str) -> dict[str, Any]:
+    """The shim's own report of a failure (its kind), run as mngr runs it."""
+    env = dict(os.environ, MODAL_TOKEN_ID=os.environ["MY_MODAL_ID"])
+    env["MODAL_TOKEN_SECRET"] = os.environ["MY_MODAL_SECRET"]
+    done = subprocess.run(
+        [*SHIM, verb, *COMMON, "--provider=cloud", *args],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode != 0, done.stdout
+    return json.loads(done.stderr.strip().splitlines()[-1])
 
 
 def running(standin) -> list[Any]:
@@ -112,3 +126,91 @@ def test_list_reads_every_page_of_sandboxes(cli, standin_settings, standin) -> N
     before = standin.pages
     assert sorted(hosts(cli)) == sorted(names)
     assert standin.pages - before == 4  # 3 + 3 + 1 sandboxes, then an empty page ends it
+
+
+# --- failure kinds, as the real SDK raises them --------------------------------------------
+
+
+def test_a_wrong_token_is_unauthorised_with_the_fix(cli, standin_settings, monkeypatch) -> None:
+    monkeypatch.setenv("MY_MODAL_SECRET", "as-not-the-secret")
+    created = cli("host", "create", "web", "-p", "cloud")
+    assert created.exit_code == 5, created.stderr
+    assert "Modal refused provider 'cloud': Token validation failed" in created.stderr
+    assert "check that $MY_MODAL_ID and $MY_MODAL_SECRET hold a valid Modal token" in created.stderr
+    assert "as-not-the-secret" not in created.stderr and "Traceback" not in created.stderr
+    listed = cli("host", "list", "-p", "cloud", "--format", "json")
+    assert listed.exit_code == 6
+    [error] = json.loads(listed.stdout)["errors"]
+    assert error["kind"] == "unauthorised"
+
+
+def test_an_image_modal_no_longer_has_is_not_found(cli, standin_settings, standin) -> None:
+    assert cli("host", "create", "web", "-p", "cloud").exit_code == 0
+    assert cli("host", "stop", "web").exit_code == 0
+    [image] = [i for i, files in standin.state.images.items() if files]
+    del standin.state.images[image]  # gone on Modal's side, behind mngr's back
+    started = cli("host", "start", "web")
+    assert started.exit_code == 3, started.stderr
+    assert f"modal start: Image {image} not found" in started.stderr
+    assert hosts(cli)["web"]["state"] == "stopped"  # the record is kept: nothing is lost
+    forgot = cli("host", "destroy", "web", "--yes", "--purge")  # the image's delete: not found
+    assert forgot.exit_code == 0, forgot.stderr
+    assert hosts(cli) == {}
+
+
+def test_a_name_modal_already_has_is_a_conflict(cli, standin_settings, standin) -> None:
+    app = cli("provider", "check", "cloud", "--format", "json")
+    app_id = json.loads(app.stdout)["providers"][0]["details"]["app_id"]
+    from modal_proto import api_pb2
+
+    theirs = api_pb2.SandboxCreateRequest(app_id=app_id, definition=api_pb2.Sandbox(name="web"))
+    standin.state.images["im-base"] = None
+    theirs.definition.image_id = "im-base"
+    standin.call("SandboxCreate", theirs)  # a sandbox named web that mngr did not make
+    created = cli("host", "create", "web", "-p", "cloud")
+    assert created.exit_code == 1, created.stderr
+    assert "already exists" in created.stderr and "Traceback" not in created.stderr
+    again = shim_error("create", "--name=web", "--host-id=host-" + "0" * 32, "--created-at=x")
+    assert again["kind"] == "conflict"
+
+
+def test_failed_precondition_and_aborted_are_conflicts(cli, standin_settings, standin) -> None:
+    from grpclib import Status
+
+    assert cli("host", "create", "web", "-p", "cloud").exit_code == 0
+    for status in (Status.FAILED_PRECONDITION, Status.ABORTED):
+        standin.state.faults["TaskSnapshotFilesystem"] = (status, "sandbox is busy snapshotting")
+        snap = cli("host", "snapshot", "create", "web", "--name", "now")
+        assert snap.exit_code == 1, snap.stderr
+        assert "modal snapshot: sandbox is busy snapshotting" in snap.stderr
+        [box] = running(standin)
+        flags = [f"--sandbox-id={box.id}", "--host-id=" + box.tags["mngr-host-id"]]
+        flags += ["--snapshot-id=snap-" + "1" * 32, "--name=now", "--created-at=x"]
+        assert shim_error("snapshot", *flags)["kind"] == "conflict"
+    standin.state.faults.clear()
+    assert cli("host", "snapshot", "create", "web", "--name", "now").exit_code == 0
+
+
+def test_no_modal_at_the_address_is_cannot_reach_modal_at_once(
+    cli, standin_settings, monkeypatch
+) -> None:
+    import socket
+    import time
+
+    with socket.socket() as silent, socket.socket() as closed:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # takes connections and never says a word
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        for sock, says in ((closed, "refused"), (silent, "timed out")):
+            port = sock.getsockname()[1]
+            monkeypatch.setenv("MODAL_SERVER_URL", f"http://127.0.0.1:{port}")
+            started = time.monotonic()
+            listed = cli("host", "list", "-p", "cloud", "--format", "json")
+            assert time.monotonic() - started < 15  # the SDK alone retries for about a minute
+            assert listed.exit_code == 6
+            [error] = json.loads(listed.stdout)["errors"]
+            assert error["kind"] == "unreachable", error
+            assert f"cannot reach Modal (127.0.0.1:{port}: " in error["message"]
+            assert says in error["message"].lower()
+            checked = cli("provider", "check", "cloud")
+            assert checked.exit_code == 1 and "Modal is unreachable (modal check)" in checked.stdout

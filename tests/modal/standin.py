@@ -80,13 +80,15 @@ class State:
         self.image_ttls: dict[str, int] = {}  # snapshot image -> ttl_seconds asked for
         self.volumes: dict[tuple[str, str], str] = {}  # (environment, name) -> volume id
         self.files: dict[str, dict[str, bytes]] = {}  # volume id -> path -> contents
+        self.dicts: dict[tuple[str, str], str] = {}  # (environment, name) -> dict id
+        self.entries: dict[str, dict[bytes, bytes]] = {}  # dict id -> serialized key -> value
         self.blocks: dict[str, bytes] = {}  # sha256 hex -> block
         self.execs: dict[str, Exec] = {}
         self.calls: list[str] = []
         self.faults: dict[str, tuple[Status, str]] = {}  # method -> the error it answers with
         self.unanswered: list[str] = []
         self.new_app, self.new_sandbox, self.new_image = _ids("ap"), _ids("sb"), _ids("im")
-        self.new_volume, self.new_exec = _ids("vo"), _ids("ex")
+        self.new_volume, self.new_dict = _ids("vo"), _ids("di")
 
 
 class ModalAPI:
@@ -347,6 +349,42 @@ class ModalAPI:
             raise GRPCError(Status.NOT_FOUND, f"No such file: {req.path}")
         return empty_pb2.Empty()
 
+    # --- dicts (where an older mngr kept its records) ---------------------------------------
+
+    async def DictGetOrCreate(
+        self, req: api_pb2.DictGetOrCreateRequest
+    ) -> api_pb2.DictGetOrCreateResponse:
+        key = (req.environment_name, req.deployment_name)
+        if key not in self.s.dicts:
+            if req.object_creation_type != api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING:
+                raise GRPCError(Status.NOT_FOUND, f"Dict '{req.deployment_name}' not found")
+            self.s.dicts[key] = self.s.new_dict()
+            self.s.entries[self.s.dicts[key]] = {}
+        return api_pb2.DictGetOrCreateResponse(
+            dict_id=self.s.dicts[key], metadata=api_pb2.DictMetadata(name=req.deployment_name)
+        )
+
+    def _dict(self, dict_id: str) -> dict[bytes, bytes]:
+        if dict_id not in self.s.entries:
+            raise GRPCError(Status.NOT_FOUND, f"Dict {dict_id} not found")
+        return self.s.entries[dict_id]
+
+    async def DictUpdate(self, req: api_pb2.DictUpdateRequest) -> api_pb2.DictUpdateResponse:
+        self._dict(req.dict_id).update({e.key: e.value for e in req.updates})
+        return api_pb2.DictUpdateResponse(created=True)
+
+    async def DictContents(
+        self, req: api_pb2.DictContentsRequest
+    ) -> AsyncIterator[api_pb2.DictEntry]:
+        for key, value in list(self._dict(req.dict_id).items()):
+            yield api_pb2.DictEntry(key=key if req.keys else b"", value=value if req.values else b"")
+
+    async def DictDelete(self, req: api_pb2.DictDeleteRequest) -> empty_pb2.Empty:
+        self._dict(req.dict_id)
+        del self.s.entries[req.dict_id]
+        self.s.dicts = {k: v for k, v in self.s.dicts.items() if v != req.dict_id}
+        return empty_pb2.Empty()
+
     # The V2 backend's calls take the V1 messages.
     SandboxWaitV2 = SandboxWait
     SandboxGetTaskIdV2 = SandboxGetTaskId
@@ -528,6 +566,7 @@ class StandIn:
         self.tokens = {(token_id, token_secret)}
         self._tmp = None if root else tempfile.TemporaryDirectory(prefix="modal-standin-")
         self.state = State(Path(root or self._tmp.name))
+        self.state.root.mkdir(parents=True, exist_ok=True)
         self.url = ""
         self.jwt = _jwt({"exp": int(time.time()) + 86400})
         self.page = PAGE

@@ -214,3 +214,45 @@ def test_no_modal_at_the_address_is_cannot_reach_modal_at_once(
             assert says in error["message"].lower()
             checked = cli("provider", "check", "cloud")
             assert checked.exit_code == 1 and "Modal is unreachable (modal check)" in checked.stdout
+
+
+def test_records_an_older_mngr_kept_in_a_dict_move_to_the_volume_once(
+    cli, standin_settings, standin
+) -> None:
+    old_id, snap_id = "host-" + "a" * 32, "snap-" + "b" * 32
+    files = standin.state.root / "old-image"
+    files.mkdir()
+    (files / "kept").write_text("from before\n")
+    standin.state.images["im-old"] = files
+    host = {"id": old_id, "name": "old", "created_at": "2026-11-01T00:00:00Z", "image": "x",
+            "tags": {"team": "ml"}, "spec": {"cpu": 1.0}, "stopped_at": "2026-11-02T00:00:00Z",
+            "snapshot_id": snap_id, "image_id": "im-old", "provider": "cloud"}  # fmt: skip
+    snap = {"id": snap_id, "name": "old-stop", "host": "old", "host_id": old_id,
+            "created_at": "2026-11-02T00:00:00Z", "image_id": "im-old", "provider": "cloud"}  # fmt: skip
+    theirs = {**host, "id": "host-" + "c" * 32, "name": "theirs", "provider": "other"}
+    seed = (  # as the older mngr wrote them: JSON text values in a modal.Dict, by the SDK
+        "import json, sys, modal\n"
+        "d = modal.Dict.from_name('mngr-cloud-records', create_if_missing=True)\n"
+        "for key, value in json.loads(sys.argv[1]).items():\n"
+        "    d.put(key, json.dumps(value))\n"
+    )
+    records = {f"host:{old_id}": host, f"snap:{snap_id}": snap, f"host:{theirs['id']}": theirs}
+    env = dict(os.environ, MODAL_TOKEN_ID=os.environ["MY_MODAL_ID"])
+    env["MODAL_TOKEN_SECRET"] = os.environ["MY_MODAL_SECRET"]
+    done = subprocess.run(
+        [sys.executable, "-c", seed, json.dumps(records)], env=env, capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(standin.state.dicts) == 1
+
+    old = hosts(cli)["old"]
+    assert old["state"] == "stopped" and old["tags"] == {"team": "ml"}
+    assert old["id"] == old_id and old["snapshots"] == [snap_id]
+    assert standin.state.dicts == {}  # read once, then deleted
+    [volume] = standin.state.files.values()
+    assert sorted(volume) == sorted(f"{k.replace(':', '/')}.json" for k in records)  # all kept
+    assert hosts(cli)["old"]["state"] == "stopped"  # from the volume now
+
+    assert cli("host", "start", "old").exit_code == 0
+    kept = cli("host", "exec", "old", "--", "cat", "kept")
+    assert kept.exit_code == 0 and kept.stdout == "from before\n"

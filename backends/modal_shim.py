@@ -11,8 +11,9 @@ the environment only (MODAL_TOKEN_ID / MODAL_TOKEN_SECRET / MODAL_PROFILE), neve
 Provider-side state (no local database): a running host is a sandbox carrying `mngr-*` tags;
 a stopped host and every snapshot is a JSON file in the named `modal.Volume` VOLUME,
 `host/<host-id>.json` and `snap/<snapshot-id>.json` (a Volume keeps its files until they are
-removed; a Dict entry would expire after 7 days unread), and a snapshot's image is made with
-no expiry (`ttl=None`) and deleted with its record. Modal sandboxes cannot be stopped, so `stop` is
+removed; a Dict entry would expire after 7 days unread: records an older mngr kept in a Dict
+of that name are moved into the volume once), and a snapshot's image is made with no expiry
+(`ttl=None`) and deleted with its record. Modal sandboxes cannot be stopped, so `stop` is
 snapshot_filesystem + terminate (the record kept) and `start` is a new sandbox from the
 host's latest snapshot image. `exec` passes stdio and the exit code of the command through.
 """

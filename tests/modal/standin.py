@@ -160,7 +160,9 @@ class ModalAPI:
             raise GRPCError(Status.NOT_FOUND, f"Sandbox {sandbox_id} not found")
         return box
 
-    async def SandboxCreate(self, req: api_pb2.SandboxCreateRequest) -> api_pb2.SandboxCreateResponse:
+    async def SandboxCreate(
+        self, req: api_pb2.SandboxCreateRequest
+    ) -> api_pb2.SandboxCreateResponse:
         """V1 (the SDK's choice for a GPU sandbox): `sb-` and 22 characters."""
         return api_pb2.SandboxCreateResponse(sandbox_id=self._create(req, self.s.new_sandbox()).id)
 
@@ -173,7 +175,9 @@ class ModalAPI:
             sandbox_id=box.id,
             task_id=_task(box.id),
             metadata=api_pb2.SandboxHandleMetadata(app_id=box.app_id),
-            command_router_access=api_pb2.CommandRouterAccess(url=self.server.url, jwt=self.server.jwt),
+            command_router_access=api_pb2.CommandRouterAccess(
+                url=self.server.url, jwt=self.server.jwt
+            ),
         )
 
     def _create(self, req: Any, sandbox_id: str) -> Sandbox:
@@ -181,7 +185,8 @@ class ModalAPI:
         if d.image_id not in self.s.images:
             raise GRPCError(Status.NOT_FOUND, f"Image {d.image_id} not found")
         taken = [
-            b for b in self.s.sandboxes.values()
+            b
+            for b in self.s.sandboxes.values()
             if b.app_id == req.app_id and b.name == d.name and not b.finished
         ]
         if d.name and taken:
@@ -226,7 +231,8 @@ class ModalAPI:
     async def SandboxListV2(self, req: api_pb2.SandboxListRequest) -> api_pb2.SandboxListResponse:
         wanted = {t.tag_name: t.tag_value for t in req.tags}
         boxes = [
-            b for b in self.s.sandboxes.values()
+            b
+            for b in self.s.sandboxes.values()
             if (not req.app_id or b.app_id == req.app_id)
             and (req.include_finished or not b.finished)
             and (not req.before_timestamp or b.created < req.before_timestamp)
@@ -234,7 +240,9 @@ class ModalAPI:
         ]
         boxes.sort(key=lambda b: b.created, reverse=True)
         self.server.pages += 1
-        return api_pb2.SandboxListResponse(sandboxes=[self._info(b) for b in boxes[: self.server.page]])
+        return api_pb2.SandboxListResponse(
+            sandboxes=[self._info(b) for b in boxes[: self.server.page]]
+        )
 
     async def SandboxWait(self, req: api_pb2.SandboxWaitRequest) -> api_pb2.SandboxWaitResponse:
         box = self._sandbox(req.sandbox_id)
@@ -253,14 +261,18 @@ class ModalAPI:
     async def SandboxGetCommandRouterAccess(
         self, req: api_pb2.SandboxGetCommandRouterAccessRequest
     ) -> api_pb2.SandboxGetCommandRouterAccessResponse:
-        return api_pb2.SandboxGetCommandRouterAccessResponse(url=self.server.url, jwt=self.server.jwt)
+        return api_pb2.SandboxGetCommandRouterAccessResponse(
+            url=self.server.url, jwt=self.server.jwt
+        )
 
     async def TaskGetCommandRouterAccess(
         self, req: api_pb2.TaskGetCommandRouterAccessRequest
     ) -> api_pb2.TaskGetCommandRouterAccessResponse:
         return api_pb2.TaskGetCommandRouterAccessResponse(url=self.server.url, jwt=self.server.jwt)
 
-    async def SandboxTagsGet(self, req: api_pb2.SandboxTagsGetRequest) -> api_pb2.SandboxTagsGetResponse:
+    async def SandboxTagsGet(
+        self, req: api_pb2.SandboxTagsGetRequest
+    ) -> api_pb2.SandboxTagsGetResponse:
         box = self._sandbox(req.sandbox_id)
         tags = [api_pb2.SandboxTag(tag_name=k, tag_value=v) for k, v in box.tags.items()]
         return api_pb2.SandboxTagsGetResponse(tags=tags)
@@ -312,14 +324,19 @@ class ModalAPI:
         ]
         yield api_pb2.VolumeListFiles2Response(entries=entries)
 
-    async def VolumeGetFile2(self, req: api_pb2.VolumeGetFile2Request) -> api_pb2.VolumeGetFile2Response:
+    async def VolumeGetFile2(
+        self, req: api_pb2.VolumeGetFile2Request
+    ) -> api_pb2.VolumeGetFile2Response:
         data = self._volume(req.volume_id).get(req.path.strip("/"))
         if data is None:
             raise GRPCError(Status.NOT_FOUND, f"No such file: {req.path}")
         sha = hashlib.sha256(data).hexdigest()
         self.s.blocks[sha] = data
         return api_pb2.VolumeGetFile2Response(
-            get_urls=[f"{self.server.blocks_url}/block/{sha}"], size=len(data), start=0, len=len(data)
+            get_urls=[f"{self.server.blocks_url}/block/{sha}"],
+            size=len(data),
+            start=0,
+            len=len(data),
         )
 
     async def VolumePutFiles2(
@@ -328,7 +345,9 @@ class ModalAPI:
         files = self._volume(req.volume_id)
         missing = [
             api_pb2.VolumePutFiles2Response.MissingBlock(
-                file_index=i, block_index=j, put_url=f"{self.server.blocks_url}/block/{b.contents_sha256.hex()}"
+                file_index=i,
+                block_index=j,
+                put_url=f"{self.server.blocks_url}/block/{b.contents_sha256.hex()}",
             )
             for i, f in enumerate(req.files)
             for j, b in enumerate(f.blocks)
@@ -377,7 +396,9 @@ class ModalAPI:
         self, req: api_pb2.DictContentsRequest
     ) -> AsyncIterator[api_pb2.DictEntry]:
         for key, value in list(self._dict(req.dict_id).items()):
-            yield api_pb2.DictEntry(key=key if req.keys else b"", value=value if req.values else b"")
+            yield api_pb2.DictEntry(
+                key=key if req.keys else b"", value=value if req.values else b""
+            )
 
     async def DictDelete(self, req: api_pb2.DictDeleteRequest) -> empty_pb2.Empty:
         self._dict(req.dict_id)
@@ -426,7 +447,8 @@ class Router:
                 start_new_session=True,
             )
         except OSError as exc:
-            raise GRPCError(Status.INVALID_ARGUMENT, f"cannot run {req.command_args[0]!r}: {exc}")
+            message = f"cannot run {req.command_args[0]!r}: {exc}"
+            raise GRPCError(Status.INVALID_ARGUMENT, message) from None
         run = Exec(process)
         self.s.execs[req.exec_id] = run
         asyncio.ensure_future(self._collect(run))
@@ -475,11 +497,15 @@ class Router:
             pass  # the command ended without reading all of its input
         return router_pb2.TaskExecStdinWriteResponse()
 
-    async def TaskExecPoll(self, req: router_pb2.TaskExecPollRequest) -> router_pb2.TaskExecPollResponse:
+    async def TaskExecPoll(
+        self, req: router_pb2.TaskExecPollRequest
+    ) -> router_pb2.TaskExecPollResponse:
         run = self._exec(req.exec_id)
         return router_pb2.TaskExecPollResponse(**({} if run.code is None else _exit(run)))
 
-    async def TaskExecWait(self, req: router_pb2.TaskExecWaitRequest) -> router_pb2.TaskExecWaitResponse:
+    async def TaskExecWait(
+        self, req: router_pb2.TaskExecWaitRequest
+    ) -> router_pb2.TaskExecWaitResponse:
         run = self._exec(req.exec_id)
         while run.code is None:
             run.changed.clear()
@@ -623,7 +649,9 @@ class StandIn:
     def call(self, method: str, request: Any) -> Any:
         """Answer one control-plane call from the test (as another Modal client would make it)."""
         api = ModalAPI(self)
-        return asyncio.run_coroutine_threadsafe(getattr(api, method)(request), self._loop).result(30)
+        return asyncio.run_coroutine_threadsafe(getattr(api, method)(request), self._loop).result(
+            30
+        )
 
     def stop(self) -> None:
         async def close() -> None:

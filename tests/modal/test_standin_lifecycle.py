@@ -224,11 +224,27 @@ def test_records_an_older_mngr_kept_in_a_dict_move_to_the_volume_once(
     files.mkdir()
     (files / "kept").write_text("from before\n")
     standin.state.images["im-old"] = files
-    host = {"id": old_id, "name": "old", "created_at": "2026-11-01T00:00:00Z", "image": "x",
-            "tags": {"team": "ml"}, "spec": {"cpu": 1.0}, "stopped_at": "2026-11-02T00:00:00Z",
-            "snapshot_id": snap_id, "image_id": "im-old", "provider": "cloud"}  # fmt: skip
-    snap = {"id": snap_id, "name": "old-stop", "host": "old", "host_id": old_id,
-            "created_at": "2026-11-02T00:00:00Z", "image_id": "im-old", "provider": "cloud"}  # fmt: skip
+    host = {
+        "id": old_id,
+        "name": "old",
+        "created_at": "2026-11-01T00:00:00Z",
+        "image": "x",
+        "tags": {"team": "ml"},
+        "spec": {"cpu": 1.0},
+        "stopped_at": "2026-11-02T00:00:00Z",
+        "snapshot_id": snap_id,
+        "image_id": "im-old",
+        "provider": "cloud",
+    }
+    snap = {
+        "id": snap_id,
+        "name": "old-stop",
+        "host": "old",
+        "host_id": old_id,
+        "created_at": "2026-11-02T00:00:00Z",
+        "image_id": "im-old",
+        "provider": "cloud",
+    }
     theirs = {**host, "id": "host-" + "c" * 32, "name": "theirs", "provider": "other"}
     seed = (  # as the older mngr wrote them: JSON text values in a modal.Dict, by the SDK
         "import json, sys, modal\n"
@@ -256,3 +272,18 @@ def test_records_an_older_mngr_kept_in_a_dict_move_to_the_volume_once(
     assert cli("host", "start", "old").exit_code == 0
     kept = cli("host", "exec", "old", "--", "cat", "kept")
     assert kept.exit_code == 0 and kept.stdout == "from before\n"
+
+
+def test_the_guard_refuses_modals_own_address_before_any_lookup(standin, monkeypatch) -> None:
+    """What keeps these tests on loopback can fail them: without MODAL_SERVER_URL the shim
+    would go to the SDK's defaults, api.modal.com and api.modal2.com; the guard refuses the name
+    look-ups themselves."""
+    from pathlib import Path
+
+    monkeypatch.delenv("MODAL_SERVER_URL")
+    report = shim_error("list")
+    assert report["kind"] == "unreachable"
+    assert "cannot reach Modal (api.modal.com:443: test network guard" in report["message"]
+    log = Path(os.environ["MODAL_TEST_NET_LOG"])
+    assert log.read_text() == "lookup api.modal.com\nlookup api.modal2.com\n"  # its fallback
+    log.unlink()  # seen; the fixture fails any test that leaves one

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import itertools
 import json
+import re
 import shutil
 import tempfile
 import threading
@@ -34,6 +35,7 @@ from modal_proto import api_grpc, api_pb2, task_command_router_grpc
 from modal_proto import task_command_router_pb2 as router_pb2
 
 PAGE = 25  # sandboxes per SandboxList answer (StandIn.page; a test may make it smaller)
+TAG_RULE = re.compile(r"^[A-Za-z0-9._-]{1,63}$")  # the SDK's rule for App tags, held here too
 TTL_NO_EXPIRY = -1  # ttl_seconds of a snapshot asked never to expire (the SDK's sentinel)
 
 
@@ -195,7 +197,7 @@ class ModalAPI:
             id=sandbox_id,
             app_id=req.app_id,
             name=d.name,
-            tags={t.tag_name: t.tag_value for t in req.tags},
+            tags=_tags(req.tags),
             root=self.s.root / "sandboxes" / str(len(self.s.sandboxes)),
             created=time.time() + len(self.s.sandboxes) * 1e-3,  # unique: pages end on it
             spec={
@@ -278,7 +280,7 @@ class ModalAPI:
         return api_pb2.SandboxTagsGetResponse(tags=tags)
 
     async def SandboxTagsSet(self, req: api_pb2.SandboxTagsSetRequest) -> empty_pb2.Empty:
-        self._sandbox(req.sandbox_id).tags = {t.tag_name: t.tag_value for t in req.tags}
+        self._sandbox(req.sandbox_id).tags = _tags(req.tags)
         return empty_pb2.Empty()
 
     async def SandboxTerminate(
@@ -522,6 +524,14 @@ class Router:
         self.s.images[image_id] = files
         self.s.image_ttls[image_id] = req.ttl_seconds
         return router_pb2.TaskSnapshotFilesystemResponse(image_id=image_id)
+
+
+def _tags(tags: Any) -> dict[str, str]:
+    for tag in tags:
+        for text in (tag.tag_name, tag.tag_value):
+            if not TAG_RULE.fullmatch(text):
+                raise GRPCError(Status.INVALID_ARGUMENT, f"Invalid tag: {text!r}")
+    return {tag.tag_name: tag.tag_value for tag in tags}
 
 
 def _task(sandbox_id: str) -> str:

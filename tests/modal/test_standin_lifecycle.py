@@ -71,6 +71,8 @@ def test_the_whole_lifecycle_with_the_real_sdk(cli, standin_settings, standin) -
     assert again.tags == box.tags  # the same host, asked for the same resources
     read = cli("host", "exec", "web", "--", "cat", "greeting")
     assert read.exit_code == 0 and read.stdout == "hello\n"
+    assert cli("host", "tag", "web", "owner=ana@example.org", "--remove", "note").exit_code == 0
+    assert hosts(cli)["web"]["tags"] == {"team": "ml", "owner": "ana@example.org"}
 
     snap = cli("host", "snapshot", "create", "web", "--name", "base")
     assert snap.exit_code == 0, snap.stderr
@@ -82,6 +84,12 @@ def test_the_whole_lifecycle_with_the_real_sdk(cli, standin_settings, standin) -
     assert base_image in standin.state.deleted_images  # the image goes with its record
     listed = cli("host", "snapshot", "list", "web", "-p", "cloud", "--format", "json")
     assert [s["name"] for s in json.loads(listed.stdout)["snapshots"]] == names[1:]
+    cli("host", "exec", "web", "--", "sh", "-c", "echo later > greeting")
+    back = cli("host", "start", "web", "--snapshot", names[1])  # the stop snapshot: hello
+    assert back.exit_code == 0, back.stderr
+    read = cli("host", "exec", "web", "--", "cat", "greeting")
+    assert read.exit_code == 0 and read.stdout == "hello\n"
+    assert hosts(cli)["web"]["tags"] == {"team": "ml", "owner": "ana@example.org"}
 
     destroyed = cli("host", "destroy", "web", "--yes", "--purge")
     assert destroyed.exit_code == 0, destroyed.stderr

@@ -87,6 +87,7 @@ class State:
         self.blocks: dict[str, bytes] = {}  # sha256 hex -> block
         self.execs: dict[str, Exec] = {}
         self.calls: list[str] = []
+        self.requests: list[tuple[str, Any]] = []  # (method, request) of each one-message call
         self.faults: dict[str, tuple[Status, str]] = {}  # method -> the error it answers with
         self.unanswered: list[str] = []
         self.new_app, self.new_sandbox, self.new_image = _ids("ap"), _ids("sb"), _ids("im")
@@ -586,6 +587,7 @@ def _serve(
             await method(stream)
             return
         request = await stream.recv_message()
+        server.state.requests.append((name, request))
         if cardinality == Card.UNARY_STREAM:
             async for reply in method(request):
                 await stream.send_message(reply)

@@ -151,7 +151,16 @@ def cli(capfd: pytest.CaptureFixture[str]) -> Callable[..., Result]:
 @pytest.fixture
 def shim(fake_modal: FakeModal) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the real shim against the double: shim("list") or shim("create", "--name=a")."""
+    return _shim_runner()
 
+
+@pytest.fixture
+def sdk_shim(standin: Any) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the real shim with the real SDK against the stand-in, as `shim` runs it."""
+    return _shim_runner()
+
+
+def _shim_runner() -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(
         verb: str, *args: str, token: bool = True, provider: str = "cloud", **kwargs: Any
     ) -> Any:

@@ -11,8 +11,9 @@ the environment only (MODAL_TOKEN_ID / MODAL_TOKEN_SECRET / MODAL_PROFILE), neve
 Provider-side state (no local database): a running host is a sandbox carrying `mngr-*` tags;
 a stopped host and every snapshot is a JSON file in the named `modal.Volume` VOLUME,
 `host/<host-id>.json` and `snap/<snapshot-id>.json` (a Volume keeps its files until they are
-removed; a Dict entry would expire after 7 days unread), and a snapshot's image is made with
-no expiry (`ttl=None`) and deleted with its record. Modal sandboxes cannot be stopped, so `stop` is
+removed; a Dict entry would expire after 7 days unread: records an older mngr kept in a Dict
+of that name are moved into the volume once), and a snapshot's image is made with no expiry
+(`ttl=None`) and deleted with its record. Modal sandboxes cannot be stopped, so `stop` is
 snapshot_filesystem + terminate (the record kept) and `start` is a new sandbox from the
 host's latest snapshot image. `exec` passes stdio and the exit code of the command through.
 """
@@ -133,12 +134,37 @@ class Session:
             entries = store.listdir("/", recursive=True)
         except Exception as exc:
             if _kind_of(exc) == "not-found":
-                return {}  # no volume yet: nothing was ever stopped or snapshotted
+                return self._migrate()  # no volume yet: nothing recorded, unless in a Dict
             raise
         keys = [_key(entry.path) for entry in entries if entry.path.endswith(".json")]
         with ThreadPoolExecutor(max_workers=16) as pool:  # one read per record, at once
             records = pool.map(lambda key: self._read(store, key), keys)
         return {key: record for key, record in zip(keys, records, strict=True) if record}
+
+    def _migrate(self) -> dict[str, dict[str, Any]]:
+        """Move the records an older mngr kept in a modal.Dict (of the volume's name; its
+        entries expire after 7 days unread) into the volume once, then delete the Dict."""
+        try:
+            legacy = self.modal.Dict.from_name(self.volume_name, environment_name=self.environment)
+            items = list(legacy.items())
+        except Exception as exc:
+            if _kind_of(exc) == "not-found":
+                return {}  # nothing was ever stopped or snapshotted
+            raise
+        records = {}
+        for key, value in items:
+            try:
+                record = json.loads(value)
+            except (TypeError, ValueError):
+                continue  # not ours
+            if isinstance(record, dict) and str(key).startswith(("host:", "snap:")):
+                records[str(key)] = record
+        if records:  # every provider's (each keeps its name in the record), as the Dict held
+            self._write(records)
+        self.modal.Dict.objects.delete(
+            self.volume_name, allow_missing=True, environment_name=self.environment
+        )
+        return {k: r for k, r in records.items() if r.get("provider") == self.provider}
 
     def _read(self, store: Any, key: str) -> dict[str, Any] | None:
         try:
@@ -152,9 +178,12 @@ class Session:
         )
 
     def put(self, key: str, record: dict[str, Any]) -> None:
-        data = json.dumps({**record, "provider": self.provider}).encode()
+        self._write({key: {**record, "provider": self.provider}})
+
+    def _write(self, records: dict[str, dict[str, Any]]) -> None:
         with self.store().batch_upload(force=True) as batch:
-            batch.put_file(io.BytesIO(data), _path(key))
+            for key, record in records.items():
+                batch.put_file(io.BytesIO(json.dumps(record).encode()), _path(key))
 
     def pop(self, key: str) -> dict[str, Any] | None:
         store = self.store()

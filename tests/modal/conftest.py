@@ -1,5 +1,6 @@
-"""Fixtures for the Modal backend: a test double of the `modal` SDK (fake_sdk/, first on
-PYTHONPATH so the real shim subprocess imports it), a configured provider, the CLI with
+"""Fixtures for the Modal backend: a local stand-in of Modal's API that the real SDK talks to
+(standin.py), a test double of the `modal` SDK where the stand-in cannot go (fake_sdk/, first
+on PYTHONPATH so the real shim subprocess imports it), a configured provider, the CLI with
 fd-level capture (exec output comes from the shim process) and the shim run directly."""
 
 from __future__ import annotations
@@ -8,15 +9,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Result
+from tests.conftest import Result, require
 
 FAKE_SDK = Path(__file__).with_name("fake_sdk")
+NET_GUARD = Path(__file__).with_name("netguard")
 TOKEN_ID = "ak-test-token-id"
 TOKEN_SECRET = "as-test-token-secret-3f9c"
 SHIM = [sys.executable, "-m", "mngr_backends.modal_shim"]
@@ -73,7 +75,36 @@ def fake_modal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeModal:
 
 
 @pytest.fixture
-def modal_settings(user_settings: Path, fake_modal: FakeModal) -> Callable[..., Path]:
+def standin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The stand-in of Modal's API on a free loopback port, the real SDK pointed at it
+    (MODAL_SERVER_URL) with a valid token under the names the provider settings point at, and
+    every process of the test barred from any address outside 127.0.0.0/8 (netguard/): the
+    test fails if anything tried one."""
+    try:
+        from tests.modal.standin import StandIn
+
+        server = StandIn(TOKEN_ID, TOKEN_SECRET, tmp_path / "modal-standin").start()
+    except Exception as exc:  # noqa: BLE001 - any failure to start is "missing"
+        require(False, f"the Modal stand-in cannot start: {exc}")
+        raise
+    net_log = tmp_path / "non-loopback.log"
+    monkeypatch.setenv("MODAL_SERVER_URL", server.url)
+    monkeypatch.setenv("MODAL_TEST_NET_LOG", str(net_log))
+    monkeypatch.setenv("PYTHONPATH", str(NET_GUARD))  # the real SDK: no double on the path
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("MY_MODAL_ID", TOKEN_ID)
+    monkeypatch.setenv("MY_MODAL_SECRET", TOKEN_SECRET)
+    for var in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_PROFILE", "MODAL_ENVIRONMENT"):
+        monkeypatch.delenv(var, raising=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert not net_log.exists(), f"reached beyond loopback: {net_log.read_text()}"
+    assert server.state.unanswered == [], "the SDK asked the stand-in for more"
+
+
+def _settings_writer(user_settings: Path) -> Callable[..., Path]:
     """Write the user settings: provider `cloud` (backend modal) plus any extra TOML."""
 
     def write(extra: str = "", **fields: Any) -> Path:
@@ -94,6 +125,16 @@ def modal_settings(user_settings: Path, fake_modal: FakeModal) -> Callable[..., 
 
 
 @pytest.fixture
+def modal_settings(user_settings: Path, fake_modal: FakeModal) -> Callable[..., Path]:
+    return _settings_writer(user_settings)
+
+
+@pytest.fixture
+def standin_settings(user_settings: Path, standin: Any) -> Callable[..., Path]:
+    return _settings_writer(user_settings)
+
+
+@pytest.fixture
 def cli(capfd: pytest.CaptureFixture[str]) -> Callable[..., Result]:
     """Run the CLI in-process; capture at fd level, where an attached shim writes."""
     from mngr.cli import run
@@ -110,7 +151,16 @@ def cli(capfd: pytest.CaptureFixture[str]) -> Callable[..., Result]:
 @pytest.fixture
 def shim(fake_modal: FakeModal) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the real shim against the double: shim("list") or shim("create", "--name=a")."""
+    return _shim_runner()
 
+
+@pytest.fixture
+def sdk_shim(standin: Any) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the real shim with the real SDK against the stand-in, as `shim` runs it."""
+    return _shim_runner()
+
+
+def _shim_runner() -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(
         verb: str, *args: str, token: bool = True, provider: str = "cloud", **kwargs: Any
     ) -> Any:

@@ -34,6 +34,9 @@ SHIM_CALLS = [
     "modal.Volume.read_file",
     "modal.Volume.remove_file",
     "modal.Volume.batch_upload",
+    "modal.Dict.from_name",
+    "modal.Dict.items",
+    "modal.Dict.objects.delete",
     "modal.experimental.image_delete",
     "modal.config.Config.get",
 ]

@@ -461,6 +461,10 @@ class DockerSpec:
         env = ("--env", f"{EXEC_MARKER}={marker}") if marker else ()
         return self._docker("exec", *mode, *env, container, *argv)
 
+    def archive_argv(self, container: str, path: str) -> Argv:
+        """A tar archive of `path` (absolute) on stdout, through the engine's archive API."""
+        return self._docker("cp", f"{container}:{path}", "-")
+
     def end_argv(self, container: str, marker: str) -> Argv:
         """Interrupt, then terminate, then kill every process carrying the exec's marker."""
         return self._docker("exec", container, "sh", "-c", END_MARKED, "mngr-end", marker)
@@ -972,6 +976,9 @@ class DockerBackend(Backend):
 
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
         return Command(self.spec.shell_argv(self._container(host), tty=tty))
+
+    def archive_command(self, host: Host, path: str) -> Command:
+        return self._cmd(self.spec.archive_argv(self._container(host), path))
 
     def check(self) -> dict[str, Any]:
         return self.spec.parse_version(self.run(self._cmd(self.spec.version_argv())).stdout)

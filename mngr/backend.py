@@ -291,6 +291,13 @@ class Backend(ABC):
         run rsync on it directly instead of through `exec_command` (measured 5x faster)."""
         return None
 
+    def archive_command(self, host: Host, path: str) -> Command | None:
+        """For a pull by tar: a command writing a tar archive of `path` (absolute, in the
+        host; a link itself, not followed) to stdout, its entries named from path's last
+        part (`.` for a folder's contents), faster than `tar -c` over `exec_command`; None:
+        this backend has none."""
+        return None
+
     def ssh_endpoint(self, host: Host) -> SshEndpoint | None:
         """The host's own ssh address (ssh pool, aws), which `host ssh-config` writes and
         `host forward` tunnels through; None: this backend has none. Raises a MngrError

@@ -95,3 +95,66 @@ def _is_child_of(pid: int, parent: int) -> bool:
     except OSError:
         return False
     return int(fields[1]) == parent
+
+
+def test_a_pull_reads_the_engines_archive_api(service, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """A pull by tar asks `docker cp C:PATH -` for each source (absolute: relative paths
+    start at the container's working folder) and unpacks it with this machine's tar."""
+    host = service.resolve_host("box")
+    backend = service.engine.backend(host.provider)
+    asked: list[str] = []
+    real = type(backend).archive_command
+
+    def spy(self, host, path):  # noqa: ANN001, ANN202
+        asked.append(path)
+        return real(self, host, path)
+
+    monkeypatch.setattr(type(backend), "archive_command", spy)
+    script = (
+        "mkdir -p '/w/in dir/sub' && cd /w && echo one > 'in dir/a.txt' && "
+        "echo two > 'in dir/sub/b.o' && chmod 751 'in dir/sub' && ln -s a.txt 'in dir/l' && "
+        "touch -d @1700000000 'in dir/a.txt' && chmod 4755 'in dir/a.txt'"
+    )
+    cmd = backend.exec_command(host, ["sh", "-c", script])
+    subprocess.run(cmd.argv, check=True)
+    back = tmp_path / "back"
+    pulled = service.pull("box", ["/w/in dir", "/w/in dir/l"], str(back), exclude=["*.o"])
+    assert pulled.method == "tar" and pulled.received > 0
+    assert asked == ["/w/in dir", "/w/in dir/l"]
+    assert (back / "in dir" / "a.txt").read_text() == "one\n"
+    assert (back / "in dir" / "a.txt").stat().st_mtime == 1700000000
+    assert oct((back / "in dir" / "a.txt").stat().st_mode & 0o7777) == "0o755"  # no setuid
+    assert oct((back / "in dir" / "sub").stat().st_mode & 0o777) == "0o751"
+    assert os.readlink(back / "l") == "a.txt"
+    assert not (back / "in dir" / "sub" / "b.o").exists()  # excluded
+    contents = tmp_path / "contents"
+    service.pull("box", ["../w/in dir/."], str(contents))  # from / (busybox's working folder)
+    assert asked[-1].startswith("/") and asked[-1].endswith("/w/in dir/./.")
+    assert sorted(p.name for p in contents.iterdir()) == ["a.txt", "l", "sub"]
+
+
+def test_ctrl_c_during_a_pull_leaves_no_process_and_no_partial_file(
+    service,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    host = service.resolve_host("box")
+    backend = service.engine.backend(host.provider)
+    cmd = backend.exec_command(host, ["truncate", "-s", "8G", "/huge.bin"])
+    subprocess.run(cmd.argv, check=True)
+    back = tmp_path / "back"
+    back.mkdir()
+    code = (
+        "import sys; from mngr import config; from mngr.service import Service; "
+        "Service(config.load(None)).pull('box', ['/huge.bin'], sys.argv[1])"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(back)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+        p.is_file() and p.stat().st_size > 0 for p in back.rglob("*")
+    ):
+        time.sleep(0.05)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) != 0
+    assert list(back.iterdir()) == []  # the temporary folder and the partial file are gone
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_child_of(int(p), proc.pid)]

@@ -485,11 +485,8 @@ def _unpack(
         assert source.stdout is not None and sink.stdin is not None
         count, reader, writer = 0, source.stdout.fileno(), sink.stdin.fileno()
         try:
-            while data := os.read(reader, _CHUNK):
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(writer, view) :]
-                count += len(data)
+            while moved := _move(reader, writer):
+                count += moved
                 if progress is not None:
                     progress(before + count)
         except BrokenPipeError:
@@ -503,6 +500,18 @@ def _unpack(
         why = _last_line(refused.text()).removeprefix("tar: ")
         raise MngrError(f"pull failed: the host's archive was refused: {_shown(why)}")
     return count
+
+
+def _move(reader: int, writer: int) -> int:
+    """Bytes from one pipe to another, as many as are there (0 at the end): in the kernel
+    where it can (Linux's splice), else through a buffer."""
+    if hasattr(os, "splice"):
+        return os.splice(reader, writer, _CHUNK)
+    data = os.read(reader, _CHUNK)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(writer, view) :]
+    return len(data)
 
 
 def _settle(tmp: Path, exclude: list[str]) -> None:

@@ -27,6 +27,7 @@ from mngr.resources import ResourceRequest, parse_idle_timeout
 from mngr.runner import Command, Completed, Runner
 
 if TYPE_CHECKING:
+    from mngr.forward import Dial
     from mngr.toolkit.ssh import SshEndpoint
 
 
@@ -310,6 +311,12 @@ class Backend(ABC):
         None: the host's ports are this machine's own."""
         self.require(Capability.EXEC, host)
         return self.exec_command(host, ["nc", "127.0.0.1", str(port)])
+
+    def port_channel(self, host: Host, port: int) -> Dial | None:
+        """For `host forward`: how to open one connection to 127.0.0.1:`port` inside the host
+        from mngr's own process, no process started per connection (a WebSocket through a
+        mngr server); None: `port_command` is the way."""
+        return None
 
     def check(self) -> dict[str, Any]:
         """One cheap call proving the provider is reachable; returns facts to show."""

@@ -338,8 +338,11 @@ class Forward:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        for channel in channels:
-            channel.close()
+        closing = [threading.Thread(target=c.close, daemon=True) for c in channels]
+        for thread in closing:  # at once: each may wait a moment for its far end's goodbye
+            thread.start()
+        for thread in closing:
+            thread.join(timeout=5)
         self.route.stop()
 
 

@@ -465,6 +465,10 @@ class DockerSpec:
         """A tar archive of `path` (absolute) on stdout, through the engine's archive API."""
         return self._docker("cp", f"{container}:{path}", "-")
 
+    def unpack_argv(self, container: str, folder: str) -> Argv:
+        """The tar archive on stdin unpacked into `folder` (absolute), by the archive API."""
+        return self._docker("cp", "-", f"{container}:{folder}")
+
     def end_argv(self, container: str, marker: str) -> Argv:
         """Interrupt, then terminate, then kill every process carrying the exec's marker."""
         return self._docker("exec", container, "sh", "-c", END_MARKED, "mngr-end", marker)
@@ -979,6 +983,9 @@ class DockerBackend(Backend):
 
     def archive_command(self, host: Host, path: str) -> Command:
         return self._cmd(self.spec.archive_argv(self._container(host), path))
+
+    def unpack_command(self, host: Host, folder: str) -> Command:
+        return self._cmd(self.spec.unpack_argv(self._container(host), folder))
 
     def check(self) -> dict[str, Any]:
         return self.spec.parse_version(self.run(self._cmd(self.spec.version_argv())).stdout)

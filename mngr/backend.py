@@ -312,6 +312,12 @@ class Backend(ABC):
         self.require(Capability.EXEC, host)
         return self.exec_command(host, ["nc", "127.0.0.1", str(port)])
 
+    def unpack_command(self, host: Host, folder: str) -> Command | None:
+        """For a push by tar: a command unpacking the tar archive on its stdin into `folder`
+        (absolute, existing, in the host), faster than `tar -x` over `exec_command`
+        (`docker cp - C:FOLDER`); None: this backend has none."""
+        return None
+
     def port_channel(self, host: Host, port: int) -> Dial | None:
         """For `host forward`: how to open one connection to 127.0.0.1:`port` inside the host
         from mngr's own process, no process started per connection (a WebSocket through a

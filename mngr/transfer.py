@@ -100,17 +100,27 @@ _PLACE_FUNCTION = (
     'rm -f -- "$2" || return 1; fi; mv -fT -- "$1" "$2"; fi; }; '
 )
 
-# $1 DEST, $2 delete (0/1); the archive on stdin.
-PUSH_TAR_SCRIPT = (
-    "set -e; dest=$1; del=$2; "
-    'mkdir -p -- "$dest"; tmp=$(mktemp -d "$dest/.mngr-push.XXXXXX"); '
-    "trap 'rm -rf -- \"$tmp\"' EXIT; trap 'exit 130' INT TERM HUP; "
-    + _PLACE_FUNCTION
-    + 'tar -x -o -f - -C "$tmp"; '
-    f'[ -f "$tmp/{MARKER}" ] || {{ echo "the archive ended early" >&2; exit 1; }}; '
-    f'for f in "$tmp/{PAYLOAD}"/* "$tmp/{PAYLOAD}"/.[!.]* "$tmp/{PAYLOAD}"/..?*; do '
-    '[ -e "$f" ] || [ -L "$f" ] || continue; place "$f" "$dest/${f##*/}" || exit 1; done'
-)
+
+def _push_script(unpack: str) -> str:
+    """$1 DEST, $2 delete (0/1): make a temporary folder in DEST, `unpack` the archive into
+    it, and only when its marker is there place each entry; the folder goes in every case."""
+    return (
+        "set -e; dest=$1; del=$2; "
+        'mkdir -p -- "$dest"; tmp=$(mktemp -d "$dest/.mngr-push.XXXXXX"); '
+        "trap 'rm -rf -- \"$tmp\"' EXIT; trap 'exit 130' INT TERM HUP; "
+        + _PLACE_FUNCTION
+        + unpack
+        + f'[ -f "$tmp/{MARKER}" ] || {{ echo "the archive ended early" >&2; exit 1; }}; '
+        f'for f in "$tmp/{PAYLOAD}"/* "$tmp/{PAYLOAD}"/.[!.]* "$tmp/{PAYLOAD}"/..?*; do '
+        '[ -e "$f" ] || [ -L "$f" ] || continue; place "$f" "$dest/${f##*/}" || exit 1; done'
+    )
+
+
+# The archive on stdin.
+PUSH_TAR_SCRIPT = _push_script('tar -x -o -f - -C "$tmp"; ')
+# The archive arrives by the backend's own unpack command: the temporary folder's name (safe
+# characters only) goes out first, then the script waits for the end of its stdin.
+PUSH_NATIVE_SCRIPT = _push_script('echo "${tmp##*/}"; cat >/dev/null; ')
 
 # Pairs of (PARENT, NAME): one tar archive of each, one after the other.
 PULL_TAR_SCRIPT = 'while [ $# -gt 1 ]; do tar -c -f - -C "$1" -- "$2" || exit 1; shift 2; done'
@@ -190,13 +200,13 @@ def push(transport: Transport, request: Request) -> TransferResult:
             raise UsageError(f"refusing to push into {dest!r}: mngr keeps its own files there")
         if parts == ["."]:
             exclude += [f"/{name}" for name in request.protected]
-    method, _ = _method(transport, request.method, [], make=dest)
+    method, cwd = _method(transport, request.method, [], make=dest)
     started = time.monotonic()
     result = TransferResult(transport.host.ref, "push", method)
     if method == RSYNC:
         _rsync(transport, sources, f":{dest}/", exclude, request, result)
     else:
-        _push_tar(transport, sources, dest, exclude, request, result)
+        _push_tar(transport, sources, dest, exclude, request, result, cwd)
     result.seconds = time.monotonic() - started
     return result
 
@@ -393,34 +403,73 @@ def _push_tar(
     exclude: list[str],
     request: Request,
     result: TransferResult,
+    cwd: str | None,
 ) -> None:
-    command, cwd, env = transport.argv(
-        ["sh", "-c", PUSH_TAR_SCRIPT, "mngr", dest, "1" if request.delete else "0"]
+    native = cwd is not None and transport.backend.unpack_command(transport.host, "/") is not None
+    script = PUSH_NATIVE_SCRIPT if native else PUSH_TAR_SCRIPT
+    command, at, env = transport.argv(
+        ["sh", "-c", script, "mngr", dest, "1" if request.delete else "0"]
     )
-    with _process(command, cwd=cwd, env=env, stdin=subprocess.PIPE) as proc:
+    out = subprocess.PIPE if native else subprocess.DEVNULL
+    with _process(command, cwd=at, env=env, stdin=subprocess.PIPE, stdout=out) as proc:
         errors = _drain(proc.stderr)
         assert proc.stdin is not None
-        sink = _Counting(proc.stdin, request.progress)
-        try:
-            with tarfile.open(
-                fileobj=sink, mode="w|", format=tarfile.GNU_FORMAT, bufsize=_CHUNK
-            ) as tar:
-                tar.copybufsize = _CHUNK
-                keep = _tar_exclude(exclude, PAYLOAD)
-                for source in sources:
-                    name = os.path.basename(source)
-                    _add(tar, source, PAYLOAD if _contents(source) else f"{PAYLOAD}/{name}", keep)
-                marker = tarfile.TarInfo(MARKER)
-                tar.addfile(marker)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # the host's end stopped reading: its error says why
-        except OSError as exc:
-            raise MngrError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        if native:
+            assert proc.stdout is not None and cwd is not None
+            name = proc.stdout.readline().decode(errors="replace").strip()
+            try:
+                if name.startswith(".mngr-push."):
+                    folder = posixpath.join(cwd, dest, name)
+                    result.sent = _unpack_there(transport, folder, sources, exclude, request)
+            finally:  # the script goes on: it places what came, or removes its folder
+                proc.stdin.close()
+                proc.wait()
+        else:
+            result.sent = _send_archive(proc.stdin, sources, exclude, request.progress)
         proc.wait()
     if proc.returncode != 0:
         raise MngrError(f"push failed: {_shown(_last_line(errors.text()))}")
-    result.sent = sink.count
+
+
+def _unpack_there(
+    transport: Transport, folder: str, sources: list[str], exclude: list[str], request: Request
+) -> int:
+    """The archive into `folder` in the host by the backend's own unpack command."""
+    command = transport.backend.unpack_command(transport.host, folder)
+    assert command is not None
+    env = {**os.environ, **command.env} if command.env else None
+    with _process(command.argv, cwd=command.cwd, env=env, stdin=subprocess.PIPE) as proc:
+        errors = _drain(proc.stderr)
+        assert proc.stdin is not None
+        sent = _send_archive(proc.stdin, sources, exclude, request.progress)
+        proc.wait()
+    if proc.returncode != 0:
+        raise MngrError(f"push failed: {_shown(_last_line(errors.text()))}")
+    return sent
+
+
+def _send_archive(
+    sink: IO[bytes], sources: list[str], exclude: list[str], progress: Progress | None
+) -> int:
+    """The sources as a tar archive (each under p/, then the marker) into `sink`, closed
+    after; the bytes sent."""
+    counting = _Counting(sink, progress)
+    try:
+        with tarfile.open(
+            fileobj=counting, mode="w|", format=tarfile.GNU_FORMAT, bufsize=_CHUNK
+        ) as tar:
+            tar.copybufsize = _CHUNK
+            keep = _tar_exclude(exclude, PAYLOAD)
+            for source in sources:
+                name = os.path.basename(source)
+                _add(tar, source, PAYLOAD if _contents(source) else f"{PAYLOAD}/{name}", keep)
+            tar.addfile(tarfile.TarInfo(MARKER))
+        sink.close()
+    except BrokenPipeError:
+        pass  # the host's end stopped reading: its error says why
+    except OSError as exc:
+        raise MngrError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    return counting.count
 
 
 def _pull_tar(

@@ -24,6 +24,7 @@ relative ones start at the host's working folder.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import posixpath
@@ -453,23 +454,20 @@ def _send_archive(
 ) -> int:
     """The sources as a tar archive (each under p/, then the marker) into `sink`, closed
     after; the bytes sent."""
-    counting = _Counting(sink, progress)
+    archive = _Archive(sink, progress)
     try:
-        with tarfile.open(
-            fileobj=counting, mode="w|", format=tarfile.GNU_FORMAT, bufsize=_CHUNK
-        ) as tar:
-            tar.copybufsize = _CHUNK
-            keep = _tar_exclude(exclude, PAYLOAD)
-            for source in sources:
-                name = os.path.basename(source)
-                _add(tar, source, PAYLOAD if _contents(source) else f"{PAYLOAD}/{name}", keep)
-            tar.addfile(tarfile.TarInfo(MARKER))
+        keep = _tar_exclude(exclude, PAYLOAD)
+        for source in sources:
+            name = os.path.basename(source)
+            archive.add(source, PAYLOAD if _contents(source) else f"{PAYLOAD}/{name}", keep)
+        archive.header(tarfile.TarInfo(MARKER))
+        archive.write(bytes(2 * tarfile.BLOCKSIZE))  # the end of the archive
         sink.close()
     except BrokenPipeError:
         pass  # the host's end stopped reading: its error says why
     except OSError as exc:
         raise MngrError(f"cannot read {exc.filename}: {exc.strerror}") from None
-    return counting.count
+    return archive.count
 
 
 def _pull_tar(
@@ -582,22 +580,66 @@ def _settle(tmp: Path, exclude: list[str]) -> None:
                 os.chmod(path, stat.S_IMODE(info.st_mode) & 0o777)
 
 
-def _add(tar: tarfile.TarFile, path: str, arcname: str, keep: Callable[..., Any]) -> None:
-    """Add path to the archive, a folder after its contents: a tar that sets a folder's mtime
-    and mode as it meets it (busybox) then keeps them, and a read-only folder is filled first."""
-    info = tar.gettarinfo(path, arcname)
-    info = keep(info) if info is not None else None  # None: a socket, not sent
-    if info is None:
-        return
-    if info.isdir():
-        for name in sorted(os.listdir(path)):
-            _add(tar, os.path.join(path, name), f"{arcname}/{name}", keep)
-        tar.addfile(info)
-    elif info.isreg():
-        with open(path, "rb") as f:
-            tar.addfile(info, f)
-    else:
-        tar.addfile(info)
+class _Archive:
+    """A tar archive written straight to a pipe: headers made by tarfile, each file's bytes
+    moved by the kernel (sendfile, on Linux), not copied through Python (a 200 MB push took
+    twice as long through tarfile's own stream)."""
+
+    def __init__(self, sink: IO[bytes], progress: Progress | None) -> None:
+        self.fd, self.progress, self.count = sink.fileno(), progress, 0
+        # Only for its headers: gettarinfo (which also finds hard links) and the encoding.
+        self.tar = tarfile.open(fileobj=io.BytesIO(), mode="w", format=tarfile.GNU_FORMAT)
+
+    def add(self, path: str, arcname: str, keep: Callable[..., Any]) -> None:
+        """A folder after its contents: a tar that sets a folder's mtime and mode as it meets
+        it (busybox) then keeps them, and a read-only folder is filled first."""
+        info = self.tar.gettarinfo(path, arcname)
+        info = keep(info) if info is not None else None  # None: a socket, not sent
+        if info is None:
+            return
+        if info.isdir():
+            for name in sorted(os.listdir(path)):
+                self.add(os.path.join(path, name), f"{arcname}/{name}", keep)
+            self.header(info)
+        elif info.isreg():
+            with open(path, "rb") as f:
+                self.header(info)
+                self._content(f, path, info.size)
+        else:
+            self.header(info)
+
+    def header(self, info: tarfile.TarInfo) -> None:
+        self.write(info.tobuf(tarfile.GNU_FORMAT, self.tar.encoding, self.tar.errors))
+
+    def _content(self, f: IO[bytes], path: str, size: int) -> None:
+        left = size
+        while left:
+            if sys.platform == "linux":
+                try:
+                    n = os.sendfile(self.fd, f.fileno(), None, min(left, _CHUNK))
+                except BrokenPipeError:
+                    raise
+                except OSError as exc:
+                    raise OSError(exc.errno, exc.strerror, path) from None
+                self._moved(n)
+            else:
+                n = self.write(f.read(min(left, _CHUNK)))
+            if not n:
+                raise MngrError(f"push failed: {_shown(path)} got shorter while it was sent")
+            left -= n
+        self.write(bytes(-size % tarfile.BLOCKSIZE))
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+        self._moved(len(data))
+        return len(data)
+
+    def _moved(self, n: int) -> None:
+        self.count += n
+        if self.progress is not None and n:
+            self.progress(self.count)
 
 
 def _tar_exclude(patterns: list[str], prefix: str) -> Callable[[tarfile.TarInfo], Any]:
@@ -734,23 +776,6 @@ class _Drained(threading.Thread):
 def _drain(stream: IO[bytes] | None) -> _Drained:
     assert stream is not None
     return _Drained(stream)
-
-
-class _Counting:
-    """A file-like sink that counts the bytes written and reports progress."""
-
-    def __init__(self, stream: IO[bytes], progress: Progress | None) -> None:
-        self.stream, self.progress, self.count = stream, progress, 0
-
-    def write(self, data: bytes) -> int:
-        self.stream.write(data)
-        self._moved(len(data))
-        return len(data)
-
-    def _moved(self, n: int) -> None:
-        self.count += n
-        if self.progress is not None and n:
-            self.progress(self.count)
 
 
 def _last_line(text: str | bytes) -> str:

@@ -461,9 +461,9 @@ class DockerSpec:
         env = ("--env", f"{EXEC_MARKER}={marker}") if marker else ()
         return self._docker("exec", *mode, *env, container, *argv)
 
-    def archive_argv(self, container: str, path: str) -> Argv:
-        """A tar archive of `path` (absolute) on stdout, through the engine's archive API."""
-        return self._docker("cp", f"{container}:{path}", "-")
+    def copy_out_argv(self, container: str, path: str, folder: str) -> Argv:
+        """`path` (absolute) into the local `folder`, through the engine's archive API."""
+        return self._docker("cp", f"{container}:{path}", folder)
 
     def unpack_argv(self, container: str, folder: str) -> Argv:
         """The tar archive on stdin unpacked into `folder` (absolute), by the archive API."""
@@ -981,8 +981,8 @@ class DockerBackend(Backend):
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
         return Command(self.spec.shell_argv(self._container(host), tty=tty))
 
-    def archive_command(self, host: Host, path: str) -> Command:
-        return self._cmd(self.spec.archive_argv(self._container(host), path))
+    def copy_out_command(self, host: Host, path: str, folder: str) -> Command:
+        return self._cmd(self.spec.copy_out_argv(self._container(host), path, folder))
 
     def unpack_command(self, host: Host, folder: str) -> Command:
         return self._cmd(self.spec.unpack_argv(self._container(host), folder))

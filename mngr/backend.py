@@ -292,11 +292,11 @@ class Backend(ABC):
         run rsync on it directly instead of through `exec_command` (measured 5x faster)."""
         return None
 
-    def archive_command(self, host: Host, path: str) -> Command | None:
-        """For a pull by tar: a command writing a tar archive of `path` (absolute, in the
-        host; a link itself, not followed) to stdout, its entries named from path's last
-        part (`.` for a folder's contents), faster than `tar -c` over `exec_command`; None:
-        this backend has none."""
+    def copy_out_command(self, host: Host, path: str, folder: str) -> Command | None:
+        """For a pull by tar: a command copying `path` (absolute, in the host; a link itself,
+        not followed; `X/.`: X's contents) into the local `folder` under its own name, keeping
+        modes, mtimes and links, owned by the user running it (`docker cp C:PATH FOLDER`),
+        faster than `tar -c` over `exec_command`; None: this backend has none."""
         return None
 
     def ssh_endpoint(self, host: Host) -> SshEndpoint | None:

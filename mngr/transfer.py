@@ -12,10 +12,9 @@ Two ways over that transport, chosen per transfer:
 - **tar** otherwise (a busybox container): a tar stream whose last member is a marker. The
   receiving end extracts into a temporary folder inside the destination and, only when the
   marker arrived, renames each entry into place (merging into folders that exist). A pull
-  is unpacked by this machine's `tar` (Python's tarfile took twice as long as `docker cp`),
-  from the host's `tar -c` over the transport, or from the backend's own archive command
-  where it has one (`docker cp C:PATH -`: the engine's archive API, faster than exec's
-  stream).
+  is unpacked by this machine's `tar` (Python's tarfile took twice as long as `docker cp`).
+  A backend may have faster ways of its own, used for the tar method where it has them: the
+  docker engine's archive API (`docker cp`) both ways, into and out of the temporary folder.
 
 Each SRC lands in DEST (a folder, made if missing) under its own name; `.` or `..` as the last
 part of SRC means the folder's contents. Paths on the host are as `host exec` sees them:
@@ -53,6 +52,7 @@ from mngr.errors import (
     UsageError,
     VendorMissingError,
 )
+from mngr.runner import Command
 
 if TYPE_CHECKING:
     from mngr.backend import Backend
@@ -486,40 +486,74 @@ def _pull_tar(
         pairs.append((parent or "/", name))
     tmp = Path(tempfile.mkdtemp(prefix=".mngr-pull.", dir=dest))
     try:
-        for command in _archives(transport, pairs, cwd):
-            result.received += _unpack(command, tmp, request.progress, result.received)
-        _settle(tmp, request.exclude)
+        copies = _copies_out(transport, pairs, cwd, tmp)
+        if copies is None:
+            words = [word for pair in pairs for word in pair]
+            command = transport.argv(["sh", "-c", PULL_TAR_SCRIPT, "mngr", *words])
+            result.received = _unpack(command, tmp, request.progress)
+            _settle(tmp, request.exclude)
+        else:
+            _copy_out(copies, tmp, request.progress)
+            result.received = _settle(tmp, request.exclude)
         for entry in sorted(tmp.iterdir()):
             _place(entry, dest / entry.name, request.delete, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _archives(
-    transport: Transport, pairs: list[tuple[str, str]], cwd: str | None
-) -> list[tuple[list[str], str | None, dict[str, str] | None]]:
-    """The commands writing the archives of (PARENT, NAME) pairs to stdout: the backend's own
-    archive command for each (given the absolute path), else one `tar -c` over the transport."""
-    if cwd is not None:
-        native = []
-        for parent, name in pairs:
-            path = posixpath.join(cwd, parent.removeprefix("./"), name)
-            command = transport.backend.archive_command(transport.host, path)
-            if command is None:
-                break
+def _copies_out(
+    transport: Transport, pairs: list[tuple[str, str]], cwd: str | None, tmp: Path
+) -> list[Command] | None:
+    """The backend's own commands copying each (PARENT, NAME) into tmp (given the absolute
+    path); None when it has none (or the host did not say its working folder)."""
+    if cwd is None:
+        return None
+    commands = []
+    for parent, name in pairs:
+        path = posixpath.join(cwd, parent.removeprefix("./"), name)
+        command = transport.backend.copy_out_command(transport.host, path, str(tmp))
+        if command is None:
+            return None
+        commands.append(command)
+    return commands
+
+
+def _copy_out(commands: list[Command], tmp: Path, progress: Progress | None) -> None:
+    """Run each copy into tmp; on a terminal, what has arrived so far is the progress."""
+    done = threading.Event()
+    if progress is not None:
+
+        def watch() -> None:
+            while not done.wait(0.25):
+                progress(_size(tmp))
+
+        threading.Thread(target=watch, daemon=True).start()
+    try:
+        for command in commands:
             env = {**os.environ, **command.env} if command.env else None
-            native.append((command.argv, command.cwd, env))
-        else:
-            return native
-    words = [word for pair in pairs for word in pair]
-    return [transport.argv(["sh", "-c", PULL_TAR_SCRIPT, "mngr", *words])]
+            with _process(command.argv, cwd=command.cwd, env=env) as proc:
+                errors = _drain(proc.stderr)
+                proc.wait()
+            if proc.returncode != 0:
+                raise MngrError(f"pull failed: {_shown(_last_line(errors.text()))}")
+    finally:
+        done.set()
+
+
+def _size(folder: Path) -> int:
+    """The bytes of the files under folder (those being written count as far as they are)."""
+    total = 0
+    for top, _, files in os.walk(folder):
+        for name in files:
+            with suppress(OSError):
+                total += os.lstat(os.path.join(top, name)).st_size
+    return total
 
 
 def _unpack(
     command: tuple[list[str], str | None, dict[str, str] | None],
     tmp: Path,
     progress: Progress | None,
-    before: int,
 ) -> int:
     """Run the command and unpack the archive it writes into tmp with this machine's tar;
     returns the bytes received. Either failing is one MngrError."""
@@ -535,7 +569,7 @@ def _unpack(
             while moved := _move(reader, writer):
                 count += moved
                 if progress is not None:
-                    progress(before + count)
+                    progress(count)
         except BrokenPipeError:
             _end(source)  # our tar stopped reading: its error says why
         sink.stdin.close()
@@ -561,9 +595,11 @@ def _move(reader: int, writer: int) -> int:
     return len(data)
 
 
-def _settle(tmp: Path, exclude: list[str]) -> None:
+def _settle(tmp: Path, exclude: list[str]) -> int:
     """What a pull unpacked, before it is placed: entries that `--exclude` names removed, and
-    no setuid, setgid or sticky bit kept (as Python's tar filter did)."""
+    no setuid, setgid or sticky bit kept (as Python's tar filter did); returns the bytes of
+    the files kept."""
+    total = 0
     for folder, folders, files in os.walk(tmp):
         base = os.path.relpath(folder, tmp)
         for name in [*folders, *files]:
@@ -576,8 +612,11 @@ def _settle(tmp: Path, exclude: list[str]) -> None:
                     shutil.rmtree(path)
                 else:
                     os.unlink(path)
-            elif info.st_mode & 0o7000 and not stat.S_ISLNK(info.st_mode):
+                continue
+            if info.st_mode & 0o7000 and not stat.S_ISLNK(info.st_mode):
                 os.chmod(path, stat.S_IMODE(info.st_mode) & 0o777)
+            total += info.st_size if stat.S_ISREG(info.st_mode) else 0
+    return total
 
 
 class _Archive:

@@ -230,8 +230,6 @@ def test_a_pull_refuses_an_archive_that_writes_outside_its_folder(
     import io
     import tarfile
 
-    from mngr.runner import Command
-
     outside = tmp_path / "outside"
     outside.mkdir()
     evil = tmp_path / "evil.tar"
@@ -245,8 +243,10 @@ def test_a_pull_refuses_an_archive_that_writes_outside_its_folder(
             info = tarfile.TarInfo(name)
             info.type, info.linkname, info.size = kind, target, 2 if kind == tarfile.REGTYPE else 0
             tar.addfile(info, io.BytesIO(b"x\n") if info.size else None)
-    backend = type(service.engine.backend("local"))
-    monkeypatch.setattr(backend, "archive_command", lambda *_: Command(["cat", str(evil)]))
+    from mngr import transfer
+
+    monkeypatch.setattr(transfer, "PULL_TAR_SCRIPT", 'cat -- "$EVIL"')
+    monkeypatch.setenv("EVIL", str(evil))  # what the host sends instead of its `tar -c`
     (folder_of(service) / "src").write_text("src")
     back = tmp_path / "back"
     with pytest.raises(MngrError, match="pull failed: the host's archive was refused") as error:

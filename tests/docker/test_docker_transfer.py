@@ -108,23 +108,23 @@ def test_push_and_pull_go_through_the_engines_archive_api(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A push by tar unpacks with `docker cp - C:TEMP` (then a script in the container places
-    what came); a pull asks `docker cp C:PATH -` for each source (absolute: relative paths
-    start at the container's working folder) and unpacks it with this machine's tar."""
+    what came); a pull runs `docker cp C:PATH TEMP` for each source (absolute: relative
+    paths start at the container's working folder)."""
     host = service.resolve_host("box")
     backend = service.engine.backend(host.provider)
     asked: list[str] = []
     unpacked: list[str] = []
-    real, real_unpack = type(backend).archive_command, type(backend).unpack_command
+    real, real_unpack = type(backend).copy_out_command, type(backend).unpack_command
 
-    def spy(self, host, path):  # noqa: ANN001, ANN202
+    def spy(self, host, path, folder):  # noqa: ANN001, ANN202
         asked.append(path)
-        return real(self, host, path)
+        return real(self, host, path, folder)
 
     def spy_unpack(self, host, folder):  # noqa: ANN001, ANN202
         unpacked.append(folder)
         return real_unpack(self, host, folder)
 
-    monkeypatch.setattr(type(backend), "archive_command", spy)
+    monkeypatch.setattr(type(backend), "copy_out_command", spy)
     monkeypatch.setattr(type(backend), "unpack_command", spy_unpack)
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)

@@ -188,3 +188,18 @@ def test_ctrl_c_during_a_pull_leaves_no_process_and_no_partial_file(
     assert proc.wait(timeout=30) != 0
     assert list(back.iterdir()) == []  # the temporary folder and the partial file are gone
     assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_child_of(int(p), proc.pid)]
+
+
+def test_a_pull_by_the_engine_reports_progress_as_the_file_arrives(
+    service,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    host = service.resolve_host("box")
+    backend = service.engine.backend(host.provider)
+    cmd = backend.exec_command(host, ["truncate", "-s", "1G", "/large.bin"])
+    subprocess.run(cmd.argv, check=True)
+    seen: list[int] = []
+    pulled = service.pull("box", ["/large.bin"], str(tmp_path / "back"), progress=seen.append)
+    assert pulled.received == 1 << 30
+    assert seen and seen == sorted(seen) and 0 <= seen[-1] <= 1 << 30, seen
+    assert (tmp_path / "back" / "large.bin").stat().st_size == 1 << 30

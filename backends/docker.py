@@ -461,6 +461,14 @@ class DockerSpec:
         env = ("--env", f"{EXEC_MARKER}={marker}") if marker else ()
         return self._docker("exec", *mode, *env, container, *argv)
 
+    def copy_out_argv(self, container: str, path: str, folder: str) -> Argv:
+        """`path` (absolute) into the local `folder`, through the engine's archive API."""
+        return self._docker("cp", f"{container}:{path}", folder)
+
+    def unpack_argv(self, container: str, folder: str) -> Argv:
+        """The tar archive on stdin unpacked into `folder` (absolute), by the archive API."""
+        return self._docker("cp", "-", f"{container}:{folder}")
+
     def end_argv(self, container: str, marker: str) -> Argv:
         """Interrupt, then terminate, then kill every process carrying the exec's marker."""
         return self._docker("exec", container, "sh", "-c", END_MARKED, "mngr-end", marker)
@@ -972,6 +980,12 @@ class DockerBackend(Backend):
 
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:
         return Command(self.spec.shell_argv(self._container(host), tty=tty))
+
+    def copy_out_command(self, host: Host, path: str, folder: str) -> Command:
+        return self._cmd(self.spec.copy_out_argv(self._container(host), path, folder))
+
+    def unpack_command(self, host: Host, folder: str) -> Command:
+        return self._cmd(self.spec.unpack_argv(self._container(host), folder))
 
     def check(self) -> dict[str, Any]:
         return self.spec.parse_version(self.run(self._cmd(self.spec.version_argv())).stdout)

@@ -40,8 +40,9 @@ import json
 import os
 import sys
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -71,6 +72,9 @@ from mngr.plan import Context, Plan, Step
 from mngr.records import Host, HostState, Resources, Snapshot
 from mngr.runner import Command
 from mngr.toolkit.http import HttpStatusError, JsonClient
+
+if TYPE_CHECKING:
+    from mngr.toolkit.wsexec import PortChannel
 
 _WARNED_PLAIN_HTTP: set[str] = set()
 # What the server answers when it refused a request outright (a 4xx): nothing was made.
@@ -489,6 +493,16 @@ class MngrBackend(Backend):
 
     def port_command(self, host: Host, port: int) -> Command:
         return self._stream_command(host, "--port", str(port))
+
+    def port_channel(self, host: Host, port: int) -> Callable[[], PortChannel]:
+        """A WebSocket per forwarded connection, opened in the forwarding process."""
+        from mngr.toolkit.wsexec import PortChannel
+
+        token, client = self._token(), self.client  # checked once, not per connection
+        if token is not None and client.plain_http_to_another_machine:
+            self._warn_plain_http()
+        url, timeout = self._host_url(host, "/exec"), self.config.timeout_s
+        return lambda: PortChannel(url, token, client.ca_file, timeout, port)
 
     def check(self) -> dict[str, Any]:
         health = self.call("GET", self.client.url("/v1/health"), auth=False)

@@ -6,10 +6,13 @@ against the path without it:
 - ssh pool (a real sshd on loopback): a direct connection, and plain `ssh -N -L`;
 - docker (a real engine; busybox `nc` servers in the container): `docker exec -i C nc
   127.0.0.1 PORT` run per connection by hand, the vendor path without mngr's listener.
+- team (a real `mngr serve --allow-local-exec` on loopback, its host a local one): a direct
+  connection, and `mngr __remote-exec URL --port N` run per connection by hand (a process
+  per connection, the path before the forward opened its WebSockets itself).
 
 The forward runs as its own process (`--serve`, the Service forward the CLI uses).
 
-Run: python bench/forward.py [--mb 256] [--runs 100] [--only local,ssh,docker]
+Run: python bench/forward.py [--mb 256] [--runs 100] [--only local,ssh,docker,team]
 """
 
 from __future__ import annotations
@@ -206,7 +209,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=256)
     parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--only", default="local,ssh,docker")
+    parser.add_argument("--only", default="local,ssh,docker,team")
     parser.add_argument("--serve", nargs="+")
     args = parser.parse_args()
     if args.serve:
@@ -260,6 +263,8 @@ def main() -> None:
             measure("ssh: plain ssh -L", tcp_servers(local), args.mb, args.runs)
         if "docker" in only:
             bench_docker(settings, cleanups, args.mb, args.runs)
+        if "team" in only:
+            bench_team(scratch, settings, cleanups, ports, args.mb, args.runs)
     finally:
         for cleanup in reversed(cleanups):
             cleanup()
@@ -296,6 +301,34 @@ def bench_docker(settings: Path, cleanups: list[Callable[[], None]], mb: int, ru
     measure("docker: docker exec -i nc, per connection", by_hand, mb, runs)
     with forward("bench", "dk", [9001, 9002, 9003]) as local:
         measure("docker: mngr forward", tcp_servers(local), mb, runs)
+
+
+def bench_team(
+    scratch: Path,
+    settings: Path,
+    cleanups: list[Callable[[], None]],
+    ports: list[int],
+    mb: int,
+    runs: int,
+) -> None:
+    from tests.server.conftest import RW_TOKEN, TOKEN_ENV, start_serve
+
+    (scratch / "serve").mkdir()
+    server = start_serve(scratch / "serve", "--allow-local-exec")
+    cleanups.append(server.stop)
+    os.environ[TOKEN_ENV] = RW_TOKEN
+    settings.write_text(
+        f'[providers.team]\nbackend = "mngr"\nurl = "{server.url}"\ntoken_env = "{TOKEN_ENV}"\n'
+    )
+    cli("host", "create", "bench", "-p", "team")
+    url = f"{server.url}/v1/hosts/bench/exec?provider=local"
+    os.environ["MNGR_REMOTE_TOKEN"] = RW_TOKEN  # what `mngr __remote-exec` reads
+    by_hand = {
+        n: through_command([sys.executable, "-m", "mngr", "__remote-exec", url, "--port", str(p)])
+        for n, p in zip(NAMES, ports, strict=True)
+    }
+    bench_here("team", "team", ports, mb, runs)
+    measure("team: mngr __remote-exec --port, per connection", by_hand, mb, runs)
 
 
 def _free_port() -> int:

@@ -2,7 +2,8 @@
 plain vendor tool on the same host (`docker cp` for a container, `scp` and `rsync -e ssh` for
 an sshd pool machine, `cp -a` and `rsync` for a local host), and the re-push of an unchanged
 1,000-file tree (seconds and bytes sent). Target: within 1.5x of the vendor tool for the large
-file. mngr is timed in-process (Service.push/pull), without the CLI's start-up (~0.2 s).
+file. mngr is timed in-process (Service.push/pull), without the CLI's start-up (~0.2 s), in
+turns with the vendor tool it is compared with, the disk synced before each timing.
 
 Run as root: python bench/transfer.py [--runs N]
 It starts a private dockerd (tests/docker/dockerd.py) and one sshd on loopback
@@ -27,6 +28,23 @@ sys.path.insert(0, str(REPO))
 
 BIG_MB = 200
 SMALL = 1000
+
+
+Timed = tuple[Callable[[], object], Callable[[], object]]  # (action, reset before it)
+
+
+def paired(mngr: Timed, vendor: Timed, runs: int) -> tuple[float, float]:
+    """Median seconds of each, run in turns (mngr, vendor, mngr, ...) so both meet the same
+    load; the disk is synced before each timing so neither pays for the other's writes."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(runs):
+        for (action, reset), seen in zip((mngr, vendor), times, strict=True):
+            reset()
+            os.sync()
+            start = time.perf_counter()
+            action()
+            seen.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def timed(action: Callable[[], object], runs: int, reset: Callable[[], object]) -> float:
@@ -161,22 +179,22 @@ def run_benches(scratch: Path, engine, pool, runs: int) -> None:  # noqa: ANN001
             "bench", [str(data / "many" / "f0000.txt")], "probe", provider=provider
         ).method
         for item, mb in (("big.bin", BIG_MB), ("many", small_mb)):
-            push_s = timed(
+            mngr_push = (
                 lambda i=item, p=provider: service.push("bench", [str(data / i)], "in", provider=p),
-                runs,
                 on_host(provider),
             )
-            pull_s = timed(
+            mngr_pull = (
                 lambda i=item, p=provider: service.pull(
                     "bench", [f"in/{i}"], str(back), provider=p
                 ),
-                runs,
                 clear_back,
             )
             for tool in tools[provider]:
                 push_argv, pull_argv = vendor(provider, tool, item)
-                v_push = timed(lambda a=push_argv: sh(*a), runs, on_host(provider, "in"))
-                v_pull = timed(lambda a=pull_argv: sh(*a), runs, clear_back)
+                push_s, v_push = paired(
+                    mngr_push, (lambda a=push_argv: sh(*a), on_host(provider, "in")), runs
+                )
+                pull_s, v_pull = paired(mngr_pull, (lambda a=pull_argv: sh(*a), clear_back), runs)
                 what = (
                     f"{item} ({mb:.0f} MB)" if item == "big.bin" else f"{SMALL} files ({mb:.1f} MB)"
                 )

@@ -27,6 +27,7 @@ from mngr.resources import ResourceRequest, parse_idle_timeout
 from mngr.runner import Command, Completed, Runner
 
 if TYPE_CHECKING:
+    from mngr.forward import Dial
     from mngr.toolkit.ssh import SshEndpoint
 
 
@@ -301,6 +302,13 @@ class Backend(ABC):
         run rsync on it directly instead of through `exec_command` (measured 5x faster)."""
         return None
 
+    def copy_out_command(self, host: Host, path: str, folder: str) -> Command | None:
+        """For a pull by tar: a command copying `path` (absolute, in the host; a link itself,
+        not followed; `X/.`: X's contents) into the local `folder` under its own name, keeping
+        modes, mtimes and links, owned by the user running it (`docker cp C:PATH FOLDER`),
+        faster than `tar -c` over `exec_command`; None: this backend has none."""
+        return None
+
     def ssh_endpoint(self, host: Host) -> SshEndpoint | None:
         """The host's own ssh address (ssh pool, aws), which `host ssh-config` writes and
         `host forward` tunnels through; None: this backend has none. Raises a MngrError
@@ -313,6 +321,18 @@ class Backend(ABC):
         None: the host's ports are this machine's own."""
         self.require(Capability.EXEC, host)
         return self.exec_command(host, ["nc", "127.0.0.1", str(port)])
+
+    def unpack_command(self, host: Host, folder: str) -> Command | None:
+        """For a push by tar: a command unpacking the tar archive on its stdin into `folder`
+        (absolute, existing, in the host), faster than `tar -x` over `exec_command`
+        (`docker cp - C:FOLDER`); None: this backend has none."""
+        return None
+
+    def port_channel(self, host: Host, port: int) -> Dial | None:
+        """For `host forward`: how to open one connection to 127.0.0.1:`port` inside the host
+        from mngr's own process, no process started per connection (a WebSocket through a
+        mngr server); None: `port_command` is the way."""
+        return None
 
     def check(self) -> dict[str, Any]:
         """One cheap call proving the provider is reachable; returns facts to show."""

@@ -3,16 +3,20 @@ every backend. Each accepted connection takes its own way in:
 
 - a host with an ssh endpoint (ssh pool, aws): `ssh -W 127.0.0.1:PORT` through one master
   connection the forward opens and ends itself (many connections, one handshake);
+- a host of a `mngr` server: a WebSocket per connection, opened by this process (the
+  backend's `port_channel`; no process starts per connection);
 - another host: the backend's `port_command` over its transport (`docker exec -i C nc
   127.0.0.1 PORT`);
 - a host whose ports are this machine's own (local): a direct connection.
 
 A command gets the accepted socket itself as its stdin and stdout, so the bytes never pass
-through Python. `close()` (after Ctrl-C) ends every process it started and frees the ports.
+through Python; a channel's bytes are copied by two threads. `close()` (after Ctrl-C) ends
+every process and connection it started and frees the ports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import secrets
@@ -22,7 +26,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -82,29 +86,48 @@ class Listener:
     remote: int
 
 
+class Channel(Protocol):
+    """One connection to a port inside the host, its bytes passing through this process."""
+
+    half_close: bool  # False: once the far end has closed, nothing more can be sent
+
+    def send(self, data: bytes) -> None: ...
+
+    def end_input(self) -> None: ...
+
+    def chunks(self) -> Iterator[bytes]:
+        """What the far end sends, until it closes; a MngrError or OSError if it breaks."""
+        ...
+
+    def close(self) -> None: ...
+
+
+Dial = Callable[[], Channel]  # opens one Channel (a MngrError or OSError when it cannot)
+
+
 class Route(Protocol):
     """How a connection reaches a port inside the host."""
 
     def start(self) -> None: ...
 
-    def command(self, port: int) -> Command | None:
-        """The command one connection runs (its stdio is the connection); None: connect
-        directly to 127.0.0.1:port."""
+    def command(self, port: int) -> Command | Dial | None:
+        """The command one connection runs (its stdio is the connection), or how to open a
+        channel to the port from this process; None: connect directly to 127.0.0.1:port."""
         ...
 
     def stop(self) -> None: ...
 
 
 class TransportRoute:
-    """Through the backend's transport (`port_command`)."""
+    """Through the backend's transport (`port_channel`, else `port_command`)."""
 
-    def __init__(self, make: Callable[[int], Command | None]) -> None:
+    def __init__(self, make: Callable[[int], Command | Dial | None]) -> None:
         self.make = make
 
     def start(self) -> None:
         pass
 
-    def command(self, port: int) -> Command | None:
+    def command(self, port: int) -> Command | Dial | None:
         return self.make(port)
 
     def stop(self) -> None:
@@ -176,9 +199,10 @@ class Forward:
         self.address = address
         self.report = report  # one line per connection that failed
         self.listeners: list[tuple[socket.socket, Listener]] = []
-        self._commands: dict[int, Command | None] = {}
+        self._commands: dict[int, Command | Dial | None] = {}
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._sockets: set[socket.socket] = set()
+        self._channels: set[Channel] = set()
         self._lock = threading.Lock()
         self._closing = threading.Event()
 
@@ -231,8 +255,9 @@ class Forward:
     def _relay(self, conn: socket.socket, remote: int) -> None:
         conn.setblocking(True)
         command = self._commands[remote]
-        if command is None:
-            threading.Thread(target=self._direct, args=(conn, remote), daemon=True).start()
+        if not isinstance(command, Command):
+            dial = command or (lambda: _SocketChannel(socket.create_connection((REMOTE, remote))))
+            threading.Thread(target=self._carry, args=(conn, remote, dial), daemon=True).start()
             return
         env = {**os.environ, **command.env} if command.env else None
         try:
@@ -259,23 +284,37 @@ class Forward:
             why = first_line(_last(text)) or exit_status(proc.returncode)
             self.report(f"{self.host} port {remote}: connection closed: {why}")
 
-    def _direct(self, conn: socket.socket, remote: int) -> None:
+    def _carry(self, conn: socket.socket, remote: int, dial: Dial) -> None:
+        """Relay one connection through a channel this process opens."""
         try:
-            peer = socket.create_connection((REMOTE, remote))
-        except OSError as exc:
-            conn.close()
-            self.report(f"{self.host} port {remote}: connection closed: {exc.strerror}")
+            channel = dial()
+        except (MngrError, OSError) as exc:
+            why = first_line(str(exc)) if isinstance(exc, MngrError) else exc.strerror
+            self.report(f"{self.host} port {remote}: connection closed: {why}")
+            conn.close()  # after the report: whoever sees the close may end us at once
             return
         with self._lock:
-            self._sockets.update((conn, peer))
-        back = threading.Thread(target=_pump, args=(peer, conn), daemon=True)
-        back.start()
-        _pump(conn, peer)
-        back.join()
+            self._sockets.add(conn)
+            self._channels.add(channel)
+        up = threading.Thread(target=_upload, args=(conn, channel), daemon=True)
+        up.start()
+        try:
+            for chunk in channel.chunks():
+                conn.sendall(chunk)
+            conn.shutdown(socket.SHUT_WR)
+            if not channel.half_close:
+                conn.shutdown(socket.SHUT_RD)  # what the client sends now has nowhere to go
+        except (MngrError, OSError) as exc:
+            if isinstance(exc, MngrError) and not self._closing.is_set():
+                self.report(f"{self.host} port {remote}: connection closed: {first_line(str(exc))}")
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        up.join()
         with self._lock:
-            self._sockets.difference_update((conn, peer))
+            self._sockets.discard(conn)
+            self._channels.discard(channel)
+        channel.close()
         conn.close()
-        peer.close()
 
     def record(self) -> dict[str, object]:
         """What `host forward --format json` prints first: where each port is bound."""
@@ -292,13 +331,18 @@ class Forward:
             sock.close()
         self.listeners = []
         with self._lock:
-            procs, sockets = list(self._procs), list(self._sockets)
+            procs, sockets, channels = list(self._procs), list(self._sockets), list(self._channels)
         _end(procs)
         for sock in sockets:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        closing = [threading.Thread(target=c.close, daemon=True) for c in channels]
+        for thread in closing:  # at once: each may wait a moment for its far end's goodbye
+            thread.start()
+        for thread in closing:
+            thread.join(timeout=5)
         self.route.stop()
 
 
@@ -331,18 +375,39 @@ def _end(procs: list[subprocess.Popen[bytes]]) -> None:
                 pass
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    """Copy until end of stream, then pass the end on (a half-close)."""
+class _SocketChannel:
+    """A direct connection (a host whose ports are this machine's own)."""
+
+    half_close = True
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def end_input(self) -> None:
+        self.sock.shutdown(socket.SHUT_WR)
+
+    def chunks(self) -> Iterator[bytes]:
+        while data := self.sock.recv(262144):
+            yield data
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def _upload(conn: socket.socket, channel: Channel) -> None:
+    """The client's bytes to the channel, then the end of them."""
     try:
-        while data := source.recv(262144):
-            sink.sendall(data)
-        sink.shutdown(socket.SHUT_WR)
-    except OSError:
-        for sock in (source, sink):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        while data := conn.recv(262144):
+            channel.send(data)
+        channel.end_input()
+    except Exception:  # the channel or the client went away: the other direction ends it
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)
 
 
 def _last(text: str) -> str:

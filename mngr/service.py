@@ -513,7 +513,9 @@ class Service:
         if endpoint is not None:
             route: SshRoute | TransportRoute = SshRoute(endpoint, backend.classify)
         else:
-            route = TransportRoute(lambda port: backend.port_command(host, port))
+            route = TransportRoute(
+                lambda port: backend.port_channel(host, port) or backend.port_command(host, port)
+            )
         return Forward(host.ref, route, pairs, address, report)
 
     def ssh_config(self, refs: list[str], provider: str | None = None) -> SshConfigText:

@@ -12,8 +12,8 @@ One WebSocket to `/v1/hosts/{ref}/exec?provider=P`, with the bearer token of eve
             byte says the stream (1 stdout, 2 stderr); last {"type": "exit", "code": N}
 
 Closing the socket (Ctrl-C) ends the process on the server. The token comes from the
-environment variable TOKEN_ENV, never argv. Imports no pydantic: one runs per forwarded
-connection.
+environment variable TOKEN_ENV, never argv. `host forward` opens a `PortChannel` per
+connection in its own process.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ MAX_MESSAGE = 1 << 20
 MAX_TEXT = 500  # of a server's error message shown
 
 
+class ServerBusy(UnreachableError):
+    """The server had no room for one more session just then (it says: retry shortly)."""
+
+
 def control(message_type: str, **fields: Any) -> str:
     return json.dumps({"type": message_type, **fields})
 
@@ -70,6 +74,8 @@ def server_error(message: dict[str, Any], server: str) -> MngrError:
     from mngr.api import ERROR_OF_KIND
 
     text = one_line(str(message.get("message") or "no error text"))
+    if message.get("kind") == "busy":
+        return ServerBusy(f"{server}: {text}")
     return ERROR_OF_KIND.get(str(message.get("kind")), MngrError)(f"{server}: {text}")
 
 
@@ -172,6 +178,8 @@ def refused(server: str, status: int, body: bytes) -> MngrError:
     text = one_line(error.message)
     if status in (401, 403):
         return UnauthorisedError(f"{server}: the server refused the token: {text}")
+    if error.error_kind == "busy":
+        return ServerBusy(f"{server}: {text} (HTTP {status})")
     return error_class(status, error.error_kind)(f"{server}: {text} (HTTP {status})")
 
 
@@ -186,15 +194,7 @@ class Session:
         from websockets.exceptions import ConnectionClosed
 
         try:
-            self.ws.send(json.dumps(start))
-            try:
-                first = parse_control(self.ws.recv(timeout=timeout))
-            except TimeoutError:
-                raise VendorTimeoutError(
-                    f"{self.server} did not start the command within {timeout:g}s"
-                ) from None
-            if first["type"] != "started":
-                raise self.unexpected(first)
+            self.start(start, timeout)
             with _raw_terminal(raw, self.resize):
                 threading.Thread(target=self.pump_stdin, daemon=True).start()
                 return self.pump_output()
@@ -202,6 +202,18 @@ class Session:
             raise UnreachableError(
                 f"{self.server} closed the connection before the command ended"
             ) from None
+
+    def start(self, start: dict[str, Any], timeout: float) -> None:
+        """Send the start message; return once the server says the command runs."""
+        self.ws.send(json.dumps(start))
+        try:
+            first = parse_control(self.ws.recv(timeout=timeout))
+        except TimeoutError:
+            raise VendorTimeoutError(
+                f"{self.server} did not start the command within {timeout:g}s"
+            ) from None
+        if first["type"] != "started":
+            raise self.unexpected(first)
 
     def pump_output(self) -> int:
         for message in self.ws:
@@ -249,6 +261,73 @@ class Session:
                 pass
 
         threading.Thread(target=send, daemon=True).start()
+
+
+class PortChannel:
+    """One connection to 127.0.0.1:PORT inside a host over its own WebSocket, opened by the
+    process that wants it (`host forward` through a server: no process per connection)."""
+
+    half_close = False  # the server ends the session when the port's end closes
+
+    def __init__(
+        self, url: str, token: str | None, ca_file: str | None, timeout: float, port: int
+    ) -> None:
+        import random
+        import time
+
+        self.server = origin(url)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.ws = self._open(url, token, ca_file, timeout, port)
+                return
+            except ServerBusy:  # many connections at once: the server asks to retry shortly
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.05, 0.25))
+
+    def _open(
+        self, url: str, token: str | None, ca_file: str | None, timeout: float, port: int
+    ) -> Any:
+        from websockets.exceptions import ConnectionClosed
+
+        ws = connect(url, token, ca_file, timeout)
+        try:
+            Session(ws, self.server).start({"port": port}, timeout)
+        except ConnectionClosed:
+            ws.close()
+            raise UnreachableError(f"{self.server} closed the connection") from None
+        except BaseException:
+            ws.close()
+            raise
+        return ws
+
+    def send(self, data: bytes) -> None:
+        self.ws.send(data)
+
+    def end_input(self) -> None:
+        self.ws.send(control("eof"))
+
+    def chunks(self) -> Iterator[bytes]:
+        """What the port sends, until it closes (the server's exit message)."""
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for message in self.ws:
+                if isinstance(message, bytes):
+                    if message[:1] == b"\x01":
+                        yield message[1:]
+                    continue
+                answer = parse_control(message)
+                if answer["type"] == "exit":
+                    return
+                raise Session(self.ws, self.server).unexpected(answer)
+        except ConnectionClosed:
+            pass
+        raise UnreachableError(f"{self.server} closed the connection before the port did")
+
+    def close(self) -> None:
+        self.ws.close()
 
 
 def _terminal_size() -> dict[str, int]:

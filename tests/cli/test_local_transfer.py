@@ -218,3 +218,39 @@ def test_the_cli_pushes_and_pulls_and_prints_json_for_scripts(
     missing = mngr("host", "pull", "web", "gone")
     assert missing.exit_code == 3
     assert missing.stderr == "error: no such file or folder on host web.local: ./gone\n"
+
+
+def test_a_pull_refuses_an_archive_that_writes_outside_its_folder(
+    service,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the host sends is unpacked by this machine's tar, which writes nothing outside the
+    temporary folder: not a `..` name, not through a link to elsewhere."""
+    import io
+    import tarfile
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tar:
+        for name, kind, target in [
+            ("ok.txt", tarfile.REGTYPE, ""),
+            ("up", tarfile.SYMTYPE, str(outside)),
+            ("up/through-link.txt", tarfile.REGTYPE, ""),
+            ("../escaped.txt", tarfile.REGTYPE, ""),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname, info.size = kind, target, 2 if kind == tarfile.REGTYPE else 0
+            tar.addfile(info, io.BytesIO(b"x\n") if info.size else None)
+    from mngr import transfer
+
+    monkeypatch.setattr(transfer, "PULL_TAR_SCRIPT", 'cat -- "$EVIL"')
+    monkeypatch.setenv("EVIL", str(evil))  # what the host sends instead of its `tar -c`
+    (folder_of(service) / "src").write_text("src")
+    back = tmp_path / "back"
+    with pytest.raises(MngrError, match="pull failed: the host's archive was refused") as error:
+        service.pull("web", ["src"], str(back), method="tar")
+    assert "\n" not in str(error.value)
+    assert list(outside.iterdir()) == [] and not (tmp_path / "escaped.txt").exists()
+    assert list(back.iterdir()) == []  # nothing placed, no temporary folder left

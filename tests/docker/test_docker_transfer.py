@@ -76,16 +76,21 @@ def test_ctrl_c_during_a_push_leaves_no_process_and_no_temporary_folder(
         cmd = backend.exec_command(host, ["sh", "-c", script])
         return subprocess.run(cmd.argv, capture_output=True, text=True).stdout
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and "huge" not in on_host("find /dest 2>/dev/null"):
-        time.sleep(0.1)
+    # The engine unpacks fast (a few GB/s of zeros): wait inside the container, then at once
+    # interrupt, while the file is still arriving in the temporary folder.
+    arriving = (
+        "i=0; while [ $i -lt 3000 ]; do find /dest -type f 2>/dev/null | grep -q mngr-push "
+        "&& exit 0; usleep 20000; i=$((i+1)); done"
+    )
+    on_host(arriving)
     assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) != 0
+    left = "find /dest -type f -o -name '.mngr-push*'; ps | grep -e '[t]ar -x' -e '[s]et -e; dest'"
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and on_host("find /dest -type f; ps | grep '[t]ar -x'"):
+    while time.monotonic() < deadline and on_host(left):
         time.sleep(0.2)
-    assert on_host("find /dest -type f; ps | grep '[t]ar -x'") == ""
+    assert on_host(left) == ""
     assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_child_of(int(p), proc.pid)]
 
 
@@ -95,3 +100,106 @@ def _is_child_of(pid: int, parent: int) -> bool:
     except OSError:
         return False
     return int(fields[1]) == parent
+
+
+def test_push_and_pull_go_through_the_engines_archive_api(
+    service,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A push by tar unpacks with `docker cp - C:TEMP` (then a script in the container places
+    what came); a pull runs `docker cp C:PATH TEMP` for each source (absolute: relative
+    paths start at the container's working folder)."""
+    host = service.resolve_host("box")
+    backend = service.engine.backend(host.provider)
+    asked: list[str] = []
+    unpacked: list[str] = []
+    real, real_unpack = type(backend).copy_out_command, type(backend).unpack_command
+
+    def spy(self, host, path, folder):  # noqa: ANN001, ANN202
+        asked.append(path)
+        return real(self, host, path, folder)
+
+    def spy_unpack(self, host, folder):  # noqa: ANN001, ANN202
+        unpacked.append(folder)
+        return real_unpack(self, host, folder)
+
+    monkeypatch.setattr(type(backend), "copy_out_command", spy)
+    monkeypatch.setattr(type(backend), "unpack_command", spy_unpack)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    for name in ("keep.txt", "skip.o", "sub/keep2.txt"):
+        (src / name).write_text(name)
+    service.push("box", [str(src)], "/w/pushed", exclude=["*.o"])
+    service.push("box", [str(src / "sub")], "/w/pushed/src", delete=True)
+    assert [f.rsplit("/", 1)[0] for f in unpacked if f != "/"] == ["/w/pushed", "/w/pushed/src"]
+    listed = subprocess.run(
+        backend.exec_command(host, ["find", "/w/pushed"]).argv, capture_output=True, text=True
+    ).stdout.split()
+    assert sorted(listed) == [
+        "/w/pushed", "/w/pushed/src", "/w/pushed/src/keep.txt", "/w/pushed/src/sub",
+        "/w/pushed/src/sub/keep2.txt",
+    ]  # fmt: skip
+    script = (
+        "mkdir -p '/w/in dir/sub' && cd /w && echo one > 'in dir/a.txt' && "
+        "echo two > 'in dir/sub/b.o' && chmod 751 'in dir/sub' && ln -s a.txt 'in dir/l' && "
+        "touch -d @1700000000 'in dir/a.txt' && chmod 4755 'in dir/a.txt'"
+    )
+    cmd = backend.exec_command(host, ["sh", "-c", script])
+    subprocess.run(cmd.argv, check=True)
+    back = tmp_path / "back"
+    pulled = service.pull("box", ["/w/in dir", "/w/in dir/l"], str(back), exclude=["*.o"])
+    assert pulled.method == "tar" and pulled.received > 0
+    assert asked == ["/w/in dir", "/w/in dir/l"]
+    assert (back / "in dir" / "a.txt").read_text() == "one\n"
+    assert (back / "in dir" / "a.txt").stat().st_mtime == 1700000000
+    assert oct((back / "in dir" / "a.txt").stat().st_mode & 0o7777) == "0o755"  # no setuid
+    assert oct((back / "in dir" / "sub").stat().st_mode & 0o777) == "0o751"
+    assert os.readlink(back / "l") == "a.txt"
+    assert not (back / "in dir" / "sub" / "b.o").exists()  # excluded
+    contents = tmp_path / "contents"
+    service.pull("box", ["../w/in dir/."], str(contents))  # from / (busybox's working folder)
+    assert asked[-1].startswith("/") and asked[-1].endswith("/w/in dir/./.")
+    assert sorted(p.name for p in contents.iterdir()) == ["a.txt", "l", "sub"]
+
+
+def test_ctrl_c_during_a_pull_leaves_no_process_and_no_partial_file(
+    service,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    host = service.resolve_host("box")
+    backend = service.engine.backend(host.provider)
+    cmd = backend.exec_command(host, ["truncate", "-s", "8G", "/huge.bin"])
+    subprocess.run(cmd.argv, check=True)
+    back = tmp_path / "back"
+    back.mkdir()
+    code = (
+        "import sys; from mngr import config; from mngr.service import Service; "
+        "Service(config.load(None)).pull('box', ['/huge.bin'], sys.argv[1])"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(back)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(
+        p.is_file() and p.stat().st_size > 0 for p in back.rglob("*")
+    ):
+        time.sleep(0.05)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) != 0
+    assert list(back.iterdir()) == []  # the temporary folder and the partial file are gone
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _is_child_of(int(p), proc.pid)]
+
+
+def test_a_pull_by_the_engine_reports_progress_as_the_file_arrives(
+    service,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    host = service.resolve_host("box")
+    backend = service.engine.backend(host.provider)
+    cmd = backend.exec_command(host, ["truncate", "-s", "1G", "/large.bin"])
+    subprocess.run(cmd.argv, check=True)
+    seen: list[int] = []
+    pulled = service.pull("box", ["/large.bin"], str(tmp_path / "back"), progress=seen.append)
+    assert pulled.received == 1 << 30
+    assert seen and seen == sorted(seen) and 0 <= seen[-1] <= 1 << 30, seen
+    assert (tmp_path / "back" / "large.bin").stat().st_size == 1 << 30

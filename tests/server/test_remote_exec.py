@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -184,8 +185,8 @@ def test_sigint_to_the_client_ends_the_remote_process(box: Path) -> None:
 
 
 def test_forward_through_the_server_to_an_http_server(box: Path, tmp_path: Path) -> None:
-    files = fw.site(tmp_path / "site", big_mb=4)
-    upload = os.urandom(4 << 20)
+    files = fw.site(tmp_path / "site", big_mb=32)
+    upload = os.urandom(32 << 20)
     closed = fw.free_port()
     with fw.http_server(tmp_path / "site") as port, fw.digest_server() as digest_port:
         proc, doc = fw.start_forward_process(
@@ -201,8 +202,9 @@ def test_forward_through_the_server_to_an_http_server(box: Path, tmp_path: Path)
             web, digest, nothing = (f["port"] for f in doc["forwards"])
             assert fw.get(web) == files["index.html"]
             assert fw.get(web, "/big.bin") == files["big.bin"]
-            assert set(fw.get_concurrently(web, n=20)) == {files["index.html"]}
+            assert set(fw.get_concurrently(web)) == {files["index.html"]}  # 50 at once
             assert fw.upload(digest, upload) == hashlib.sha256(upload).hexdigest()
+            assert fw.children(proc.pid) == []  # each connection is a WebSocket of its own
             # nothing listens there: that connection closes, the forward keeps running
             assert fw.refused_or_closed(nothing)
             assert fw.get(web) == files["index.html"]
@@ -212,6 +214,52 @@ def test_forward_through_the_server_to_an_http_server(box: Path, tmp_path: Path)
                 assert code == 130, err
     assert f"port {closed}: connection closed" in err
     assert fw.port_is_free(web)
+
+
+def test_a_forwarded_connection_starts_no_process_and_ctrl_c_ends_it(box: Path) -> None:
+    accepted, ended = threading.Event(), threading.Event()
+
+    def far_end(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        accepted.set()
+        while conn.recv(65536):
+            pass
+        ended.set()  # the server closed its side: the session is over
+        conn.close()
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        threading.Thread(target=far_end, args=(listener,), daemon=True).start()
+        port = listener.getsockname()[1]
+        proc, doc = fw.start_forward_process(
+            "box", f"0:{port}", "-p", "team", env={**os.environ, TOKEN_ENV: RW_TOKEN}
+        )
+        local = doc["forwards"][0]["port"]
+        try:
+            with fw.held_open(local) as sock:
+                sock.sendall(b"hello")
+                assert accepted.wait(timeout=20)
+                assert fw.children(proc.pid) == []  # no process for the connection
+                code, err = fw.interrupt(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        assert code == 130, err
+        assert ended.wait(timeout=10)
+    assert fw.port_is_free(local)
+
+
+def test_a_read_only_token_cannot_forward(team: ServeProcess, box: Path) -> None:
+    proc, doc = fw.start_forward_process(
+        "box", f"0:{fw.free_port()}", "-p", "team", env={**os.environ, TOKEN_ENV: RO_TOKEN}
+    )
+    try:
+        assert fw.refused_or_closed(doc["forwards"][0]["port"])
+    finally:
+        code, err = fw.interrupt(proc)
+    assert code == 130
+    assert "connection closed: " in err and "the server refused the token" in err, err
+    assert RO_TOKEN not in err
 
 
 def test_a_server_that_never_answers_is_given_up_at_connect() -> None:

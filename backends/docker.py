@@ -618,6 +618,7 @@ class DockerBackend(Backend):
             "container exists; give them with --tag at create"
         ),
     }
+    hosts_pin_snapshots = True
 
     config: DockerConfig
 

@@ -163,6 +163,10 @@ class Backend(ABC):
     # Names in a host's working folder that hold mngr's own state: push never writes or
     # deletes them.
     transfer_protected: ClassVar[tuple[str, ...]] = ()
+    # A snapshot cannot be deleted while a host runs from it (a docker image a container
+    # uses; such a host's `image` is the snapshot's handle): destroy --purge keeps it, and
+    # snapshot delete refuses it, naming the host.
+    hosts_pin_snapshots: ClassVar[bool] = False
 
     def __init__(self, config: ProviderConfig, runner: Runner) -> None:
         self.config = config

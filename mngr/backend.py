@@ -30,6 +30,13 @@ if TYPE_CHECKING:
     from mngr.toolkit.ssh import SshEndpoint
 
 
+def shell_exec(argv: list[str]) -> list[str]:
+    """`argv` run through `/bin/sh -c 'exec "$@"'` (arguments stay arguments, never shell
+    text), so that on every backend a command that is not found exits 127 and one found but
+    not executable 126, as in a shell (docker exec itself says 126 for both)."""
+    return ["/bin/sh", "-c", 'exec "$@"', "mngr-exec", *argv]
+
+
 def _idle_timeout(value: Any) -> int:
     try:
         return parse_idle_timeout(value)

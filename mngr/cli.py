@@ -111,7 +111,9 @@ def yes_opt(f: Any) -> Any:
 
 def dry_run_opt(f: Any) -> Any:
     return option(
-        "--dry-run", is_flag=True, help="Print the vendor commands that would run; run none."
+        "--dry-run",
+        is_flag=True,
+        help="Print the vendor commands that would run and what would be refused; run none.",
     )(f)
 
 

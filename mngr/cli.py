@@ -163,8 +163,26 @@ def _confirm(what: str, yes: bool) -> None:
         return
     if not _interactive():
         raise UsageError(f"refusing to {what} without --yes when not on a terminal")
-    if not click.confirm(f"{what}?", default=False, err=True):
-        _exit(1)
+    # One answer to every way of saying no (n, Enter, Ctrl-C, end of input): "aborted",
+    # exit 1; anything else is asked again in mngr's words (click's says "Error: ...").
+    from mngr import output
+
+    while True:
+        sys.stderr.write(f"{what}? [y/N]: ")
+        sys.stderr.flush()
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            sys.stderr.write("\n")
+            raise click.Abort from None
+        answer = line.strip().lower()
+        if answer in ("y", "yes"):
+            return
+        if not line:  # end of input: the cursor is still on the prompt's line
+            sys.stderr.write("\n")
+        if not line or answer in ("", "n", "no"):
+            raise click.Abort
+        output.error(f"answer y or n, not {answer!r}")
 
 
 def _finish(outcomes: list[Any], labels: list[str], verb: str) -> None:

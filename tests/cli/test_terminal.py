@@ -78,3 +78,37 @@ def test_ctrl_c_of_an_exec_inside_a_pipeline_leaves_no_process(mngr) -> None:
         assert wait_until(lambda: not local_processes(sleep), timeout=5)
     finally:
         term.close()
+
+
+@pytest.mark.parametrize("keys", [["n\n"], ["\n"], [CTRL_C], ["\x04"], ["maybe\n", "no\n"]])
+def test_every_way_of_saying_no_to_the_prompt_is_aborted_in_mngrs_words(mngr, keys) -> None:
+    assert mngr("host", "create", "h").exit_code == 0
+    term = Terminal(mngr_argv("host", "destroy", "h"))
+    try:
+        for key in keys:
+            term.expect(r"destroy h\.local\? \[y/N\]: $")
+            term.type(key)
+        code = term.wait()
+    finally:
+        term.close()
+    assert code == 1, term.output
+    assert term.output.rstrip().endswith("error: aborted\x1b[0m"), term.output
+    assert "Error" not in term.output
+    if len(keys) > 1:
+        assert "error: answer y or n, not 'maybe'" in term.output
+    assert mngr("host", "list", "-q").stdout.split() == ["h"]
+
+
+def test_yes_after_a_bad_answer_goes_ahead(mngr) -> None:
+    assert mngr("host", "create", "h").exit_code == 0
+    term = Terminal(mngr_argv("host", "destroy", "h"))
+    try:
+        term.expect(r"\[y/N\]: $")
+        term.type("sure\n")
+        term.expect(r"(?s)not 'sure'.*\[y/N\]: $")
+        term.type("y\n")
+        code = term.wait()
+    finally:
+        term.close()
+    assert code == 0 and "destroyed: h.local" in term.output, term.output
+    assert mngr("host", "list", "-q").stdout == ""

@@ -326,7 +326,7 @@ class Service:
                 if snaps and backend.hosts_pin_snapshots:
                     others = [h for h in self.hosts_of_provider(host.provider) if h.id not in going]
                 for snap in snaps if isinstance(snaps, list) else snaps.items:
-                    users = [h.ref for h in others if h.image in (snap.handle, snap.id)]
+                    users = _users(snap, others)
                     if users:
                         batch.kept.append((snap, f"used by host {', '.join(users)}"))
                         continue
@@ -737,8 +737,7 @@ class Service:
                 snap = self.engine.resolve_snapshot(ref, provider)
                 backend = self.engine.backend(snap.provider)
                 if backend.hosts_pin_snapshots:
-                    hosts = self.hosts_of_provider(snap.provider)
-                    users = [h.ref for h in hosts if h.image in (snap.handle, snap.id)]
+                    users = _users(snap, self.hosts_of_provider(snap.provider))
                     if users:
                         raise ConflictError(
                             f"snapshot {snap.id} ({snap.name}) is used by host "
@@ -881,3 +880,8 @@ class Service:
         if failed:
             raise failed[0]
         return outcomes[0].value
+
+
+def _users(snapshot: Snapshot, hosts: list[Host]) -> list[str]:
+    """The hosts that run from `snapshot` (their image is it), where that pins it."""
+    return [h.ref for h in hosts if h.image in (snapshot.handle, snapshot.id)]

@@ -11,15 +11,16 @@ import time
 
 import pytest
 
+from tests.conftest import require
 from tests.support.terminal import CTRL_C, Terminal, local_processes, mngr_argv, wait_until
-
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
 def test_ctrl_c_of_a_command_in_host_shell_then_exit_is_not_mngr_interrupted(mngr) -> None:
+    bash = shutil.which("bash")
+    require(bash is not None, "bash is not installed (a login shell with job control)")
     assert mngr("host", "create", "h").exit_code == 0
     sleep = ["sleep", "29.5"]
-    term = Terminal(mngr_argv("host", "shell", "h"), env={"SHELL": shutil.which("bash") or ""})
+    term = Terminal(mngr_argv("host", "shell", "h"), env={"SHELL": bash or ""})
     try:
         term.type("echo READY-$((1+1))\n")
         term.expect("READY-2")

@@ -40,6 +40,9 @@ class Arg(click.Argument):
 
 
 class Command(click.Command):
+    def format_arguments(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        pass  # click >= 8.5 would list them once more ("Positional arguments"): see below
+
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         args = [p.get_help_record(ctx) for p in self.get_params(ctx) if isinstance(p, Arg)]
         if args:

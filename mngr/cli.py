@@ -452,7 +452,9 @@ def host_list(
             f"invalid --state {state!r}: use one of {', '.join(s.value for s in HostState)}"
         )
     tags = parse_tag_filters(list(tag))
-    result = _service().list_hosts(list(provider) or None, state=state, tags=tags)
+    result = _service().list_hosts(
+        list(provider) or None, state=state, tags=tags, snapshots=fmt != "table"
+    )
     output.render_hosts(result.hosts, result.errors, fmt, quiet, wide)
     if result.errors:
         _exit(EXIT_PARTIAL)
@@ -535,7 +537,9 @@ def host_show(name: str, provider: str | None, fmt: str) -> None:
     from mngr.records import SCHEMA_VERSION
 
     _check_format(fmt)
-    host = _service().resolve_host(name, provider)
+    service = _service()
+    host = service.resolve_host(name, provider)
+    service.attach_snapshots([host])
     if fmt == "table":
         output.render_mapping(host.to_json())
     else:

@@ -168,9 +168,11 @@ class Service:
         *,
         state: str | None = None,
         tags: dict[str, str | None] | None = None,
+        snapshots: bool = False,
     ) -> ListResult:
         """Hosts of the providers (all when None); `tags`: KEY=VALUE must match, a KEY with
-        None only has to be there."""
+        None only has to be there; `snapshots`: each host's as its provider holds them now
+        (`attach_snapshots`: one more listing per provider)."""
         result = self.engine.list_hosts(providers or None)
         result.hosts = [
             h
@@ -178,7 +180,31 @@ class Service:
             if (state is None or h.state == state)
             and all(k in h.tags and (v is None or h.tags[k] == v) for k, v in (tags or {}).items())
         ]
+        if snapshots:
+            self.attach_snapshots(result.hosts)
         return result
+
+    def attach_snapshots(self, hosts: list[Host]) -> None:
+        """Set each host's `snapshots` to the ids of those its provider holds now (one
+        listing per provider): a snapshot is a host's when it names the host and is not
+        older than it (an older one is of an earlier host of that name). A provider whose
+        snapshots cannot be listed leaves its hosts' records as they are."""
+        wanted = sorted({h.provider for h in hosts})
+        if not wanted:
+            return
+        snaps, errors = self.engine.list_snapshots(wanted)
+        failed = {row.provider for row in errors}
+        for host in hosts:
+            if host.provider in failed:
+                continue
+            born = (host.created_at or "")[:19]
+            host.snapshots = [
+                s.id
+                for s in snaps
+                if s.provider == host.provider
+                and s.host in (host.name, host.id)
+                and (s.created_at or "")[:19] >= born
+            ]
 
     def hosts_of_provider(self, name: str) -> list[Host]:
         """Every host a provider has; an error when it cannot tell (unreachable)."""

@@ -3,6 +3,8 @@ from is kept (named by that host), each item is reported, and a dry run says so 
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.docker.conftest import DockerEnv
@@ -78,3 +80,25 @@ def test_dry_run_of_destroy_of_a_missing_docker_host_exits_3_and_names_it(
     assert dry.exit_code == 3
     assert "rm" in dry.stdout and "would be refused: ghost" in dry.stderr
     assert mngr("host", "list", "-p", p, "-q").stdout.split() == ["a"]
+
+
+def test_a_hosts_json_lists_the_snapshots_that_exist_and_not_an_earlier_hosts(
+    docker_env: DockerEnv, mngr
+) -> None:
+    p = docker_env.provider
+
+    def record(command: str) -> dict:
+        if command == "show":
+            return mngr("host", "show", "h", "-p", p, "-f", "json").json()["host"]
+        [host] = mngr("host", "list", "-p", p, "-f", "json").json()["hosts"]
+        return host
+
+    assert mngr("host", "create", "h", "-p", p).exit_code == 0
+    made = mngr("host", "snapshot", "create", "h", "-p", p, "-n", "one", "-f", "json").json()
+    snap_id = made["snapshots"][0]["id"]
+    assert record("list")["snapshots"] == [snap_id] == record("show")["snapshots"]
+    assert mngr("host", "destroy", "h", "-p", p, "--force", "--yes").exit_code == 0
+    time.sleep(1.1)  # the new host is younger than the snapshot, to the second
+    assert mngr("host", "create", "h", "-p", p).exit_code == 0
+    assert record("list")["snapshots"] == [] == record("show")["snapshots"]
+    assert mngr("host", "snapshot", "delete", snap_id, "--yes").exit_code == 0

@@ -42,6 +42,7 @@ from mngr.backend import (
     CreateRequest,
     Orphan,
     ProviderConfig,
+    shell_exec,
 )
 from mngr.errors import (
     ConfigError,
@@ -626,6 +627,7 @@ class DockerBackend(Backend):
             "container exists; give them with --tag at create"
         ),
     }
+    hosts_pin_snapshots = True
 
     config: DockerConfig
 
@@ -970,6 +972,8 @@ class DockerBackend(Backend):
         self, host: Host, argv: list[str], *, tty: bool = False, detach: bool = False
     ) -> Command:
         container = self._container(host)
+        if not detach:  # a detached command comes wrapped in a shell already (Service)
+            argv = shell_exec(argv)
         if tty or detach:  # a terminal passes Ctrl-C on; a detached process is meant to stay
             return Command(self.spec.exec_argv(container, argv, tty=tty, detach=detach))
         marker = secrets.token_hex(8)

@@ -38,6 +38,7 @@ from mngr.backend import (
     Listing,
     Orphan,
     ProviderConfig,
+    shell_exec,
 )
 from mngr.errors import ConflictError, MngrError, NotFoundError, validation_message
 from mngr.names import check_host_name, new_snapshot_id
@@ -592,9 +593,7 @@ class LocalBackend(Backend):
         if detach:
             argv = [sys.executable, "-m", "mngr_backends.local", "detach", str(folder), "--", *argv]
         else:
-            # Through `sh -c 'exec "$@"'` (arguments stay arguments, never shell text) so an
-            # unknown command answers 127 "not found", as it would in a shell on the host.
-            argv = ["/bin/sh", "-c", 'exec "$@"', "mngr-exec", *argv]
+            argv = shell_exec(argv)
         return Command(argv, cwd=str(folder))
 
     def shell_command(self, host: Host, *, tty: bool = True) -> Command:

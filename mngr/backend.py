@@ -31,6 +31,13 @@ if TYPE_CHECKING:
     from mngr.toolkit.ssh import SshEndpoint
 
 
+def shell_exec(argv: list[str]) -> list[str]:
+    """`argv` run through `/bin/sh -c 'exec "$@"'` (arguments stay arguments, never shell
+    text), so that on every backend a command that is not found exits 127 and one found but
+    not executable 126, as in a shell (docker exec itself says 126 for both)."""
+    return ["/bin/sh", "-c", 'exec "$@"', "mngr-exec", *argv]
+
+
 def _idle_timeout(value: Any) -> int:
     try:
         return parse_idle_timeout(value)
@@ -169,6 +176,10 @@ class Backend(ABC):
     # Its hosts' idle clocks are reset where they are served (a remote `mngr serve` does it
     # before each exec, shell, push, pull and forward), not by this mngr beforehand.
     resets_idle_clock_itself: ClassVar[bool] = False
+    # A snapshot cannot be deleted while a host runs from it (a docker image a container
+    # uses; such a host's `image` is the snapshot's handle): destroy --purge keeps it, and
+    # snapshot delete refuses it, naming the host.
+    hosts_pin_snapshots: ClassVar[bool] = False
 
     def __init__(self, config: ProviderConfig, runner: Runner) -> None:
         self.config = config

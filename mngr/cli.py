@@ -117,7 +117,9 @@ def yes_opt(f: Any) -> Any:
 
 def dry_run_opt(f: Any) -> Any:
     return option(
-        "--dry-run", is_flag=True, help="Print the vendor commands that would run; run none."
+        "--dry-run",
+        is_flag=True,
+        help="Print the vendor commands that would run and what would be refused; run none.",
     )(f)
 
 
@@ -167,8 +169,26 @@ def _confirm(what: str, yes: bool) -> None:
         return
     if not _interactive():
         raise UsageError(f"refusing to {what} without --yes when not on a terminal")
-    if not click.confirm(f"{what}?", default=False, err=True):
-        _exit(1)
+    # One answer to every way of saying no (n, Enter, Ctrl-C, end of input): "aborted",
+    # exit 1; anything else is asked again in mngr's words (click's says "Error: ...").
+    from mngr import output
+
+    while True:
+        sys.stderr.write(f"{what}? [y/N]: ")
+        sys.stderr.flush()
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            sys.stderr.write("\n")
+            raise click.Abort from None
+        answer = line.strip().lower()
+        if answer in ("y", "yes"):
+            return
+        if not line:  # end of input: the cursor is still on the prompt's line
+            sys.stderr.write("\n")
+        if not line or answer in ("", "n", "no"):
+            raise click.Abort
+        output.error(f"answer y or n, not {answer!r}")
 
 
 def _finish(outcomes: list[Any], labels: list[str], verb: str) -> None:
@@ -187,9 +207,18 @@ def _finish(outcomes: list[Any], labels: list[str], verb: str) -> None:
 
 
 def _print_batch(batch: Any) -> None:
+    """A dry run: the commands, what --purge would keep, and each item the real run would
+    refuse, exiting with the code the real run would exit with."""
     from mngr import output
 
     output.out("".join(output.safe(line) + "\n" for line in batch.render()))
+    for snap, why in batch.kept:
+        output.message(f"would keep snapshot {snap.id} ({snap.name}): {why}")
+    for ref, error in batch.refused:
+        output.error(f"would be refused: {ref}: {error}")
+    if batch.refused:
+        output.message("the real run would refuse the whole command and change nothing")
+        _exit(batch.refused[0][1].exit_code)
 
 
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -421,7 +450,9 @@ def host_list(
             f"invalid --state {state!r}: use one of {', '.join(s.value for s in HostState)}"
         )
     tags = parse_tag_filters(list(tag))
-    result = _service().list_hosts(list(provider) or None, state=state, tags=tags)
+    result = _service().list_hosts(
+        list(provider) or None, state=state, tags=tags, snapshots=fmt != "table"
+    )
     output.render_hosts(result.hosts, result.errors, fmt, quiet, wide)
     if result.errors:
         _exit(EXIT_PARTIAL)
@@ -440,6 +471,7 @@ def _run_on_hosts(
     """Run one plan per host; `verb` names a failure (`destroy a.local: ...`), `done` a
     success (`destroyed: a.local`). `yes` not None: ask first, naming the hosts found."""
     from mngr import output
+    from mngr.errors import EXIT_PARTIAL
 
     service = _service()
     batch = service.prepare_on_hosts(verb, refs, provider, missing_ok=missing_ok, **how)
@@ -450,15 +482,47 @@ def _run_on_hosts(
     if dry_run:
         _print_batch(batch)
         return
+    batch.check()
     if not batch.jobs:
         return
     if yes is not None:
         _confirm(f"{verb} {', '.join(job.label for job in batch.jobs)}", yes)
     outcomes = service.run(batch)
-    for outcome, job in zip(outcomes, batch.jobs, strict=True):
+    hosts, snaps = outcomes[: len(batch.jobs)], outcomes[len(batch.jobs) :]
+    for outcome, job in zip(hosts, batch.jobs, strict=True):
         if outcome.error is None:
             output.message(f"{done}: {job.label}")
-    _finish(outcomes, [job.label for job in batch.jobs], verb)
+    gone = {id(j.host) for j, o in zip(batch.jobs, hosts, strict=True) if o.error is None}
+    failed = _report_purge(batch, snaps, gone)
+    _finish(hosts, [job.label for job in batch.jobs], verb)
+    if failed:
+        _exit(EXIT_PARTIAL)
+
+
+def _report_purge(batch: Any, outcomes: list[Any], gone: set[int]) -> bool:
+    """`destroy --purge`: each snapshot deleted, kept (another host runs from it, or its own
+    host was not destroyed) or failed; True when a delete failed (the hosts went: exit 6).
+    A snapshot kept because another host runs from it is only a warning."""
+    from mngr import output
+
+    failed = False
+    for outcome, job in zip(outcomes, batch.then, strict=True):
+        snap = job.snapshot
+        if outcome.error is None:
+            output.message(f"deleted snapshot: {snap.id} ({snap.name})")
+        elif id(job.host) not in gone:
+            output.message(
+                f"kept snapshot {snap.id} ({snap.name}): {job.host.ref} was not destroyed"
+            )
+        else:
+            failed = True
+            output.error(f"delete snapshot {snap.id} ({snap.name}): {outcome.error}")
+    for snap, why in batch.kept:
+        output.message(
+            f"warning: kept snapshot {snap.id} ({snap.name}): {why} "
+            f"(delete it once that host is gone: mngr host snapshot delete {snap.id})"
+        )
+    return failed
 
 
 @host_app.command("show", epilog=_examples("mngr host show web-1", "mngr host show web-1 -f json"))
@@ -471,7 +535,9 @@ def host_show(name: str, provider: str | None, fmt: str) -> None:
     from mngr.records import SCHEMA_VERSION
 
     _check_format(fmt)
-    host = _service().resolve_host(name, provider)
+    service = _service()
+    host = service.resolve_host(name, provider)
+    service.attach_snapshots([host])
     if fmt == "table":
         output.render_mapping(host.to_json())
     else:
@@ -483,7 +549,11 @@ def host_show(name: str, provider: str | None, fmt: str) -> None:
 @provider_opt
 @yes_opt
 @option("--force", is_flag=True, help="Kill a running host at once (no graceful stop first).")
-@option("--purge", is_flag=True, help="Delete its snapshots too.")
+@option(
+    "--purge",
+    is_flag=True,
+    help="Delete its snapshots too (one another host runs from is kept, with a warning).",
+)
 @option("--missing-ok", is_flag=True, help="A host that does not exist is not an error.")
 @dry_run_opt
 def host_destroy(
@@ -965,6 +1035,7 @@ def snapshot_delete(ids: tuple[str, ...], provider: str | None, yes: bool, dry_r
     if dry_run:
         _print_batch(batch)
         return
+    batch.check()
     _confirm(f"delete snapshot {', '.join(ids)}", yes)
     outcomes = service.run(batch)
     for outcome, job in zip(outcomes, batch.jobs, strict=True):

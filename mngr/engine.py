@@ -161,7 +161,20 @@ class Engine:
     def resolve_hosts(
         self, refs: list[str], provider: str | None = None, *, missing_ok: bool = False
     ) -> list[tuple[str, Host | None]]:
-        """Each reference -> its host. Lists each needed provider once."""
+        """Each reference -> its host (None: missing and `missing_ok`); the first reference
+        that resolves to nothing is raised. Lists each needed provider once."""
+        found: list[tuple[str, Host | None]] = []
+        for ref, host in self.resolve_each(refs, provider, missing_ok=missing_ok):
+            if isinstance(host, MngrError):
+                raise host
+            found.append((ref, host))
+        return found
+
+    def resolve_each(
+        self, refs: list[str], provider: str | None = None, *, missing_ok: bool = False
+    ) -> list[tuple[str, Host | MngrError | None]]:
+        """Each reference -> its host, or the error saying why it names none (not found,
+        ambiguous, provider unreachable): a dry run reports every one."""
         parsed = [(ref, *split_host_ref(ref)) for ref in refs]
         wanted: list[str] | None
         if provider:
@@ -171,7 +184,7 @@ class Engine:
         else:
             wanted = None
         listing = self.list_hosts(wanted)
-        found: list[tuple[str, Host | None]] = []
+        found: list[tuple[str, Host | MngrError | None]] = []
         for ref, key, ref_provider in parsed:
             want = ref_provider or provider
             if HOST_ID_RE.fullmatch(key):
@@ -182,28 +195,37 @@ class Engine:
                     for h in listing.hosts
                     if h.name == key and (want is None or h.provider == want)
                 ]
+            relevant = [e for e in listing.errors if want is None or e.provider == want]
             if len(matches) > 1:
                 options = ", ".join(h.ref for h in matches)
-                raise UsageError(
-                    f"host {ref!r} exists under several providers; use one of: {options}"
+                found.append(
+                    (
+                        ref,
+                        UsageError(
+                            f"host {ref!r} exists under several providers; use one of: {options}"
+                        ),
+                    )
                 )
-            if matches:
+            elif matches:
                 found.append((ref, matches[0]))
-                continue
-            relevant = [e for e in listing.errors if want is None or e.provider == want]
-            if relevant:
+            elif relevant:
                 first = relevant[0]
                 # Keep what made the provider fail (e.g. not authorised: exit 5), not just that.
                 error = ROW_ERRORS.get(first.kind, UnreachableError)
-                raise error(
-                    f"cannot tell whether host {ref!r} exists: provider {first.provider!r}: "
-                    f"{first.message}"
+                found.append(
+                    (
+                        ref,
+                        error(
+                            f"cannot tell whether host {ref!r} exists: provider "
+                            f"{first.provider!r}: {first.message}"
+                        ),
+                    )
                 )
-            if missing_ok:
+            elif missing_ok:
                 found.append((ref, None))
-                continue
-            where = f" in provider {want!r}" if want else ""
-            raise NotFoundError(f"no host {ref!r}{where}")
+            else:
+                where = f" in provider {want!r}" if want else ""
+                found.append((ref, NotFoundError(f"no host {ref!r}{where}")))
         return found
 
     def resolve_host(self, ref: str, provider: str | None = None) -> Host:

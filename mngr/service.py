@@ -74,9 +74,27 @@ class Batch:
     missing: list[str] = field(default_factory=list)  # references that named nothing
     # hosts already as asked (`stop` of a stopped host): nothing to run
     unchanged: list[Host] = field(default_factory=list)
+    # (reference, why) of each item the real run refuses: while there is one it runs nothing
+    # (`Service.run` raises the first); a dry run names them all and exits as the real one.
+    refused: list[tuple[str, MngrError]] = field(default_factory=list)
+    # Run after `jobs`, each once the job of its `host` succeeded: what `destroy --purge`
+    # deletes of a host's snapshots.
+    then: list[Job] = field(default_factory=list)
+    # (snapshot, why) of each snapshot `destroy --purge` keeps: another host runs from it.
+    kept: list[tuple[Snapshot, str]] = field(default_factory=list)
+
+    @property
+    def all_jobs(self) -> list[Job]:
+        """`jobs`, then `then`: the order of `Service.run`'s outcomes."""
+        return self.jobs + self.then
+
+    def check(self) -> None:
+        """Raise the first refusal: the real run's answer when any item is refused."""
+        if self.refused:
+            raise self.refused[0][1]
 
     def render(self) -> list[str]:
-        return [line for job in self.jobs for line in job.plan.render()]
+        return [line for job in self.all_jobs for line in job.plan.render()]
 
 
 class Service:
@@ -150,9 +168,11 @@ class Service:
         *,
         state: str | None = None,
         tags: dict[str, str | None] | None = None,
+        snapshots: bool = False,
     ) -> ListResult:
         """Hosts of the providers (all when None); `tags`: KEY=VALUE must match, a KEY with
-        None only has to be there."""
+        None only has to be there; `snapshots`: each host's as its provider holds them now
+        (`attach_snapshots`: one more listing per provider)."""
         result = self.engine.list_hosts(providers or None)
         result.hosts = [
             h
@@ -160,7 +180,31 @@ class Service:
             if (state is None or h.state == state)
             and all(k in h.tags and (v is None or h.tags[k] == v) for k, v in (tags or {}).items())
         ]
+        if snapshots:
+            self.attach_snapshots(result.hosts)
         return result
+
+    def attach_snapshots(self, hosts: list[Host]) -> None:
+        """Set each host's `snapshots` to the ids of those its provider holds now (one
+        listing per provider): a snapshot is a host's when it names the host and is not
+        older than it (an older one is of an earlier host of that name). A provider whose
+        snapshots cannot be listed leaves its hosts' records as they are."""
+        wanted = sorted({h.provider for h in hosts})
+        if not wanted:
+            return
+        snaps, errors = self.engine.list_snapshots(wanted)
+        failed = {row.provider for row in errors}
+        for host in hosts:
+            if host.provider in failed:
+                continue
+            born = (host.created_at or "")[:19]
+            host.snapshots = [
+                s.id
+                for s in snaps
+                if s.provider == host.provider
+                and s.host in (host.name, host.id)
+                and (s.created_at or "")[:19] >= born
+            ]
 
     def hosts_of_provider(self, name: str) -> list[Host]:
         """Every host a provider has; an error when it cannot tell (unreachable)."""
@@ -267,21 +311,55 @@ class Service:
         needs = {"destroy": None, "stop": Capability.STOP_START, "start": Capability.STOP_START}
         if verb not in needs:
             raise ValueError(verb)
+        purge = bool(how.get("purge"))
+        if verb == "destroy":
+            how["purge"] = False  # the snapshots are jobs of their own (`_purge`)
         batch = Batch()
-        for ref, host in self.engine.resolve_hosts(refs, provider, missing_ok=missing_ok):
+        for ref, host in self.engine.resolve_each(refs, provider, missing_ok=missing_ok):
+            if isinstance(host, MngrError):
+                batch.refused.append((ref, host))
+                continue
             if host is None:
                 batch.missing.append(ref)
                 continue
             if not any(how.values()) and host.state == _ALREADY.get(verb):
                 batch.unchanged.append(host)
                 continue
-            backend = self.engine.backend(host.provider)
-            capability = needs[verb]
-            if capability is not None:
-                backend.require(capability, host)
-            plan = getattr(backend, f"{verb}_plan")(host, **how)
+            try:
+                backend = self.engine.backend(host.provider)
+                capability = needs[verb]
+                if capability is not None:
+                    backend.require(capability, host)
+                plan = getattr(backend, f"{verb}_plan")(host, **how)
+            except MngrError as exc:
+                batch.refused.append((host.ref, exc))
+                continue
             batch.jobs.append(Job(host.ref, backend, plan, host=host))
+        if purge:
+            self._purge(batch)
         return batch
+
+    def _purge(self, batch: Batch) -> None:
+        """The snapshots of the hosts `batch` destroys, as jobs run once their host is gone;
+        a snapshot another host runs from (a docker image its container uses) is kept."""
+        going = {job.host.id for job in batch.jobs if job.host is not None}
+        for job in list(batch.jobs):
+            host, backend = job.host, job.backend
+            assert host is not None
+            try:
+                snaps = backend.list_snapshots(host)
+                others: list[Host] = []
+                if snaps and backend.hosts_pin_snapshots:
+                    others = [h for h in self.hosts_of_provider(host.provider) if h.id not in going]
+                for snap in snaps if isinstance(snaps, list) else snaps.items:
+                    users = _users(snap, others)
+                    if users:
+                        batch.kept.append((snap, f"used by host {', '.join(users)}"))
+                        continue
+                    plan = backend.snapshot_delete_plan(snap)
+                    batch.then.append(Job(snap.id, backend, plan, host=host, snapshot=snap))
+            except MngrError as exc:
+                batch.refused.append((f"{host.ref} --purge", exc))
 
     def prepare_tag(
         self,
@@ -721,11 +799,24 @@ class Service:
         return bool(listing.errors) or any(key in (h.name, h.id) for h in listing.hosts)
 
     def prepare_snapshot_delete(self, refs: list[str], provider: str | None = None) -> Batch:
+        """Plans to delete snapshots; one that does not resolve, or that a host runs from (a
+        docker image its container uses), is refused."""
         batch = Batch()
         for ref in refs:
-            snap = self.engine.resolve_snapshot(ref, provider)
-            backend = self.engine.backend(snap.provider)
-            plan = backend.snapshot_delete_plan(snap)
+            try:
+                snap = self.engine.resolve_snapshot(ref, provider)
+                backend = self.engine.backend(snap.provider)
+                if backend.hosts_pin_snapshots:
+                    users = _users(snap, self.hosts_of_provider(snap.provider))
+                    if users:
+                        raise ConflictError(
+                            f"snapshot {snap.id} ({snap.name}) is used by host "
+                            f"{', '.join(users)}: destroy that host first"
+                        )
+                plan = backend.snapshot_delete_plan(snap)
+            except MngrError as exc:
+                batch.refused.append((ref, exc))
+                continue
             batch.jobs.append(Job(snap.id, backend, plan, snapshot=snap))
         return batch
 
@@ -833,13 +924,34 @@ class Service:
     # --- running ------------------------------------------------------------------------
 
     def run(self, batch: Batch) -> list[Outcome]:
-        """Run every job's plan (concurrently, at most `jobs` at once); one outcome each."""
-        work = [(job.backend, job.plan) for job in batch.jobs]
-        return self.engine.run_plans(work, [job.label for job in batch.jobs])
+        """Run every job's plan (concurrently, at most `jobs` at once), then each of `then`
+        whose host's job succeeded: one outcome per job of `batch.all_jobs`. Nothing runs
+        while an item is refused (its error is raised)."""
+        batch.check()
+        outcomes = self._run_jobs(batch.jobs)
+        done = {id(j.host) for j, o in zip(batch.jobs, outcomes, strict=True) if o.error is None}
+        ready = [job for job in batch.then if id(job.host) in done]
+        ran = dict(zip(map(id, ready), self._run_jobs(ready), strict=True))
+        for job in batch.then:
+            skipped = MngrError(f"kept: host {job.host.ref if job.host else '?'} was not destroyed")
+            outcomes.append(ran.get(id(job)) or Outcome(job.label, error=skipped))
+        return outcomes
+
+    def _run_jobs(self, jobs: list[Job]) -> list[Outcome]:
+        if not jobs:
+            return []
+        work = [(job.backend, job.plan) for job in jobs]
+        return self.engine.run_plans(work, [job.label for job in jobs])
 
     def run_one(self, batch: Batch) -> Any:
-        """Run a batch of one job: its result, or its error raised."""
-        [outcome] = self.run(batch)
-        if outcome.error is not None:
-            raise outcome.error
-        return outcome.value
+        """Run a batch of one job (and what follows it): its result, or the first error."""
+        outcomes = self.run(batch)
+        failed = [o.error for o in outcomes if o.error is not None]
+        if failed:
+            raise failed[0]
+        return outcomes[0].value
+
+
+def _users(snapshot: Snapshot, hosts: list[Host]) -> list[str]:
+    """The hosts that run from `snapshot` (their image is it), where that pins it."""
+    return [h.ref for h in hosts if h.image in (snapshot.handle, snapshot.id)]

@@ -211,6 +211,22 @@ def test_a_spot_host_lists_that_it_cannot_stop_and_stop_is_refused_before_any_ca
     assert not any("stop-instances" in call for call in fp.calls)
 
 
+def test_dry_run_of_stop_says_a_spot_host_would_be_refused_and_exits_as_the_real_run(
+    fp, mngr, aws_settings
+) -> None:
+    aws_settings(cloud=GOOD)
+    spot = {**instance("web-1", "running", "i-1"), "InstanceLifecycle": "spot"}
+    plain = instance("web-2", "running", "i-2")
+    fp.register(spec("cloud", GOOD).list_argv(), stdout=listing(spot, plain), occurrences=2)
+    dry = mngr("host", "stop", "web-2", "web-1", "-p", "cloud", "--dry-run")
+    assert dry.exit_code == 2
+    assert "stop-instances" in dry.stdout and "i-2" in dry.stdout  # web-2's plan
+    assert "would be refused: web-1.cloud: host 'web-1.cloud' cannot stop/start" in dry.stderr
+    real = mngr("host", "stop", "web-2", "web-1", "-p", "cloud")
+    assert real.exit_code == 2 and "one-time spot instance" in real.stderr
+    assert not any("stop-instances" in call for call in fp.calls)  # web-2 was not stopped
+
+
 def test_provider_check_runs_one_call(fp, mngr, aws_settings) -> None:
     aws_settings(cloud=GOOD)
     regions = {"Regions": [{"RegionName": "us-east-1", "Endpoint": "ec2.us-east-1.amazonaws.com"}]}

@@ -56,7 +56,9 @@ def test_full_lifecycle_leaves_nothing_but_terminated_instances(
 
     requests = moto.requests()
     listed = hosts(mngr, "cloud")
-    assert moto.requests() - requests == 2  # 6 hosts in pages of 5: the list followed both
+    # 6 hosts in pages of 5: the list followed both; and one listing of the provider's
+    # images, for each host's `snapshots` in the JSON
+    assert moto.requests() - requests == 3
     assert sorted(listed) == names
     web1 = listed["web-1"]
     assert web1["state"] == "running" and web1["tags"] == {"team": "a b,c"}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from mngr_backends.docker import DockerConfig, DockerSpec
 
+from mngr.backend import shell_exec
 from tests.docker.conftest import captured_errors, fixture_text
 
 SOCK = "unix:///run/mngr-test/docker.sock"
@@ -143,7 +144,8 @@ def fixture_id(name: str) -> str:
 
 def test_exec_passes_the_exit_code_through_without_a_tty(fp, mngr) -> None:
     hosts_listed(fp)
-    argv = SPEC.exec_argv(fixture_id("web"), ["sh", "-c", "exit 3"], tty=False, detach=False)
+    command = shell_exec(["sh", "-c", "exit 3"])  # 127 / 126 as a shell says them
+    argv = SPEC.exec_argv(fixture_id("web"), command, tty=False, detach=False)
     assert "--tty" not in argv
     # Without a terminal the exec carries a fresh marker (MNGR_EXEC=...) for Ctrl-C.
     at = argv.index("--interactive") + 1

@@ -70,6 +70,9 @@ def test_exec_passes_the_exit_code_and_no_value_reaches_a_shell(
     assert mngr_process("host", "exec", "web", "--", "true").exit_code == 0
     missing = mngr_process("host", "exec", "web", "--", "no-such-command-here")
     assert missing.exit_code == 127
+    plain = mngr_process("host", "exec", "web", "--", "sh", "-c", "echo true > plain")
+    assert plain.exit_code == 0
+    assert mngr_process("host", "exec", "web", "--", "./plain").exit_code == 126
     killed = mngr_process("host", "exec", "web", "--", "sh", "-c", "kill -9 $$")
     assert killed.exit_code == 137, killed.stderr  # as in a shell; ssh alone says 255
 

@@ -806,14 +806,11 @@ class AwsBackend(Backend):
 
         return Step(f"tag {name} with its snapshot's ssh user", expand=tag)
 
-    def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
+    def destroy_plan(self, host: Host, *, force: bool = False) -> Plan:
         steps = [
             self._terminate_step(_instance_id(host), f"terminate {host.name}"),
             self.setup.forget_host_key_step(host.id),
         ]
-        if purge:
-            for snap in self.list_snapshots(host):
-                steps += self._image_deletion_steps(snap.handle or snap.id)
         return Plan(steps)
 
     def stop_plan(self, host: Host, *, snapshot: bool = False) -> Plan:

@@ -764,7 +764,7 @@ class DockerBackend(Backend):
         rmi = self._cmd(self.spec.rmi_argv(image))
         return Step(f"remove image {image}", command=rmi, missing_ok=True)
 
-    def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
+    def destroy_plan(self, host: Host, *, force: bool = False) -> Plan:
         """A running host is stopped first (its processes get SIGTERM and docker's grace
         time), as on every backend a running host is destroyed without --force; `force` kills
         it at once instead (`docker rm --force`)."""
@@ -778,8 +778,6 @@ class DockerBackend(Backend):
         steps.append(Step(f"remove container {name}", command=rm, missing_ok=True))
         if host.image == self.spec.build_tag(host.id):
             steps.append(self._rmi_step(host.image))
-        if purge:
-            steps += [self._rmi_step(s.handle or s.id) for s in self.list_snapshots(host)]
         return Plan(steps)
 
     def stop_plan(self, host: Host, *, snapshot: bool = False) -> Plan:

@@ -297,7 +297,7 @@ class LocalBackend(Backend):
 
         return Plan(steps, finish=finish)
 
-    def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
+    def destroy_plan(self, host: Host, *, force: bool = False) -> Plan:
         folder = self._folder_of(host)
         steps = [
             Step(
@@ -306,9 +306,6 @@ class LocalBackend(Backend):
             ),
             Step(f"remove directory {folder}", action=lambda ctx: self._retire(folder, host.id)),
         ]
-        if purge:
-            for snap in self.list_snapshots(host):
-                steps.append(self._delete_snapshot_step(snap))
         return Plan(steps)
 
     def _stop_processes(self, folder: Path, host_id: str, *, gone_ok: bool = False) -> None:

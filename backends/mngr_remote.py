@@ -421,8 +421,8 @@ class MngrBackend(Backend):
         ref = urllib.parse.quote(host.id, safe="")
         return self.client.url(f"/v1/hosts/{ref}{suffix}", provider=host.handle, **query)
 
-    def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
-        url = self._host_url(host, force=force, purge=purge)
+    def destroy_plan(self, host: Host, *, force: bool = False) -> Plan:
+        url = self._host_url(host, force=force)
         # A host already gone is not an error for destroy.
         return Plan([self._action("DELETE", url, None, "host", missing_ok=True)])
 

@@ -399,9 +399,9 @@ class ModalBackend(Backend):
             undo_if_failed=True,  # a timed-out create may have made the sandbox
         )
 
-    def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
+    def destroy_plan(self, host: Host, *, force: bool = False) -> Plan:
         what = "terminate sandbox and forget" if host.state == HostState.RUNNING else "forget"
-        command = self.shim("terminate", host_id=host.id, purge=purge)
+        command = self.shim("terminate", host_id=host.id)
         return Plan([Step(f"{what} host {host.name}", command=command)])
 
     def stop_plan(self, host: Host, *, snapshot: bool = False) -> Plan:

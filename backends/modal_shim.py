@@ -450,12 +450,7 @@ def verb_terminate(s: Session, args: argparse.Namespace) -> dict[str, Any]:
         sandbox.terminate()
         terminated.append(sandbox.object_id)
     forgotten = s.pop(f"host:{args.host_id}") is not None
-    purged = []
-    if args.purge:
-        for record in _of(s.all_records(), "snap", host_id=args.host_id):
-            s.forget_snapshot(record["id"])
-            purged.append(record["id"])
-    return {"terminated": terminated, "forgot_record": forgotten, "deleted_snapshots": purged}
+    return {"terminated": terminated, "forgot_record": forgotten}
 
 
 def _take_snapshot(s: Session, args: argparse.Namespace) -> tuple[Any, dict[str, str], Any]:
@@ -662,7 +657,6 @@ def parser() -> argparse.ArgumentParser:
     add("create", "--timeout", type=int)
     add("create", "--region", type=_region)
     add("create", "--tag", action="append", default=[])
-    add("terminate destroy", "--purge", action="store_true")
     add("list-snapshots", "--host-id")
     add("exec", "--tty", "--detach", action="store_true")
     sub["exec"].add_argument("argv", nargs=argparse.REMAINDER)

@@ -749,7 +749,7 @@ class SshBackend(Backend):
             raise kinds.pop()(message)  # every machine refused alike (not authorised: exit 5)
         raise MngrError(message)
 
-    def destroy_plan(self, host: Host, *, force: bool = False, purge: bool = False) -> Plan:
+    def destroy_plan(self, host: Host, *, force: bool = False) -> Plan:
         machine = self._machine_of(host)
         return Plan(
             [

@@ -311,9 +311,7 @@ class Service:
         needs = {"destroy": None, "stop": Capability.STOP_START, "start": Capability.STOP_START}
         if verb not in needs:
             raise ValueError(verb)
-        purge = bool(how.get("purge"))
-        if verb == "destroy":
-            how["purge"] = False  # the snapshots are jobs of their own (`_purge`)
+        purge = bool(how.pop("purge", False))  # the snapshots are jobs of their own (`_purge`)
         batch = Batch()
         for ref, host in self.engine.resolve_each(refs, provider, missing_ok=missing_ok):
             if isinstance(host, MngrError):

@@ -316,21 +316,6 @@ def test_destroy_of_an_instance_already_gone_is_not_an_error(fp, aws_backend) ->
     execute(backend.destroy_plan(HOST), backend)
 
 
-def test_destroy_with_purge_deletes_the_host_images_and_their_ebs_snapshots(
-    fp, aws_backend
-) -> None:
-    fp.register(aws("terminate-instances", fp), stdout="{}")
-    fp.register(aws("describe-images", fp), stdout=fixture("describe-images-snapshots.json"))
-    fp.register(aws("describe-images", fp), stdout=fixture("describe-images-snapshots.json"))
-    deregister = fp.register(aws("deregister-image", fp), stdout="")
-    delete = fp.register(aws("delete-snapshot", fp), stdout="")
-    backend = aws_backend(name="capture")
-    execute(backend.destroy_plan(HOST, purge=True), backend)
-    image = json.loads(fixture("create-image.json"))["ImageId"]
-    assert deregister.first_call.args[3:5] == ["--image-id", image]
-    assert delete.first_call.args[3].startswith("--snapshot-id")
-
-
 def test_snapshot_delete_of_a_gone_image_is_not_an_error(fp, aws_backend) -> None:
     failing(fp, "describe-images", "instance-not-found")
     failing(fp, "deregister-image", "instance-not-found")

@@ -294,19 +294,6 @@ def test_deleting_a_snapshot_already_gone_is_done(fp, case: dict) -> None:
     execute(b.snapshot_delete_plan(snap), b)
 
 
-def test_destroy_with_purge_deletes_the_hosts_snapshots(fp) -> None:
-    b = backend()
-    images = fixture_text("snapshot_images.txt")
-    fp.register(b.spec.images_argv(HOST_ID), stdout=images)
-    fp.register(
-        b.spec.image_inspect_argv(b.spec.parse_ids(images)),
-        stdout=fixture_text("inspect_snapshots.json"),
-    )
-    lines = b.destroy_plan(a_host(), force=True, purge=True).render()
-    assert lines[0] == f"docker rm --force --volumes {CID}"
-    assert lines[1].startswith("docker rmi mngr-snapshot:snap-")
-
-
 def test_check_is_one_call_reporting_the_server(fp) -> None:
     b = backend()
     fp.register(b.spec.version_argv(), stdout=fixture_text("version.json"))

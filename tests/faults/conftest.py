@@ -257,7 +257,7 @@ def _modal(root: Path, timeout_s: float) -> Vendor:
             "list": [ok('{"hosts": []}\n')],
             "create": [ok(fixture_text("modal/create.json"))],
             "stop": [ok(fixture_text("modal/stop.json"))],
-            "*": [ok('{"terminated": [], "forgot_record": false, "deleted_snapshots": []}\n')],
+            "*": [ok('{"terminated": [], "forgot_record": false}\n')],
         },
         list_verb="list",
         create_verb="create",

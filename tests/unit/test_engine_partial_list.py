@@ -30,7 +30,7 @@ class HalfBackend(Backend):
     def create_plan(self, request):  # noqa: ANN001, ANN201
         raise NotImplementedError
 
-    def destroy_plan(self, host, *, force=False, purge=False):  # noqa: ANN001, ANN201
+    def destroy_plan(self, host, *, force=False):  # noqa: ANN001, ANN201
         raise NotImplementedError
 
 

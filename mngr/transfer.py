@@ -469,7 +469,7 @@ def _push_tar(
     cwd: str | None,
 ) -> None:
     """Tell the host's push process (PUSH_SCRIPT) how the archive comes, then send it."""
-    native = cwd is not None and transport.backend.copy_in_command(transport.host, "-", "/")
+    native = cwd is not None and bool(transport.backend.copy_in_command(transport.host, "-", "/"))
     assert proc.stdin is not None and proc.stdout is not None
     try:
         proc.stdin.write(b"native\n" if native else b"tar\n")
@@ -618,9 +618,10 @@ def _run_copy(command: Command, verb: str) -> None:
 
 def _size(folder: Path) -> int:
     """The bytes of the files under folder (those being written count as far as they are),
-    or of the file itself."""
-    if folder.is_file() and not folder.is_symlink():
-        return folder.stat().st_size
+    or of the file itself (a link: none)."""
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        return info.st_size if stat.S_ISREG(info.st_mode) else 0
     total = 0
     for top, _, files in os.walk(folder):
         for name in files:

@@ -466,9 +466,10 @@ class DockerSpec:
         """`path` (absolute) into the local `folder`, through the engine's archive API."""
         return self._docker("cp", f"{container}:{path}", folder)
 
-    def unpack_argv(self, container: str, folder: str) -> Argv:
-        """The tar archive on stdin unpacked into `folder` (absolute), by the archive API."""
-        return self._docker("cp", "-", f"{container}:{folder}")
+    def copy_in_argv(self, container: str, path: str, folder: str) -> Argv:
+        """The local `path` (absolute), or for `-` the tar archive on stdin, into `folder`
+        (absolute), through the engine's archive API."""
+        return self._docker("cp", path, f"{container}:{folder}")
 
     def end_argv(self, container: str, marker: str) -> Argv:
         """Interrupt, then terminate, then kill every process carrying the exec's marker."""
@@ -986,8 +987,8 @@ class DockerBackend(Backend):
     def copy_out_command(self, host: Host, path: str, folder: str) -> Command:
         return self._cmd(self.spec.copy_out_argv(self._container(host), path, folder))
 
-    def unpack_command(self, host: Host, folder: str) -> Command:
-        return self._cmd(self.spec.unpack_argv(self._container(host), folder))
+    def copy_in_command(self, host: Host, path: str, folder: str) -> Command:
+        return self._cmd(self.spec.copy_in_argv(self._container(host), path, folder))
 
     def check(self) -> dict[str, Any]:
         return self.spec.parse_version(self.run(self._cmd(self.spec.version_argv())).stdout)

@@ -333,10 +333,12 @@ class Backend(ABC):
         self.require(Capability.EXEC, host)
         return self.exec_command(host, ["nc", "127.0.0.1", str(port)])
 
-    def unpack_command(self, host: Host, folder: str) -> Command | None:
-        """For a push by tar: a command unpacking the tar archive on its stdin into `folder`
-        (absolute, existing, in the host), faster than `tar -x` over `exec_command`
-        (`docker cp - C:FOLDER`); None: this backend has none."""
+    def copy_in_command(self, host: Host, path: str, folder: str) -> Command | None:
+        """For a push by tar: a command copying the local `path` (absolute; `X/.`: X's
+        contents) into `folder` (absolute, existing, in the host) under its own name, keeping
+        modes, mtimes and links (`docker cp PATH C:FOLDER`), or for `-` unpacking the tar
+        archive on its stdin there (`docker cp - C:FOLDER`), faster than `tar -x` over
+        `exec_command`; None: this backend has none."""
         return None
 
     def port_channel(self, host: Host, port: int) -> Dial | None:

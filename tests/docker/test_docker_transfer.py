@@ -4,6 +4,7 @@ no rsync, so every transfer is a tar stream over `docker exec`."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -107,32 +108,36 @@ def test_push_and_pull_go_through_the_engines_archive_api(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A push by tar unpacks with `docker cp - C:TEMP` (then a script in the container places
+    """A push by tar copies each source with `docker cp SRC C:TEMP/p`, or with an --exclude
+    unpacks one archive with `docker cp - C:TEMP` (then a script in the container places
     what came); a pull runs `docker cp C:PATH TEMP` for each source (absolute: relative
     paths start at the container's working folder)."""
     host = service.resolve_host("box")
     backend = service.engine.backend(host.provider)
     asked: list[str] = []
-    unpacked: list[str] = []
-    real, real_unpack = type(backend).copy_out_command, type(backend).unpack_command
+    copied: list[tuple[str, str]] = []
+    real, real_in = type(backend).copy_out_command, type(backend).copy_in_command
 
     def spy(self, host, path, folder):  # noqa: ANN001, ANN202
         asked.append(path)
         return real(self, host, path, folder)
 
-    def spy_unpack(self, host, folder):  # noqa: ANN001, ANN202
-        unpacked.append(folder)
-        return real_unpack(self, host, folder)
+    def spy_in(self, host, path, folder):  # noqa: ANN001, ANN202
+        copied.append((path, folder))
+        return real_in(self, host, path, folder)
 
     monkeypatch.setattr(type(backend), "copy_out_command", spy)
-    monkeypatch.setattr(type(backend), "unpack_command", spy_unpack)
+    monkeypatch.setattr(type(backend), "copy_in_command", spy_in)
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     for name in ("keep.txt", "skip.o", "sub/keep2.txt"):
         (src / name).write_text(name)
     service.push("box", [str(src)], "/w/pushed", exclude=["*.o"])
     service.push("box", [str(src / "sub")], "/w/pushed/src", delete=True)
-    assert [f.rsplit("/", 1)[0] for f in unpacked if f != "/"] == ["/w/pushed", "/w/pushed/src"]
+    pushed = [(path, folder) for path, folder in copied if folder != "/"]
+    assert [path for path, _ in pushed] == ["-", str(src / "sub")]
+    assert re.fullmatch(r"/w/pushed/\.mngr-push\.\w+", pushed[0][1])
+    assert re.fullmatch(r"/w/pushed/src/\.mngr-push\.\w+/p", pushed[1][1])
     listed = subprocess.run(
         backend.exec_command(host, ["find", "/w/pushed"]).argv, capture_output=True, text=True
     ).stdout.split()
@@ -161,6 +166,46 @@ def test_push_and_pull_go_through_the_engines_archive_api(
     service.pull("box", ["../w/in dir/."], str(contents))  # from / (busybox's working folder)
     assert asked[-1].startswith("/") and asked[-1].endswith("/w/in dir/./.")
     assert sorted(p.name for p in contents.iterdir()) == ["a.txt", "l", "sub"]
+
+
+def test_a_push_is_one_process_in_the_container(
+    service,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The probe, the temporary folder and the placing are one `docker exec` (each exec costs
+    ~0.1 s before the copy can start); without the engine's unpack command the archive goes
+    on that exec's stdin after the word `tar`."""
+    host = service.resolve_host("box")
+    backend = service.engine.backend(host.provider)
+    execs: list[list[str]] = []
+    real = type(backend).exec_command
+
+    def spy(self, host, argv, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        execs.append(argv)
+        return real(self, host, argv, **kwargs)
+
+    monkeypatch.setattr(type(backend), "exec_command", spy)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("by the engine")
+    service.push("box", [str(src)], "/w/one")
+    assert len(execs) == 1
+    monkeypatch.setattr(type(backend), "copy_in_command", lambda self, host, path, folder: None)
+    (src / "a.txt").write_text("on stdin\n")
+    assert service.push("box", [str(src)], "/w/one").method == "tar"
+    assert len(execs) == 2
+    monkeypatch.undo()
+    (tmp_path / "link").symlink_to("src/a.txt")
+    service.push("box", [f"{src}/.", str(tmp_path / "link")], "/w/two")  # by their paths
+    script = "ls -A /w/one /w/two; cat /w/one/src/a.txt; readlink /w/two/link"
+    cmd = backend.exec_command(host, ["sh", "-c", script])
+    listed = subprocess.run(cmd.argv, capture_output=True, text=True, check=True).stdout
+    assert listed.split("\n") == ["/w/one:", "src", "", "/w/two:", "a.txt", "link"] + [
+        "on stdin",
+        "src/a.txt",
+        "",
+    ]
 
 
 def test_ctrl_c_during_a_pull_leaves_no_process_and_no_partial_file(

@@ -341,14 +341,17 @@ class Service:
         """The snapshots of the hosts `batch` destroys, as jobs run once their host is gone;
         a snapshot another host runs from (a docker image its container uses) is kept."""
         going = {job.host.id for job in batch.jobs if job.host is not None}
+        staying: dict[str, list[Host]] = {}  # per provider: one listing, however many hosts
         for job in list(batch.jobs):
             host, backend = job.host, job.backend
             assert host is not None
             try:
                 snaps = backend.list_snapshots(host)
-                others: list[Host] = []
-                if snaps and backend.hosts_pin_snapshots:
-                    others = [h for h in self.hosts_of_provider(host.provider) if h.id not in going]
+                if snaps and backend.hosts_pin_snapshots and host.provider not in staying:
+                    staying[host.provider] = [
+                        h for h in self.hosts_of_provider(host.provider) if h.id not in going
+                    ]
+                others = staying.get(host.provider, [])
                 for snap in snaps if isinstance(snaps, list) else snaps.items:
                     users = _users(snap, others)
                     if users:
@@ -800,12 +803,15 @@ class Service:
         """Plans to delete snapshots; one that does not resolve, or that a host runs from (a
         docker image its container uses), is refused."""
         batch = Batch()
+        hosts: dict[str, list[Host]] = {}  # per provider: one listing, however many snapshots
         for ref in refs:
             try:
                 snap = self.engine.resolve_snapshot(ref, provider)
                 backend = self.engine.backend(snap.provider)
                 if backend.hosts_pin_snapshots:
-                    users = _users(snap, self.hosts_of_provider(snap.provider))
+                    if snap.provider not in hosts:
+                        hosts[snap.provider] = self.hosts_of_provider(snap.provider)
+                    users = _users(snap, hosts[snap.provider])
                     if users:
                         raise ConflictError(
                             f"snapshot {snap.id} ({snap.name}) is used by host "

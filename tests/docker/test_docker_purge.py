@@ -102,3 +102,33 @@ def test_a_hosts_json_lists_the_snapshots_that_exist_and_not_an_earlier_hosts(
     assert mngr("host", "create", "h", "-p", p).exit_code == 0
     assert record("list")["snapshots"] == [] == record("show")["snapshots"]
     assert mngr("host", "snapshot", "delete", snap_id, "--yes").exit_code == 0
+
+
+def test_the_hosts_that_pin_snapshots_are_listed_once_per_provider(
+    docker_env: DockerEnv, mngr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """destroy --purge of several hosts and snapshot delete of several snapshots ask which
+    hosts run from a snapshot with one listing of the provider, not one per item."""
+    from mngr.service import Service
+
+    p = docker_env.provider
+    for name in ("a", "b"):
+        assert mngr("host", "create", name, "-p", p).exit_code == 0
+        for snap in (f"{name}1", f"{name}2"):
+            assert mngr("host", "snapshot", "create", name, "-p", p, "-n", snap).exit_code == 0
+    listed: list[str] = []
+    real = Service.hosts_of_provider
+
+    def counted(self: Service, name: str) -> list:
+        listed.append(name)
+        return real(self, name)
+
+    monkeypatch.setattr(Service, "hosts_of_provider", counted)
+    deleted = mngr("host", "snapshot", "delete", "a1", "b1", "-p", p, "--yes")
+    assert deleted.exit_code == 0, deleted.stderr
+    assert listed == [p]
+    listed.clear()
+    gone = mngr("host", "destroy", "a", "b", "-p", p, "--force", "--purge", "--yes")
+    assert gone.exit_code == 0, gone.stderr
+    assert gone.stderr.count("deleted snapshot") == 2 and listed == [p]
+    assert docker_env.labelled("ps") == [] and docker_env.labelled("image ls") == []
